@@ -1,0 +1,132 @@
+"""The built-in blocks. Each builder mirrors its cost function in ``budgets.costs`` exactly."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from blocks.genome import Layer
+from blocks.registry import register_block
+
+__all__ = ["Residual", "make_activation"]
+
+_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU, "relu6": nn.ReLU6, "lrelu": nn.LeakyReLU, "prelu": nn.PReLU, "elu": nn.ELU,
+    "silu": nn.SiLU, "gelu": nn.GELU, "hswish": nn.Hardswish, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid,
+}
+
+
+def make_activation(name: str) -> nn.Module:
+    return _ACTIVATIONS[name]()
+
+
+def _unit(order: str, cin: int, cout: int, core: nn.Module, act: str, norm: Callable[[int], nn.Module],
+          dropout: float = 0.0) -> list[nn.Module]:
+    """Modules of one unit in ``order``: c=core (conv/linear), b=norm, a=activation, d=dropout."""
+    modules, channels = [], cin
+    for letter in order:
+        if letter == "c":
+            modules.append(core)
+            channels = cout
+        elif letter == "b":
+            modules.append(norm(channels))
+        elif letter == "a":
+            modules.append(make_activation(act))
+        elif letter == "d":
+            modules.append(nn.Dropout(dropout))
+    return modules
+
+
+def _padding(layer: Layer) -> int:
+    return layer.dilation * (layer.kernel - 1) // 2 if layer.padding == "same" else layer.padding
+
+
+@register_block("conv")
+def build_conv(layer: Layer, shape: tuple, norm: Callable[[int], nn.Module]) -> nn.Module:
+    cin = shape[0]
+    groups = cin if layer.groups == "dw" else layer.groups
+    conv = nn.Conv2d(cin, layer.out, layer.kernel, layer.stride, _padding(layer), layer.dilation, groups,
+                     bias=layer.bias)
+    return nn.Sequential(*_unit(layer.order, cin, layer.out, conv, layer.act, norm, layer.dropout))
+
+
+@register_block("dws")
+def build_dws(layer: Layer, shape: tuple, norm: Callable[[int], nn.Module]) -> nn.Module:
+    cin, unit_order = shape[0], layer.order.replace("d", "")
+    depthwise = nn.Conv2d(cin, cin, layer.kernel, layer.stride, _padding(layer), layer.dilation, groups=cin,
+                          bias=layer.bias)
+    pointwise = nn.Conv2d(cin, layer.out, 1, bias=layer.bias)
+    modules = _unit(unit_order, cin, cin, depthwise, layer.act, norm)
+    modules += _unit(unit_order, cin, layer.out, pointwise, layer.act, norm)
+    if layer.dropout:
+        modules.append(nn.Dropout(layer.dropout))
+    return nn.Sequential(*modules)
+
+
+class Residual(nn.Module):
+    """``post(main(x) + shortcut(x))``."""
+
+    def __init__(self, main: nn.Module, shortcut: nn.Module, post: nn.Module) -> None:
+        super().__init__()
+        self.main, self.shortcut, self.post = main, shortcut, post
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.post(self.main(x) + self.shortcut(x))
+
+
+@register_block("res")
+def build_res(layer: Layer, shape: tuple, norm: Callable[[int], nn.Module]) -> nn.Module:
+    cin, cout, k, d = shape[0], layer.out, layer.kernel, layer.dilation
+    pad, unit_order = d * (k - 1) // 2, layer.order.replace("d", "")
+    plain_order = unit_order.replace("a", "")
+    first = nn.Conv2d(cin, cout, k, layer.stride, pad, d, bias=layer.bias)
+    second = nn.Conv2d(cout, cout, k, 1, pad, d, bias=layer.bias)
+    main = nn.Sequential(*_unit(unit_order, cin, cout, first, layer.act, norm),
+                         *_unit(plain_order, cout, cout, second, layer.act, norm))
+    if layer.stride != 1 or cin != cout:
+        projection = nn.Conv2d(cin, cout, 1, layer.stride, bias=layer.bias)
+        shortcut: nn.Module = nn.Sequential(*_unit(plain_order, cin, cout, projection, layer.act, norm))
+    else:
+        shortcut = nn.Identity()
+    post = []
+    if "a" in unit_order:
+        post.append(make_activation(layer.act))
+    if layer.dropout:
+        post.append(nn.Dropout(layer.dropout))
+    return Residual(main, shortcut, nn.Sequential(*post))
+
+
+@register_block("max")
+def build_max(layer: Layer, shape: tuple, norm: Callable[[int], nn.Module]) -> nn.Module:
+    pad = layer.kernel // 2 if layer.padding == "same" else layer.padding
+    return nn.MaxPool2d(layer.kernel, layer.stride, pad)
+
+
+@register_block("avg")
+def build_avg(layer: Layer, shape: tuple, norm: Callable[[int], nn.Module]) -> nn.Module:
+    pad = layer.kernel // 2 if layer.padding == "same" else layer.padding
+    return nn.AvgPool2d(layer.kernel, layer.stride, pad)
+
+
+@register_block("gap")
+def build_gap(layer: Layer, shape: tuple, norm: Callable[[int], nn.Module]) -> nn.Module:
+    return nn.AdaptiveAvgPool2d(1)
+
+
+@register_block("flat")
+def build_flat(layer: Layer, shape: tuple, norm: Callable[[int], nn.Module]) -> nn.Module:
+    return nn.Flatten()
+
+
+@register_block("fc")
+def build_fc(layer: Layer, shape: tuple, norm: Callable[[int], nn.Module]) -> nn.Module:
+    linear = nn.Linear(shape[0], layer.out, bias=layer.bias)
+    return nn.Sequential(*_unit(layer.order, shape[0], layer.out, linear, layer.act, nn.BatchNorm1d,
+                                layer.dropout))
+
+
+@register_block("lsm")
+def build_lsm(layer: Layer, shape: tuple, norm: Callable[[int], nn.Module]) -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.LogSoftmax(dim=1)) if len(shape) == 3 else nn.LogSoftmax(dim=1)

@@ -1,0 +1,249 @@
+"""Analytic cost of a genome: output shape, parameters, receptive field and MACs per layer.
+
+Pure functions of shapes, no ``nn.Module`` is built (fvcore's ``jit_handles`` style). Conventions:
+
+* params: trainable parameters, exactly what ``sum(p.numel() for p in model.parameters())`` and
+  torchsummary report (BatchNorm counts weight + bias, not its running statistics).
+* MACs: one multiply-add = one MAC, counted for convolutions and linear layers only; BatchNorm is
+  taken as folded into the preceding conv, pooling / activations / residual adds are free.
+  This equals fvcore's ``FlopCountAnalysis`` with its batch_norm and adaptive_avg_pool2d handles off.
+* receptive field: the recurrence ``rf += (dilation*(k-1)) * jump; jump *= stride`` over convs and
+  pools; a residual block takes its larger branch; ``gap`` / ``flat`` end it (later layers see everything).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from blocks.genome import BLOCK_TYPES, Genome, GenomeError, Layer
+
+__all__ = ["Analysis", "LayerCost", "analyze", "totals", "COST_FUNCTIONS"]
+
+Shape = tuple  # (C, H, W) for feature maps, (F,) after ``flat`` / ``fc``
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """One row of the summary table."""
+
+    index: int
+    type: str
+    token: str
+    output_shape: Shape
+    params: int
+    macs: int
+    receptive_field: int
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Per-layer rows and totals for a genome."""
+
+    genome: Genome
+    layers: tuple[LayerCost, ...]
+    params: int
+    macs: int
+    receptive_field: int
+    output_shape: Shape
+
+    @property
+    def input_shape(self) -> Shape:
+        spec = self.genome.input
+        return (spec.channels, spec.height, spec.width)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "genome": self.genome.to_string(),
+            "hash": self.genome.hash,
+            "input_shape": list(self.input_shape),
+            "output_shape": list(self.output_shape),
+            "params": self.params,
+            "receptive_field": self.receptive_field,
+            "macs": self.macs,
+            "layers": [
+                {"index": r.index, "type": r.type, "token": r.token, "output_shape": list(r.output_shape),
+                 "params": r.params, "macs": r.macs, "receptive_field": r.receptive_field}
+                for r in self.layers
+            ],
+        }
+
+
+# A cost function maps (layer, index, in_shape, rf, jump) -> (out_shape, params, macs, rf, jump).
+CostFn = Callable[[Layer, int, Shape, int, int], tuple]
+COST_FUNCTIONS: dict[str, CostFn] = {}
+
+
+def _register(name: str) -> Callable[[CostFn], CostFn]:
+    def wrap(fn: CostFn) -> CostFn:
+        COST_FUNCTIONS[name] = fn
+        return fn
+    return wrap
+
+
+# --------------------------------------------------------------------------- helpers
+def _fail(layer: Layer, index: int, field: str | None, message: str) -> None:
+    raise GenomeError(message, layer=index, block=layer.type, field=field)
+
+
+def _spatial(layer: Layer, index: int, shape: Shape) -> tuple[int, int, int]:
+    if len(shape) != 3:
+        _fail(layer, index, None, f"needs a (C, H, W) feature map but gets flat features {shape}; "
+                                  "spatial layers must come before 'flat'")
+    return shape
+
+
+def _pad(layer: Layer, padding: int | str) -> int:
+    return layer.dilation * (layer.kernel - 1) // 2 if padding == "same" else padding
+
+
+def _slide(layer: Layer, index: int, h: int, w: int, k: int, stride: int, pad: int, dilation: int) -> tuple[int, int]:
+    """Output size of a sliding window (conv or pool, floor mode)."""
+    span = dilation * (k - 1) + 1
+    ho = (h + 2 * pad - span) // stride + 1
+    wo = (w + 2 * pad - span) // stride + 1
+    if ho < 1 or wo < 1:
+        _fail(layer, index, "kernel", f"shrinks the {h}x{w} map below 1x1 (kernel {k}, dilation {dilation}, "
+                                      f"padding {pad}, stride {stride})")
+    return ho, wo
+
+
+def _unit_params(order: str, cin: int, cout: int, weights: int, bias: bool, act: str) -> int:
+    """Params of one conv/linear unit walked in ``order``: the norm sees cin before 'c', cout after."""
+    params = weights + (cout if bias else 0)
+    channels = cin
+    for letter in order:
+        if letter == "c":
+            channels = cout
+        elif letter == "b":
+            params += 2 * channels
+        elif letter == "a" and act == "prelu":
+            params += 1
+    return params
+
+
+# --------------------------------------------------------------------------- cost functions
+@_register("conv")
+def _conv(layer: Layer, index: int, shape: Shape, rf: int, jump: int) -> tuple:
+    cin, h, w = _spatial(layer, index, shape)
+    cout, k = layer.out, layer.kernel
+    groups = cin if layer.groups == "dw" else layer.groups
+    if cin % groups or cout % groups:
+        _fail(layer, index, "groups", f"in channels {cin} and out channels {cout} must both be divisible "
+                                      f"by groups {groups}")
+    ho, wo = _slide(layer, index, h, w, k, layer.stride, _pad(layer, layer.padding), layer.dilation)
+    weights = cout * (cin // groups) * k * k
+    params = _unit_params(layer.order, cin, cout, weights, layer.bias, layer.act)
+    rf += layer.dilation * (k - 1) * jump
+    return (cout, ho, wo), params, weights * ho * wo, rf, jump * layer.stride
+
+
+@_register("dws")
+def _dws(layer: Layer, index: int, shape: Shape, rf: int, jump: int) -> tuple:
+    cin, h, w = _spatial(layer, index, shape)
+    cout, k = layer.out, layer.kernel
+    ho, wo = _slide(layer, index, h, w, k, layer.stride, _pad(layer, layer.padding), layer.dilation)
+    unit_order = layer.order.replace("d", "")
+    depthwise = _unit_params(unit_order, cin, cin, cin * k * k, layer.bias, layer.act)
+    pointwise = _unit_params(unit_order, cin, cout, cin * cout, layer.bias, layer.act)
+    macs = ho * wo * cin * (k * k + cout)
+    rf += layer.dilation * (k - 1) * jump
+    return (cout, ho, wo), depthwise + pointwise, macs, rf, jump * layer.stride
+
+
+@_register("res")
+def _res(layer: Layer, index: int, shape: Shape, rf: int, jump: int) -> tuple:
+    cin, h, w = _spatial(layer, index, shape)
+    cout, k, d, s = layer.out, layer.kernel, layer.dilation, layer.stride
+    pad = d * (k - 1) // 2
+    ho, wo = _slide(layer, index, h, w, k, s, pad, d)
+    unit_order = layer.order.replace("d", "")
+    first = _unit_params(unit_order, cin, cout, cout * cin * k * k, layer.bias, layer.act)
+    second = _unit_params(unit_order.replace("a", ""), cout, cout, cout * cout * k * k, layer.bias, layer.act)
+    params = first + second + (1 if "a" in unit_order and layer.act == "prelu" else 0)
+    macs = ho * wo * cout * k * k * (cin + cout)
+    if s != 1 or cin != cout:  # 1x1 projection shortcut, norm only if the block has one
+        params += _unit_params(unit_order.replace("a", ""), cin, cout, cin * cout, layer.bias, layer.act)
+        macs += ho * wo * cin * cout
+    rf += d * (k - 1) * jump + d * (k - 1) * jump * s  # main branch: two kxk convs, the second after the stride
+    return (cout, ho, wo), params, macs, rf, jump * s
+
+
+def _pool(layer: Layer, index: int, shape: Shape, rf: int, jump: int) -> tuple:
+    c, h, w = _spatial(layer, index, shape)
+    pad = layer.kernel // 2 if layer.padding == "same" else layer.padding
+    ho, wo = _slide(layer, index, h, w, layer.kernel, layer.stride, pad, 1)
+    return (c, ho, wo), 0, 0, rf + (layer.kernel - 1) * jump, jump * layer.stride
+
+
+COST_FUNCTIONS["max"] = COST_FUNCTIONS["avg"] = _pool
+
+
+@_register("gap")
+def _gap(layer: Layer, index: int, shape: Shape, rf: int, jump: int) -> tuple:
+    c, _, _ = _spatial(layer, index, shape)
+    return (c, 1, 1), 0, 0, rf, 0  # jump 0: later layers add nothing to the receptive field
+
+
+@_register("flat")
+def _flat(layer: Layer, index: int, shape: Shape, rf: int, jump: int) -> tuple:
+    features = 1
+    for size in shape:
+        features *= size
+    return (features,), 0, 0, rf, 0
+
+
+@_register("fc")
+def _fc(layer: Layer, index: int, shape: Shape, rf: int, jump: int) -> tuple:
+    if len(shape) != 1:
+        _fail(layer, index, None, f"fc needs flat features but gets a {shape} map; put 'flat' before it")
+    fin, fout = shape[0], layer.out
+    params = _unit_params(layer.order, fin, fout, fin * fout, layer.bias, layer.act)
+    return (fout,), params, fin * fout, rf, jump
+
+
+@_register("lsm")
+def _lsm(layer: Layer, index: int, shape: Shape, rf: int, jump: int) -> tuple:
+    return shape, 0, 0, rf, jump
+
+
+assert set(COST_FUNCTIONS) == set(BLOCK_TYPES), "every block type needs a cost function"
+
+
+# --------------------------------------------------------------------------- public entry points
+def _head_check(genome: Genome, shape: Shape) -> Shape:
+    classes = genome.input.classes
+    if shape == (classes,) or shape == (classes, 1, 1):
+        return (classes,)
+    raise GenomeError(f"output shape {shape} does not give {classes} class scores; end with a head "
+                      "such as gap + 1x1 conv, 1x1 conv + gap, or flat + fc", layer=len(genome.layers) - 1,
+                      block=genome.layers[-1].type)
+
+
+def analyze(genome: Genome) -> Analysis:
+    """Per-layer output shape, params, MACs and receptive field; raises GenomeError on a bad structure."""
+    spec = genome.input
+    shape: Shape = (spec.channels, spec.height, spec.width)
+    rf, jump, rows = 1, 1, []
+    total_params = total_macs = 0
+    for index, layer in enumerate(genome.layers):
+        shape, params, macs, rf, jump = COST_FUNCTIONS[layer.type](layer, index, shape, rf, jump)
+        total_params += params
+        total_macs += macs
+        rows.append(LayerCost(index, layer.type, layer.token(), shape, params, macs, rf))
+    output = _head_check(genome, shape)
+    return Analysis(genome, tuple(rows), total_params, total_macs, rf, output)
+
+
+def totals(genome: Genome) -> tuple[int, int, int]:
+    """``(params, macs, receptive_field)`` without the per-layer rows: the fast path the search uses."""
+    spec = genome.input
+    shape: Shape = (spec.channels, spec.height, spec.width)
+    rf, jump = 1, 1
+    total_params = total_macs = 0
+    for index, layer in enumerate(genome.layers):
+        shape, params, macs, rf, jump = COST_FUNCTIONS[layer.type](layer, index, shape, rf, jump)
+        total_params += params
+        total_macs += macs
+    _head_check(genome, shape)
+    return total_params, total_macs, rf
