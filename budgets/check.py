@@ -23,12 +23,14 @@ class Limits:
             return max(genome.input.height, genome.input.width)
         return self.min_rf
 
-    def describe(self) -> str:
+    def describe(self, genome: Genome | None = None) -> str:
+        """E.g. ``params <= 8,000, receptive field >= 28``; 'auto' is resolved when a genome is given."""
         parts = []
         if self.max_params is not None:
             parts.append(f"params <= {self.max_params:,}")
         if self.min_rf is not None:
-            parts.append(f"receptive field >= {self.min_rf}")
+            rf = self.required_rf(genome) if genome is not None else self.min_rf
+            parts.append(f"receptive field >= {rf}")
         if self.max_macs is not None:
             parts.append(f"MACs <= {self.max_macs:,}")
         return ", ".join(parts) or "no limits"

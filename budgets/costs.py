@@ -204,7 +204,9 @@ def _fc(layer: Layer, index: int, shape: Shape, rf: int, jump: int) -> tuple:
 
 @_register("lsm")
 def _lsm(layer: Layer, index: int, shape: Shape, rf: int, jump: int) -> tuple:
-    return shape, 0, 0, rf, jump
+    if len(shape) == 3 and shape[1:] != (1, 1):
+        _fail(layer, index, None, f"lsm needs class scores but gets a {shape} map; put a head (gap, flat+fc) first")
+    return shape[:1], 0, 0, rf, jump
 
 
 assert set(COST_FUNCTIONS) == set(BLOCK_TYPES), "every block type needs a cost function"

@@ -1,0 +1,1 @@
+"""Summaries, leaderboards, HTML reports and reproduction of winners."""

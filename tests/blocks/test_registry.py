@@ -1,0 +1,58 @@
+import pytest
+import torch
+
+from blocks import BLOCK_TYPES, BUILDERS, Genome, build_model, get_builder
+from budgets import analyze
+from budgets.costs import COST_FUNCTIONS
+
+# One small genome per registered block, exercising the block in a typical position.
+EXAMPLES = {
+    "conv": "i2x12x12n10-conv_c8_k3_s2_p1_gdw_oacbd_aprelu_r0.1-conv_c10_k1_oc-gap",
+    "dws": "i3x12x12n10-dws_c8_k5_s2_psame_d2_ocab_asilu_r0.1-conv_c10_k1_oc-gap",
+    "res": "i3x12x12n10-res_c8_s2_obac_aprelu_r0.1-res_c8_d2-conv_c10_k1_oc-gap",
+    "max": "i1x12x12n10-conv_c4_k3-max_k3_s2_p1-conv_c10_k1_oc-gap",
+    "avg": "i1x12x12n10-conv_c10_k3_oc-avg_k10",
+    "gap": "i1x12x12n10-conv_c6_k3-gap-conv_c10_k1_oc",
+    "flat": "i1x8x8n10-conv_c4_k3-flat-fc_c10",
+    "fc": "i1x8x8n10-conv_c4_k3-flat-fc_c16_ocbad_ahswish_r0.2-fc_c10",
+    "lsm": "i1x12x12n10-conv_c6_k3-gap-conv_c10_k1_oc-lsm",
+}
+
+
+def test_every_block_type_has_a_builder_a_cost_function_and_an_example():
+    assert set(BUILDERS) == set(BLOCK_TYPES) == set(COST_FUNCTIONS) == set(EXAMPLES)
+
+
+def test_unknown_block_lists_the_known_ones():
+    with pytest.raises(KeyError, match="unknown block 'nope'; known: avg, conv, dws"):
+        get_builder("nope")
+
+
+@pytest.mark.parametrize("name", sorted(BLOCK_TYPES))
+def test_block_builds_to_the_analytic_shape_and_trains(name):
+    torch.manual_seed(0)
+    genome = Genome.from_string(EXAMPLES[name])
+    assert any(layer.type == name for layer in genome.layers)
+    analysis = analyze(genome)
+    model = build_model(genome).train()
+    shapes = []
+    hooks = [module.register_forward_hook(lambda m, i, o: shapes.append(tuple(o.shape[1:])))
+             for module in list(model)[: len(genome.layers)]]
+    x = torch.randn(4, genome.input.channels, genome.input.height, genome.input.width)
+    out = model(x)
+    for hook in hooks:
+        hook.remove()
+    assert shapes == [row.output_shape for row in analysis.layers]
+    assert out.shape == (4, genome.input.classes)
+    assert torch.isfinite(out).all()
+    out.float().pow(2).mean().backward()
+    assert sum(p.numel() for p in model.parameters()) == analysis.params
+    for pname, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+
+
+def test_norm_layer_is_injectable():
+    genome = Genome.from_string(EXAMPLES["res"])
+    model = build_model(genome, norm_layer=lambda c: torch.nn.GroupNorm(1, c))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert sum(p.numel() for p in model.parameters()) == analyze(genome).params
