@@ -1,0 +1,58 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+import run_search
+from tests.conftest import ROOT
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "run_search.py"), *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+
+
+def test_describe_json_has_the_promised_fields(capsys):
+    code = run_search.main(["--describe", str(ROOT / "zoo" / "mnist_8k_gap.json"), "--json", "--budget", "8000"])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0
+    for key in ("params", "receptive_field", "macs", "output_shape", "input_shape", "violations"):
+        assert key in data
+    assert data["params"] == 7050 and data["violations"] == [] and data["output_shape"] == [10]
+
+
+def test_describe_table_shows_rf_and_macs_and_the_verdict(capsys):
+    code = run_search.main(["--describe", str(ROOT / "zoo" / "lenet5.json"), "--budget", "50000", "--min-rf", "auto"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "RF" in out and "MACs" in out and "61,706" in out
+    assert "params 61,706 > budget 50,000" in out and "receptive field 16 < required 28" in out
+
+
+def test_describe_compact_string(capsys):
+    assert run_search.main(["--describe", "i1x28x28n10-conv_c8_k3-gap-conv_c10_k1_oc", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["params"] == 178
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["--describe", "i1x28x28n10-conv_c8_k3-conv_c8_k31-gap"], "genome string, layer 1 (conv), field 'kernel'"),
+    (["--describe", "i1x28x28n10-bogus_c8"], "unknown block type 'bogus'"),
+    (["--describe", "zoo/missing.json"], "no such genome file: zoo/missing.json"),
+    (["--describe", "zoo/lenet5.json", "--min-rf", "wide"], "--min-rf must be a positive integer or 'auto'"),
+    (["--describe", "zoo/lenet5.json", "--budget", "0"], "must be > 0"),
+])
+def test_bad_input_is_one_line_and_exit_code_2(args, expected):
+    result = run_cli(*args)
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("run_search.py: error:")
+
+
+def test_malformed_json_file(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"layers": [{"type": "conv", "out": 8, "kernel": 3, "groups": "dw"}, ]}')
+    assert run_search.main(["--describe", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.json: malformed JSON" in err and err.count("\n") == 1
