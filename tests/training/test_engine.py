@@ -1,0 +1,98 @@
+import math
+
+import pytest
+import torch
+
+from blocks import Genome, load_genome
+from tests.conftest import ROOT
+from tests.synthetic import TINY_GENOME, tiny_splits
+from training import DataError, TrainConfig, Trainer, load_splits, resolve_device, train
+
+FAST = dict(epochs=3, batch_size=32, lr=0.05, device="cpu")
+
+
+def test_learns_the_synthetic_task():
+    result = train(TINY_GENOME, tiny_splits(), TrainConfig(**FAST), progress=False)
+    assert result.status == "complete" and len(result.epochs) == 3
+    assert result.epochs[-1].train_loss < result.epochs[0].train_loss
+    assert result.best_val_acc > 90
+    assert result.params == sum(p.numel() for p in result.model.parameters())
+    assert result.config["batch_size"] == 32 and result.seed == 0 and result.device == "cpu"
+
+
+def test_same_seed_same_numbers_on_cpu():
+    runs = [train(TINY_GENOME, tiny_splits(), TrainConfig(**FAST, seed=7), progress=False) for _ in range(2)]
+    assert [m.train_loss for m in runs[0].epochs] == [m.train_loss for m in runs[1].epochs]
+    assert [m.val_acc for m in runs[0].epochs] == [m.val_acc for m in runs[1].epochs]
+    other = train(TINY_GENOME, tiny_splits(), TrainConfig(**FAST, seed=8), progress=False)
+    assert [m.train_loss for m in other.epochs] != [m.train_loss for m in runs[0].epochs]
+
+
+def test_callback_sees_every_epoch_and_can_stop_the_run():
+    seen = []
+
+    def on_epoch(metrics):
+        seen.append(metrics.epoch)
+        return "pruned" if metrics.epoch == 2 else None
+
+    result = train(TINY_GENOME, tiny_splits(), TrainConfig(**FAST), on_epoch=on_epoch, progress=False)
+    assert seen == [1, 2] and result.status == "pruned" and len(result.epochs) == 2
+
+
+def test_divergence_is_a_status_not_a_crash():
+    config = TrainConfig(**{**FAST, "lr": 1e12, "schedule": "step"})
+    genome = Genome.from_string("i1x12x12n4-conv_c8_k3_oca-flat-fc_c4")  # no norm to tame it
+    result = train(genome, tiny_splits(), config, progress=False)
+    assert result.status == "diverged"
+    assert len(result.epochs) >= 1 and not math.isfinite(result.epochs[-1].train_loss)
+
+
+def test_cuda_oom_is_a_status_not_a_crash(monkeypatch):
+    def explode(self):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(Trainer, "train_epoch", explode)
+    result = train(TINY_GENOME, tiny_splits(), TrainConfig(**FAST), progress=False)
+    assert result.status == "oom" and result.epochs == []
+
+
+@pytest.mark.parametrize("optimizer,schedule", [("adam", "onecycle"), ("adamw", "step"), ("sgd", "step")])
+def test_optimizers_and_schedules(optimizer, schedule):
+    config = TrainConfig(**{**FAST, "optimizer": optimizer, "schedule": schedule, "lr": 0.01,
+                            "label_smoothing": 0.1})
+    result = train(TINY_GENOME, tiny_splits(), config, progress=False)
+    assert result.status == "complete" and result.best_val_acc > 60
+
+
+def test_max_steps_and_test_evaluation():
+    config = TrainConfig(**{**FAST, "max_steps": 5, "evaluate_test": True})
+    result = train(TINY_GENOME, tiny_splits(), config, progress=False)
+    assert len(result.epochs) == 1 and result.epochs[0].test_acc is not None
+
+
+def test_genome_of_another_dataset_is_rejected():
+    with pytest.raises(DataError, match="does not match synthetic"):
+        train(Genome.from_string("i1x28x28n10-conv_c8_k3-gap-conv_c10_k1_oc"), tiny_splits(), progress=False)
+
+
+@pytest.mark.parametrize("field,value", [("optimizer", "lbfgs"), ("schedule", "cosine"), ("epochs", 0),
+                                         ("device", "tpu"), ("augment", "mixup")])
+def test_bad_config_names_the_field(field, value):
+    with pytest.raises(ValueError, match=f"invalid training config field '{field}'"):
+        TrainConfig(**{field: value})
+
+
+def test_device_resolution():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type in ("cuda", "mps", "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            resolve_device("cuda")
+
+
+@pytest.mark.slow
+def test_real_mnist_one_short_epoch(mnist_dir):
+    splits = load_splits("mnist", mnist_dir).subset(6000)
+    genome = load_genome(ROOT / "zoo" / "mnist_8k_gap.json")
+    result = train(genome, splits, TrainConfig(epochs=1, device="cpu"), progress=False)
+    assert result.status == "complete" and result.best_val_acc > 85

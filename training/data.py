@@ -1,0 +1,157 @@
+"""Datasets loaded once into uint8 tensors on the training device, with a fixed validation split."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from blocks.genome import Genome, InputSpec
+
+__all__ = ["DATASETS", "DataError", "Splits", "load_splits", "check_genome_fits"]
+
+
+class DataError(ValueError):
+    """Unusable data (unknown dataset, missing or corrupt files): one readable line."""
+
+
+@dataclass(frozen=True)
+class _DatasetInfo:
+    torchvision_name: str
+    folder: str  # where torchvision keeps the files under the data dir
+    files: tuple[str, ...]
+    spec: InputSpec
+
+
+_IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+DATASETS: dict[str, _DatasetInfo] = {
+    "mnist": _DatasetInfo("MNIST", "MNIST/raw", _IDX_FILES, InputSpec(1, 28, 28, 10)),
+    "fashion-mnist": _DatasetInfo("FashionMNIST", "FashionMNIST/raw", _IDX_FILES, InputSpec(1, 28, 28, 10)),
+    "cifar10": _DatasetInfo("CIFAR10", "cifar-10-batches-py",
+                            tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",), InputSpec(3, 32, 32, 10)),
+}
+
+
+@dataclass
+class Splits:
+    """uint8 images (N, C, H, W) and int64 labels on one device; ``val_*`` carved from the training set."""
+
+    name: str
+    spec: InputSpec
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    mean: tuple[float, ...]  # per channel, of the training split, in [0, 1] units
+    std: tuple[float, ...]
+
+    @property
+    def device(self) -> torch.device:
+        return self.train_x.device
+
+    def subset(self, n_train: int | None, seed: int = 0) -> "Splits":
+        """The same splits with at most ``n_train`` training images (a fixed random subset)."""
+        if n_train is None or n_train >= len(self.train_y):
+            return self
+        gen = torch.Generator().manual_seed(seed)
+        keep = torch.randperm(len(self.train_y), generator=gen)[:n_train].to(self.device)
+        return Splits(self.name, self.spec, self.train_x[keep], self.train_y[keep], self.val_x, self.val_y,
+                      self.test_x, self.test_y, self.mean, self.std)
+
+
+def _check_idx(path: Path, is_images: bool) -> None:
+    """Size and magic of an IDX file, so a truncated download gives a readable error, not a crash."""
+    size = path.stat().st_size
+    header = 16 if is_images else 8
+    with path.open("rb") as f:
+        raw = f.read(header)
+    if len(raw) < header:
+        raise DataError(f"corrupt data file {path}: {size} bytes is shorter than its header")
+    magic, count = struct.unpack(">II", raw[:8])
+    expected_magic = 2051 if is_images else 2049
+    if magic != expected_magic:
+        raise DataError(f"corrupt data file {path}: magic number {magic}, expected {expected_magic}")
+    item = 1
+    if is_images:
+        rows, cols = struct.unpack(">II", raw[8:16])
+        item = rows * cols
+    expected = header + count * item
+    if size != expected:
+        raise DataError(f"corrupt data file {path}: {size:,} bytes, expected {expected:,} "
+                        f"for {count:,} {'images' if is_images else 'labels'}")
+
+
+def _torchvision_split(info: _DatasetInfo, root: Path, train: bool, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    import torchvision
+
+    cls = getattr(torchvision.datasets, info.torchvision_name)
+    ds = cls(str(root), train=train, download=download)
+    x = torch.as_tensor(ds.data)
+    x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)  # (N, C, H, W)
+    return x.contiguous(), torch.as_tensor(ds.targets, dtype=torch.int64)
+
+
+def load_splits(name: str = "mnist", data_dir: str | Path = "data", *, device: torch.device | str = "cpu",
+                val_size: int = 5000, split_seed: int = 0, download: bool = True) -> Splits:
+    """Load ``name`` from ``data_dir`` (downloading when missing), carve the validation split, move to device."""
+    info = DATASETS.get(name)
+    if info is None:
+        raise DataError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+    root = Path(data_dir)
+    if root.exists() and not root.is_dir():
+        raise DataError(f"data dir {root} is a file, not a directory")
+    folder = root / info.folder
+    missing = [f for f in info.files if not (folder / f).is_file()]
+    try:
+        if missing and download:
+            _download(info, root)
+        elif missing:
+            raise DataError(f"{name} files missing: expected {', '.join(info.files)} in {folder}")
+        if info.files == _IDX_FILES:
+            for f in info.files:
+                _check_idx(folder / f, is_images="images" in f)
+        train_x, train_y = _torchvision_split(info, root, True, False)
+        test_x, test_y = _torchvision_split(info, root, False, False)
+    except DataError:
+        raise
+    except PermissionError as e:
+        raise DataError(f"cannot read data under {root}: {e}") from None
+    except Exception as e:  # torchvision raises RuntimeError / pickle errors on unusable files
+        raise DataError(f"cannot load {name} from {folder}: {type(e).__name__}: {e}".splitlines()[0]) from None
+
+    if not 0 <= val_size < len(train_y):
+        raise DataError(f"validation size {val_size} must be in [0, {len(train_y)})")
+    order = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(split_seed))
+    val_idx, train_idx = order[:val_size], order[val_size:]
+    scaled = train_x[train_idx].float().div_(255)
+    mean = tuple(scaled.mean(dim=(0, 2, 3)).tolist())
+    std = tuple(scaled.std(dim=(0, 2, 3)).tolist())
+    device = torch.device(device)
+    return Splits(name, info.spec, train_x[train_idx].to(device), train_y[train_idx].to(device),
+                  train_x[val_idx].to(device), train_y[val_idx].to(device), test_x.to(device), test_y.to(device),
+                  mean, std)
+
+
+def _download(info: _DatasetInfo, root: Path) -> None:
+    import torchvision
+
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        getattr(torchvision.datasets, info.torchvision_name)(str(root), train=True, download=True)
+        getattr(torchvision.datasets, info.torchvision_name)(str(root), train=False, download=True)
+    except Exception as e:
+        reason = f"{type(e).__name__}: {e}".splitlines()[0][:200]
+        raise DataError(f"{info.torchvision_name} not found and the download failed ({reason}); "
+                        f"put {', '.join(info.files)} in {root / info.folder}") from None
+
+
+def check_genome_fits(genome: Genome, spec: InputSpec, dataset: str) -> None:
+    """Raise DataError when the genome's input spec is not the dataset's."""
+    g = genome.input
+    if (g.channels, g.height, g.width, g.classes) != (spec.channels, spec.height, spec.width, spec.classes):
+        raise DataError(f"genome input {g.channels}x{g.height}x{g.width} with {g.classes} classes does not match "
+                        f"{dataset} ({spec.channels}x{spec.height}x{spec.width}, {spec.classes} classes)")

@@ -1,0 +1,289 @@
+"""The training engine: data resident on the device, batched augmentation, one config dataclass.
+
+    result = train(genome, splits, TrainConfig(epochs=15), on_epoch=callback)
+
+``on_epoch(metrics)`` is called after every epoch; returning a string (e.g. ``"pruned"``) stops the
+run with that status. A non-finite loss ends the run as ``diverged``, CUDA out-of-memory as ``oom``;
+neither raises.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from blocks import Genome, build_model
+from training.augment import augment_batch
+from training.data import Splits, check_genome_fits
+
+__all__ = ["EpochMetrics", "TrainConfig", "TrainResult", "Trainer", "resolve_device", "train"]
+
+
+@dataclass
+class TrainConfig:
+    """Every training knob, with units. Recorded with every result (``asdict``)."""
+
+    epochs: int = 15
+    batch_size: int = 128  # images per optimizer step
+    optimizer: str = "sgd"  # sgd | adam | adamw
+    lr: float = 0.05  # peak learning rate (onecycle) or initial one (step)
+    momentum: float = 0.9  # sgd only
+    nesterov: bool = True  # sgd only
+    weight_decay: float = 1e-4  # L2 for sgd/adam, decoupled for adamw
+    schedule: str = "onecycle"  # onecycle | step
+    warmup_frac: float = 0.2  # onecycle: share of steps spent rising to the peak
+    step_epochs: int = 5  # step: decay every this many epochs
+    step_gamma: float = 0.1  # step: multiply the LR by this at each decay
+    label_smoothing: float = 0.0
+    augment: str = "auto"  # auto | none | affine | cropflip ; auto = affine for 1-channel data, else cropflip
+    rotation_deg: float = 7.0  # affine: uniform rotation in [-deg, deg]
+    translate_px: float = 0.0  # affine: uniform shift in [-px, px] per axis
+    crop_pad_px: int = 4  # cropflip: integer shift in [-px, px], zero fill; plus a random horizontal flip
+    seed: int = 0  # model init, batch order, augmentation, dropout
+    device: str = "auto"  # auto | cuda | mps | cpu ; auto = cuda, then mps, then cpu
+    amp: bool = True  # CUDA only: bf16 autocast
+    channels_last: bool = True  # CUDA only
+    compile: bool = False  # torch.compile the model (CUDA; pays off only for long runs)
+    eval_batch_size: int = 2000  # images per evaluation batch
+    evaluate_test: bool = False  # also evaluate the test set every epoch (final evaluation only)
+    max_steps: int | None = None  # stop after this many optimizer steps (benchmarks, smoke tests)
+    threads: int | None = None  # torch CPU threads for this process (None = leave as is)
+
+    def __post_init__(self) -> None:
+        checks = {
+            "epochs": self.epochs >= 1, "batch_size": self.batch_size >= 2, "lr": self.lr > 0,
+            "optimizer": self.optimizer in ("sgd", "adam", "adamw"), "schedule": self.schedule in ("onecycle", "step"),
+            "augment": self.augment in ("auto", "none", "affine", "cropflip"),
+            "device": self.device in ("auto", "cuda", "mps", "cpu"),
+            "label_smoothing": 0 <= self.label_smoothing < 1, "weight_decay": self.weight_decay >= 0,
+            "warmup_frac": 0 < self.warmup_frac < 1,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"invalid training config field '{bad[0]}': {getattr(self, bad[0])!r}")
+
+
+@dataclass
+class EpochMetrics:
+    epoch: int  # 1-based
+    train_loss: float
+    train_acc: float  # percent, on augmented batches as seen during the epoch
+    val_loss: float | None
+    val_acc: float | None  # percent
+    test_loss: float | None = None
+    test_acc: float | None = None
+    seconds: float = 0.0  # wall time of the epoch (training + evaluation)
+    lr: float = 0.0  # learning rate at the end of the epoch
+
+
+@dataclass
+class TrainResult:
+    status: str  # complete | pruned | diverged | oom | <whatever on_epoch returned>
+    epochs: list[EpochMetrics]
+    seconds: float
+    device: str
+    seed: int
+    params: int
+    config: dict
+    model: nn.Module | None = field(default=None, repr=False)
+
+    @property
+    def best_val_acc(self) -> float | None:
+        accs = [m.val_acc for m in self.epochs if m.val_acc is not None]
+        return max(accs) if accs else None
+
+    @property
+    def best_epoch(self) -> int | None:
+        best = self.best_val_acc
+        return next((m.epoch for m in self.epochs if m.val_acc == best), None) if best is not None else None
+
+    def to_dict(self) -> dict:
+        return {"status": self.status, "epochs": [asdict(m) for m in self.epochs], "seconds": self.seconds,
+                "device": self.device, "seed": self.seed, "params": self.params, "config": self.config,
+                "best_val_acc": self.best_val_acc, "best_epoch": self.best_epoch}
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda, then mps, then cpu; an unavailable explicit choice raises ValueError."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError("--device mps: no MPS device is available")
+    return torch.device(name)
+
+
+class Trainer:
+    """Owns the model, optimizer, schedule and RNG of one run over resident ``Splits``."""
+
+    def __init__(self, genome: Genome, splits: Splits, config: TrainConfig) -> None:
+        check_genome_fits(genome, splits.spec, splits.name)
+        self.genome, self.splits, self.config = genome, splits, config
+        self.device = splits.device
+        self.cuda = self.device.type == "cuda"
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        torch.manual_seed(config.seed)
+        self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
+        self.model = build_model(genome).to(self.device)
+        self.memory_format = torch.channels_last if (self.cuda and config.channels_last) else torch.contiguous_format
+        self.model = self.model.to(memory_format=self.memory_format)
+        self.forward = torch.compile(self.model) if config.compile else self.model
+        self.params = sum(p.numel() for p in self.model.parameters())
+        n = len(splits.train_y)
+        self.steps_per_epoch = n // config.batch_size + (1 if n % config.batch_size >= 2 else 0)
+        self.total_steps = config.epochs * self.steps_per_epoch
+        if config.max_steps is not None:
+            self.total_steps = min(self.total_steps, config.max_steps)
+        self.optimizer = self._optimizer()
+        self.scheduler = self._scheduler()
+        self.steps_done = 0
+        shape = (1, splits.spec.channels, 1, 1)
+        self.mean = torch.tensor(splits.mean, device=self.device).view(shape)
+        self.std = torch.tensor(splits.std, device=self.device).view(shape)
+        mode = config.augment
+        if mode == "auto":
+            mode = "affine" if splits.spec.channels == 1 else "cropflip"
+        self.augment = {
+            "none": {},
+            "affine": {"rotation_deg": config.rotation_deg, "translate_px": config.translate_px},
+            "cropflip": {"crop_pad_px": config.crop_pad_px, "hflip": True},
+        }[mode]
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        c, params = self.config, self.model.parameters()
+        if c.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov,
+                                   weight_decay=c.weight_decay)
+        if c.optimizer == "adam":
+            return torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
+        return torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
+
+    def _scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
+        c = self.config
+        if c.schedule == "onecycle":
+            return torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=c.lr,
+                                                       total_steps=max(self.total_steps, math.ceil(3 / c.warmup_frac)),
+                                                       pct_start=c.warmup_frac, anneal_strategy="cos",
+                                                       cycle_momentum=c.optimizer == "sgd")
+        return torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=c.step_epochs * self.steps_per_epoch,
+                                               gamma=c.step_gamma)
+
+    def _prepare(self, images: torch.Tensor, augment: bool) -> torch.Tensor:
+        x = images.float().div_(255)  # (N, C, H, W) in [0, 1]
+        if augment and self.augment:
+            x = augment_batch(x, self.generator, **self.augment)
+        x = (x - self.mean) / self.std
+        return x.contiguous(memory_format=self.memory_format)
+
+    def _autocast(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda and self.config.amp)
+
+    def train_epoch(self) -> tuple[float, float]:
+        """One pass over the training split; returns (mean loss, accuracy %); loss is NaN if it diverged."""
+        c, s = self.config, self.splits
+        self.model.train()
+        n = len(s.train_y)
+        order = torch.randperm(n, device=self.device, generator=self.generator)
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.int64)
+        seen = 0
+        for step in range(self.steps_per_epoch):
+            if self.steps_done >= self.total_steps:
+                break
+            idx = order[step * c.batch_size:(step + 1) * c.batch_size]
+            x, y = self._prepare(s.train_x[idx], augment=True), s.train_y[idx]
+            with self._autocast():
+                logits = self.forward(x)  # (B, classes)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=c.label_smoothing)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.scheduler.step()
+            self.steps_done += 1
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.argmax(1) == y).sum()
+            seen += len(y)
+        return (loss_sum / max(seen, 1)).item(), 100.0 * correct.item() / max(seen, 1)
+
+    @torch.no_grad()
+    def evaluate(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+        """(mean loss, accuracy %) without augmentation."""
+        self.model.eval()
+        loss_sum, correct = torch.zeros((), device=self.device), torch.zeros((), device=self.device, dtype=torch.int64)
+        for start in range(0, len(labels), self.config.eval_batch_size):
+            x = self._prepare(images[start:start + self.config.eval_batch_size], augment=False)
+            y = labels[start:start + self.config.eval_batch_size]
+            with self._autocast():
+                logits = self.forward(x)
+            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+            correct += (logits.argmax(1) == y).sum()
+        return (loss_sum / len(labels)).item(), 100.0 * correct.item() / len(labels)
+
+
+def _progress_enabled() -> bool:
+    return sys.stdout.isatty() and not os.environ.get("CI")
+
+
+def train(genome: Genome, splits: Splits, config: TrainConfig | None = None,
+          on_epoch: Callable[[EpochMetrics], str | None] | None = None, progress: bool | None = None) -> TrainResult:
+    """Train ``genome`` on ``splits``; never raises for divergence or CUDA OOM (see module doc)."""
+    config = config or TrainConfig()
+    start = time.perf_counter()
+    trainer = Trainer(genome, splits, config)
+    history: list[EpochMetrics] = []
+    status = "complete"
+    show = _progress_enabled() if progress is None else progress
+    bar = task = None
+    if show:
+        from rich.progress import Progress
+        bar = Progress(transient=True)
+        bar.start()
+        task = bar.add_task(f"training {trainer.params:,} params", total=config.epochs)
+    try:
+        for epoch in range(1, config.epochs + 1):
+            if trainer.steps_done >= trainer.total_steps:
+                break
+            t0 = time.perf_counter()
+            train_loss, train_acc = trainer.train_epoch()
+            if not math.isfinite(train_loss):
+                history.append(EpochMetrics(epoch, train_loss, train_acc, None, None,
+                                            seconds=time.perf_counter() - t0))
+                status = "diverged"
+                break
+            val_loss = val_acc = test_loss = test_acc = None
+            if len(splits.val_y):
+                val_loss, val_acc = trainer.evaluate(splits.val_x, splits.val_y)
+            if config.evaluate_test:
+                test_loss, test_acc = trainer.evaluate(splits.test_x, splits.test_y)
+            metrics = EpochMetrics(epoch, train_loss, train_acc, val_loss, val_acc, test_loss, test_acc,
+                                   time.perf_counter() - t0, trainer.optimizer.param_groups[0]["lr"])
+            history.append(metrics)
+            if bar is not None:
+                bar.update(task, advance=1, description=f"epoch {epoch}: val {val_acc or 0:.2f}%")
+            if on_epoch is not None:
+                stop = on_epoch(metrics)
+                if stop:
+                    status = stop
+                    break
+    except torch.cuda.OutOfMemoryError:
+        status = "oom"
+        torch.cuda.empty_cache()
+    finally:
+        if bar is not None:
+            bar.stop()
+    return TrainResult(status, history, time.perf_counter() - start, str(trainer.device), config.seed,
+                       trainer.params, asdict(config), trainer.model)
