@@ -45,6 +45,32 @@ def build_parser() -> argparse.ArgumentParser:
                       help="print the layer table, totals and verdict of a genome (.json file or compact string)")
     mode.add_argument("--json", action="store_true", help="with --describe: print one JSON object instead")
 
+    search = parser.add_argument_group("search (the default mode)")
+    search.add_argument("--dataset", default="mnist", help="mnist (default), fashion-mnist or cifar10")
+    search.add_argument("--data-dir", default="data", help="dataset root; downloaded there when missing (default ./data)")
+    search.add_argument("--target", type=float, metavar="ACC",
+                        help="validation accuracy in percent to reach; then smaller models are sought")
+    search.add_argument("--stop-at-target", action="store_true", help="stop at the first trial that meets --target")
+    search.add_argument("--trials", type=_positive_int, default=50,
+                        help="trained trials (rejected proposals don't count; default 50)")
+    search.add_argument("--timeout", type=float, metavar="SECONDS", help="stop starting trials after this long")
+    search.add_argument("--epochs", type=_positive_int, default=5, help="training epochs per trial (default 5)")
+    search.add_argument("--sampler", default="tpe", help="tpe (default), nsga2 (accuracy up, params down) or random")
+    search.add_argument("--pruner", default="median", help="median (default), hyperband or none")
+    search.add_argument("--storage", metavar="URL",
+                        help="Optuna storage URL (default: sqlite file under --out/<study>/)")
+    search.add_argument("--study", help="study name (default <dataset>-b<budget>); the same name resumes it")
+    search.add_argument("--workers", type=_positive_int, default=1, help="local worker processes (default 1)")
+    search.add_argument("--device", default="auto", help="auto (default: cuda, then mps, then cpu), cuda, mps or cpu")
+    search.add_argument("--seed", type=int, default=0, help="sampler and training seed (default 0)")
+    search.add_argument("--out", default="runs", help="output directory (default runs/)")
+    search.add_argument("--train-subset", type=_positive_int, metavar="N",
+                        help="train each trial on N training images only (cheap proxy search)")
+    search.add_argument("--tune-hparams", action="store_true", help="also search lr, weight decay, batch size, "
+                                                                   "label smoothing")
+    search.add_argument("--no-repair", action="store_true",
+                        help="reject over-budget proposals instead of scaling their widths down to the budget")
+
     limits = parser.add_argument_group("limits")
     limits.add_argument("--budget", type=_positive_int, metavar="PARAMS", help="maximum trainable parameters")
     limits.add_argument("--min-rf", metavar="PIXELS|auto",
@@ -86,19 +112,68 @@ def _describe(args: argparse.Namespace) -> int:
     return 0 if verdict.ok else 1
 
 
+def _search(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from reports.leaderboard import load_finals, top_table, trials_frame
+    from search.runner import run_search
+    from search.settings import SearchSettings, redact
+    from training import resolve_device
+
+    limits = _limits(args)
+    if args.budget is None and args.max_macs is None:
+        raise UsageError("give a limit to search under: --budget PARAMS (and/or --max-macs)")
+    try:
+        resolve_device(args.device) if args.device in ("auto", "cuda", "mps", "cpu") else None
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if args.device not in ("auto", "cuda", "mps", "cpu"):
+        raise UsageError(f"unknown --device {args.device!r}; choose from auto, cuda, mps, cpu")
+    settings = SearchSettings(
+        budget=args.budget, min_rf=limits.min_rf, max_macs=args.max_macs, target=args.target, dataset=args.dataset,
+        data_dir=args.data_dir, trials=args.trials, timeout=args.timeout, epochs=args.epochs, sampler=args.sampler,
+        pruner=args.pruner, storage=args.storage, study=args.study, workers=args.workers, device=args.device,
+        seed=args.seed, out=args.out, train_subset=args.train_subset, tune_hparams=args.tune_hparams,
+        repair=not args.no_repair, stop_at_target=args.stop_at_target)
+    from training import DATASETS
+    if settings.dataset not in DATASETS:
+        raise UsageError(f"unknown dataset {settings.dataset!r}; known: {', '.join(DATASETS)}")
+    console = Console(soft_wrap=True)
+    console.print(f"study {settings.study} in {redact(settings.storage_url)}: {settings.limits.describe()}, "
+                  f"{settings.trials} trials x {settings.epochs} epochs, sampler {settings.sampler}, "
+                  f"pruner {settings.pruner}, {settings.workers} worker(s)")
+    code = 0
+    study = None
+    try:
+        study = run_search(settings)
+    except KeyboardInterrupt:
+        console.print("interrupted: completed trials are kept in the study; leaderboard written")
+        code = 130
+    if study is None:
+        from search.settings import open_study
+        study = open_study(settings)
+    df = trials_frame(study, settings.target, load_finals(settings.run_dir))
+    console.print(top_table(df, 10, title=f"Top 10 of study {settings.study} (ranked: {_RANK_RULE})"))
+    console.print(f"leaderboard: {settings.run_dir / 'leaderboard.csv'}")
+    return code
+
+
+_RANK_RULE = "meets target -> fewest params; else highest val acc"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     from blocks import GenomeError
+    from search.settings import SearchError
+    from training import DataError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         if args.describe:
             return _describe(args)
-        parser.print_usage(sys.stderr)
-        print("run_search.py: error: nothing to do; give --describe GENOME", file=sys.stderr)
-        return 2
-    except (GenomeError, UsageError) as e:
+        return _search(args)
+    except (GenomeError, UsageError, SearchError, DataError) as e:
         print(f"run_search.py: error: {e}", file=sys.stderr)
         return 2
 

@@ -37,6 +37,7 @@ __all__ = [
     "InputSpec",
     "Layer",
     "load_genome",
+    "make_layer",
 ]
 
 #: Activation names accepted by the ``act`` field (no underscores: they live inside compact tokens).
@@ -221,7 +222,7 @@ class Genome:
                 raise GenomeError(f"expected a layer object, got {type(raw).__name__}", layer=i)
             raw = dict(raw)
             block = raw.pop("type", None)
-            parsed.append(_make_layer(block, raw, i))
+            parsed.append(make_layer(block, raw, i))
         return cls(spec, tuple(parsed))._checked()
 
     @classmethod
@@ -249,7 +250,7 @@ class Genome:
                 if spec_field.name in fields:
                     raise GenomeError("given twice", layer=i, block=block, field=spec_field.name)
                 fields[spec_field.name] = _decode_string_value(m.group(2), spec_field, i, block)
-            layers.append(_make_layer(block, fields, i))
+            layers.append(make_layer(block, fields, i))
         return cls(spec, tuple(layers))._checked()
 
     @classmethod
@@ -372,8 +373,8 @@ def _decode_string_value(text: str, spec: _Field, index: int, block: str) -> Any
     return int(text)
 
 
-def _make_layer(block: Any, fields: dict, index: int) -> Layer:
-    """Validate one layer's fields (types and ranges) and normalise them."""
+def make_layer(block: Any, fields: dict, index: int = 0) -> Layer:
+    """A validated, normalised layer from its block name and JSON-style fields; ``index`` is for errors."""
     if not isinstance(block, str):
         raise GenomeError("missing block 'type'" if block is None else f"'type' must be a string, got {block!r}",
                           layer=index, field="type")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from blocks.genome import ACTIVATIONS, Genome, GenomeError, InputSpec, Layer, _make_layer
+from blocks.genome import ACTIVATIONS, Genome, GenomeError, InputSpec, Layer, make_layer
 
 __all__ = ["random_genome"]
 
@@ -23,7 +23,7 @@ def _unit_fields(rng: random.Random) -> dict:
 def _random_layer(rng: random.Random, channels: int, size: int, index: int) -> Layer:
     kind = rng.choices(("conv", "dws", "res", "max", "avg"), weights=(5, 2, 2, 1, 1))[0]
     if kind in ("max", "avg"):
-        return _make_layer(kind, {"kernel": rng.choice((2, 3)), "padding": rng.choice((0, 1))}, index)
+        return make_layer(kind, {"kernel": rng.choice((2, 3)), "padding": rng.choice((0, 1))}, index)
     out = rng.choice((4, 6, 8, 12, 16, 24))
     fields = {"out": out, "kernel": rng.choice((1, 3, 5)) if kind == "conv" else 3, **_unit_fields(rng)}
     if kind != "res":
@@ -37,7 +37,7 @@ def _random_layer(rng: random.Random, channels: int, size: int, index: int) -> L
             fields["groups"] = "dw"
         elif channels % 2 == 0 and out % 2 == 0:
             fields["groups"] = 2
-    return _make_layer(kind, fields, index)
+    return make_layer(kind, fields, index)
 
 
 def random_genome(rng: random.Random, spec: InputSpec | None = None, max_tries: int = 100) -> Genome:
@@ -55,15 +55,15 @@ def random_genome(rng: random.Random, spec: InputSpec | None = None, max_tries: 
         head = rng.choice(("gap_conv", "conv_gap", "flat_fc"))
         n, c = len(layers), spec.classes
         if head == "gap_conv":
-            layers += [_make_layer("gap", {}, n), _make_layer("conv", {"out": c, "kernel": 1, "order": "c"}, n + 1)]
+            layers += [make_layer("gap", {}, n), make_layer("conv", {"out": c, "kernel": 1, "order": "c"}, n + 1)]
         elif head == "conv_gap":
-            layers += [_make_layer("conv", {"out": c, "kernel": 1, "order": "c"}, n), _make_layer("gap", {}, n + 1)]
+            layers += [make_layer("conv", {"out": c, "kernel": 1, "order": "c"}, n), make_layer("gap", {}, n + 1)]
         else:
-            layers += [_make_layer("flat", {}, n), _make_layer("fc", {"out": 16, "order": rng.choice(("ca", "cba"))},
+            layers += [make_layer("flat", {}, n), make_layer("fc", {"out": 16, "order": rng.choice(("ca", "cba"))},
                                                                n + 1),
-                       _make_layer("fc", {"out": c}, n + 2)]
+                       make_layer("fc", {"out": c}, n + 2)]
         if rng.random() < 0.3:
-            layers.append(_make_layer("lsm", {}, len(layers)))
+            layers.append(make_layer("lsm", {}, len(layers)))
         genome = Genome(spec, tuple(layers))
         try:
             analyze(genome)

@@ -1,0 +1,128 @@
+"""The CSV leaderboard of a study: one row per trial, ranked by the documented rule, written atomically.
+
+Ranking rule: among trained trials (status complete) that meet the target, fewest params wins (ties:
+higher val accuracy); they all rank above trials that miss it, which are ordered by val accuracy
+(ties: fewer params). Without a target, highest val accuracy wins. Rejected, pruned, diverged,
+failed and reused (duplicate) rows get no rank.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from rich.table import Table
+
+__all__ = ["COLUMNS", "FINAL_COLUMNS", "rank_trials", "trials_frame", "write_leaderboard", "read_leaderboard",
+           "top_table"]
+
+COLUMNS = ["rank", "trial", "status", "genome", "params", "rf", "macs", "val_acc", "best_epoch", "epochs",
+           "seconds", "device", "seed", "reasons", "hash", "meets_target"]
+FINAL_COLUMNS = ["test_acc_mean", "test_acc_std", "test_acc_min", "final_meets_target"]
+
+
+def trials_frame(study: Any, target: float | None = None, finals: dict | None = None) -> pd.DataFrame:
+    """One row per trial of ``study`` with the leaderboard columns, ranked."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        a = t.user_attrs
+        status = a.get("status", t.state.name.lower())
+        if t.state.name == "FAIL":
+            status = "failed"
+        elif t.state.name == "RUNNING" and status == "training":
+            status = "running"
+        rows.append({
+            "trial": t.number, "status": status, "genome": a.get("genome"), "params": a.get("params"),
+            "rf": a.get("rf"), "macs": a.get("macs"), "val_acc": a.get("val_acc"), "best_epoch": a.get("best_epoch"),
+            "epochs": a.get("epochs"), "seconds": a.get("seconds"), "device": a.get("device"), "seed": a.get("seed"),
+            "reasons": a.get("reasons"), "hash": a.get("hash"),
+        })
+    df = pd.DataFrame(rows, columns=[c for c in COLUMNS if c not in ("rank", "meets_target")])
+    df = rank_trials(df, target)
+    for key in FINAL_COLUMNS:
+        df[key] = None
+    for trial, final in (finals or {}).items():
+        mask = df["trial"] == int(trial)
+        for key in FINAL_COLUMNS:
+            df.loc[mask, key] = final.get(key)
+    return df
+
+
+def rank_trials(df: pd.DataFrame, target: float | None) -> pd.DataFrame:
+    """Add ``meets_target`` and ``rank`` (1 = best) and sort ranked rows first."""
+    df = df.copy()
+    acc = pd.to_numeric(df["val_acc"], errors="coerce")
+    df["meets_target"] = (acc >= target) if target is not None else None
+    eligible = df["status"] == "complete"
+    ranked = df[eligible].copy()
+    ranked["_meets"] = (pd.to_numeric(ranked["val_acc"]) >= target) if target is not None else False
+    ranked["_acc"] = pd.to_numeric(ranked["val_acc"])
+    ranked["_params"] = pd.to_numeric(ranked["params"])
+    meets = ranked[ranked["_meets"]].sort_values(["_params", "_acc"], ascending=[True, False])
+    misses = ranked[~ranked["_meets"]].sort_values(["_acc", "_params"], ascending=[False, True])
+    order = list(meets.index) + list(misses.index)
+    df["rank"] = pd.array([None] * len(df), dtype="Int64")
+    for position, index in enumerate(order, start=1):
+        df.loc[index, "rank"] = position
+    rest = [i for i in df.index if i not in set(order)]
+    df = df.loc[order + rest]
+    return df[COLUMNS].reset_index(drop=True)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def load_finals(run_dir: Path) -> dict:
+    path = Path(run_dir) / "finals.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def write_leaderboard(study: Any, settings: Any) -> Path:
+    """Rewrite ``<out>/<study>/leaderboard.csv`` atomically from the study's trials."""
+    df = trials_frame(study, settings.target, load_finals(settings.run_dir))
+    path = settings.run_dir / "leaderboard.csv"
+    _atomic_write(path, df.to_csv(index=False))
+    return path
+
+
+def read_leaderboard(path: str | Path) -> pd.DataFrame:
+    """A leaderboard CSV; raises ValueError with the file name when missing or malformed."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"no such leaderboard: {path}")
+    try:
+        df = pd.read_csv(path)
+    except Exception as e:
+        raise ValueError(f"{path}: not a readable CSV ({type(e).__name__}: {e})".splitlines()[0]) from None
+    missing = [c for c in ("trial", "status", "genome", "rank") if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: not a BudgetNAS leaderboard (missing column(s) {', '.join(missing)})")
+    return df
+
+
+def top_table(df: pd.DataFrame, n: int = 10, title: str = "Top trials") -> Table:
+    """A rich table of the ``n`` best ranked rows."""
+    table = Table(title=title, title_justify="left")
+    for name, justify in (("rank", "right"), ("trial", "right"), ("params", "right"), ("val_acc", "right"),
+                          ("rf", "right"), ("macs", "right"), ("genome", "left")):
+        table.add_column(name, justify=justify, overflow="fold")
+    extra = "test_acc_mean" in df.columns and df["test_acc_mean"].notna().any()
+    if extra:
+        table.add_column("test acc (mean ± std)", justify="right")
+    ranked = df[df["rank"].notna()].head(n)
+    for _, r in ranked.iterrows():
+        cells = [str(int(r["rank"])), str(int(r["trial"])), f"{int(r['params']):,}", f"{float(r['val_acc']):.2f}",
+                 str(int(r["rf"])), f"{int(r['macs']):,}", str(r["genome"])]
+        if extra:
+            cells.append("" if pd.isna(r["test_acc_mean"]) else f"{r['test_acc_mean']:.2f} ± {r['test_acc_std']:.2f}")
+        table.add_row(*cells)
+    return table

@@ -1,0 +1,171 @@
+"""Search settings (one dataclass, what the CLI gives) and the study's storage, sampler and pruner."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+from budgets import Limits
+
+__all__ = ["SearchError", "SearchSettings", "SAMPLERS", "PRUNERS", "make_sampler", "make_pruner", "open_study",
+           "redact"]
+
+SAMPLERS = ("tpe", "nsga2", "random")
+PRUNERS = ("median", "hyperband", "none")
+# Study attributes that must match when a study is resumed.
+_IDENTITY = ("dataset", "budget", "min_rf", "max_macs", "objectives")
+
+
+class SearchError(ValueError):
+    """Bad search input or an unusable storage: one readable line, exit code 2."""
+
+
+@dataclass
+class SearchSettings:
+    """Everything one search run needs; recorded in the study so that resumes can be checked."""
+
+    budget: int | None = 8000  # max params
+    min_rf: int | str | None = None
+    max_macs: int | None = None
+    target: float | None = None  # validation accuracy, percent
+    dataset: str = "mnist"
+    data_dir: str = "data"
+    trials: int = 50  # trained trials (rejected proposals do not count)
+    timeout: float | None = None  # seconds, per worker
+    epochs: int = 5
+    sampler: str = "tpe"
+    pruner: str = "median"
+    storage: str | None = None  # Optuna storage URL; default sqlite:///<out>/<study>/study.db
+    study: str | None = None  # default <dataset>-b<budget>
+    workers: int = 1
+    device: str = "auto"
+    seed: int = 0
+    out: str = "runs"
+    train_subset: int | None = None
+    val_size: int = 5000
+    tune_hparams: bool = False
+    repair: bool = True  # scale widths down to the budget instead of rejecting
+    stop_at_target: bool = False
+    train_overrides: dict = field(default_factory=dict)  # TrainConfig fields (tests, benchmarks)
+    heartbeat_s: int = 10  # RDB storages: a worker's heartbeat period
+    grace_s: int = 30  # a RUNNING trial without heartbeat for this long is failed and retried
+
+    def __post_init__(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise SearchError(f"unknown sampler {self.sampler!r}; choose from {', '.join(SAMPLERS)}")
+        if self.pruner not in PRUNERS:
+            raise SearchError(f"unknown pruner {self.pruner!r}; choose from {', '.join(PRUNERS)}")
+        for name in ("budget", "max_macs", "trials", "epochs", "workers", "train_subset"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise SearchError(f"--{name.replace('_', '-')} must be > 0, got {value}")
+        if self.target is not None and not 0 < self.target <= 100:
+            raise SearchError(f"--target is a validation accuracy in percent (0, 100], got {self.target}")
+        if self.study is None:
+            self.study = f"{self.dataset}-b{self.budget}" if self.budget else self.dataset
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.study):
+            raise SearchError(f"--study {self.study!r}: use letters, digits, '.', '_' and '-' only")
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(max_params=self.budget, min_rf=self.min_rf, max_macs=self.max_macs)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out) / self.study
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage or f"sqlite:///{(self.run_dir / 'study.db').resolve()}"
+
+    @property
+    def multi_objective(self) -> bool:
+        return self.sampler == "nsga2"
+
+    def identity(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "budget": self.budget, "min_rf": self.min_rf, "max_macs": self.max_macs,
+                "objectives": "val_acc,params" if self.multi_objective else "score"}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
+    """The sampler; tpe and nsga2 learn from rejected trials through ``trial.set_constraint``."""
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=10)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=20)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def make_pruner(name: str, multi_objective: bool) -> optuna.pruners.BasePruner:
+    if name == "none" or multi_objective:  # Optuna cannot prune multi-objective trials
+        return optuna.pruners.NopPruner()
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+    return optuna.pruners.HyperbandPruner(min_resource=1)
+
+
+def redact(url: str) -> str:
+    """A storage URL without its password."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+def _storage(settings: SearchSettings) -> optuna.storages.BaseStorage:
+    url = settings.storage_url
+    if url.startswith("sqlite:///"):
+        settings.run_dir.mkdir(parents=True, exist_ok=True)
+        engine_kwargs: dict = {"connect_args": {"timeout": 60}}
+    else:
+        engine_kwargs = {"pool_pre_ping": True}
+    if url.startswith(("sqlite", "postgresql", "mysql")):
+        from optuna.storages import RDBStorage, RetryFailedTrialCallback
+
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # heartbeat options are marked experimental
+            return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=settings.heartbeat_s,
+                              grace_period=settings.grace_s,
+                              heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=2))
+    return optuna.storages.get_storage(url)
+
+
+def open_study(settings: SearchSettings, worker: int = 0) -> optuna.Study:
+    """Create or resume the study; a resumed study must have the same dataset, budget and limits."""
+    sampler_seed = None if settings.seed is None else settings.seed + worker
+    directions = ["maximize", "minimize"] if settings.multi_objective else ["maximize"]
+    for attempt in range(3):  # workers starting together race to create the tables / the study
+        try:
+            storage = _storage(settings)
+            study = optuna.create_study(storage=storage, study_name=settings.study, load_if_exists=True,
+                                        directions=directions, sampler=make_sampler(settings.sampler, sampler_seed),
+                                        pruner=make_pruner(settings.pruner, settings.multi_objective))
+            break
+        except (SearchError, KeyboardInterrupt):
+            raise
+        except Exception as e:  # sqlalchemy / driver errors: unreachable server, bad URL, missing driver
+            reason = f"{type(e).__name__}: {e}".splitlines()[0][:300]
+            if "already exists" in reason and attempt < 2:
+                time.sleep(0.5 + attempt)
+                continue
+            raise SearchError(f"cannot open storage {redact(settings.storage_url)}: {reason}") from None
+    known = study.user_attrs
+    wanted = settings.identity()
+    if "dataset" in known:
+        conflicts = [f"{k} {known.get(k)!r} (this run: {wanted[k]!r})" for k in _IDENTITY if known.get(k) != wanted[k]]
+        if conflicts:
+            raise SearchError(f"study {settings.study!r} in {redact(settings.storage_url)} was created with "
+                              f"{'; '.join(conflicts)}; use another --study name")
+    else:
+        for key, value in wanted.items():
+            study.set_user_attr(key, value)
+        study.set_user_attr("target", settings.target)
+    return study

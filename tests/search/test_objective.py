@@ -1,0 +1,58 @@
+import optuna
+import pytest
+
+import search.runner as runner
+from search.runner import Objective, score
+from search.settings import SearchError, SearchSettings
+from tests.synthetic import tiny_splits
+
+PARAMS = {"stages": 2, "order": "cba", "dropout": 0.0, "head": "gap_conv", "s0_blocks": 1, "s0_width": 8,
+          "s0_pad": "same", "s0_kernel": 3, "s0_down": "max", "s0_transition_width": 8, "s1_blocks": 1,
+          "s1_width": 8, "s1_type": "conv", "s1_pad": "same", "dilate_last": False}
+
+
+def settings(**kw):
+    base = dict(budget=3000, trials=2, epochs=1, device="cpu", pruner="none", train_overrides={"batch_size": 64})
+    base.update(kw)
+    return SearchSettings(**base)
+
+
+def test_feasible_trial_is_trained_and_recorded():
+    trial = optuna.trial.FixedTrial(PARAMS)
+    value = Objective(settings(), tiny_splits(), log=lambda s: None)(trial)
+    attrs = trial.user_attrs
+    assert attrs["status"] == "complete" and value == attrs["val_acc"]
+    assert attrs["params"] <= 3000 and attrs["genome"].startswith("i1x12x12n4-")
+    assert attrs["epochs"] == 1 and attrs["device"] == "cpu" and len(attrs["history"]) == 1
+
+
+def test_over_budget_genome_is_rejected_without_training(monkeypatch):
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("trained a rejected genome")
+
+    monkeypatch.setattr(runner, "train", must_not_train)
+    big = {**PARAMS, "s0_width": 40, "s1_width": 40, "s1_blocks": 3}
+    trial = optuna.trial.FixedTrial(big)
+    value = Objective(settings(budget=500, repair=False), tiny_splits(), log=lambda s: None)(trial)
+    assert value == 0.0
+    assert trial.user_attrs["status"] == "rejected"
+    assert trial.user_attrs["reasons"].startswith("params ") and "> budget 500" in trial.user_attrs["reasons"]
+
+
+def test_score_rewards_smaller_models_once_the_target_is_met():
+    assert score(98.0, 5000, None, 8000) == 98.0
+    assert score(98.0, 5000, 99.0, 8000) == 98.0
+    assert score(99.5, 4000, 99.0, 8000) == pytest.approx(99.5 - 0.5 + 0.5)  # 99 + (1 - 0.5)
+    assert score(99.1, 2000, 99.0, 8000) > score(99.8, 6000, 99.0, 8000)
+
+
+@pytest.mark.parametrize("kw,expected", [
+    ({"sampler": "cmaes"}, "unknown sampler 'cmaes'; choose from tpe, nsga2, random"),
+    ({"pruner": "asha"}, "unknown pruner 'asha'; choose from median, hyperband, none"),
+    ({"budget": 0}, "--budget must be > 0"),
+    ({"target": 120.0}, "--target is a validation accuracy in percent"),
+    ({"study": "a/b"}, "--study 'a/b': use letters"),
+])
+def test_bad_settings(kw, expected):
+    with pytest.raises(SearchError, match=expected.replace("(", r"\(").replace(")", r"\)")):
+        settings(**kw)

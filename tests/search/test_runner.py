@@ -1,0 +1,114 @@
+import multiprocessing
+import os
+
+import optuna
+import pandas as pd
+import pytest
+
+from search.runner import run_worker, trained_count
+from search.settings import SearchError, SearchSettings, open_study
+from tests.search.workers import tiny_settings, tiny_worker
+from tests.synthetic import tiny_splits
+
+
+def run(tmp_path, **kw):
+    s = SearchSettings(**tiny_settings(tmp_path, **kw))
+    run_worker(s, splits=tiny_splits(), log=lambda line: None)
+    return s, open_study(s)
+
+
+def test_search_trains_exactly_the_requested_trials_and_writes_the_leaderboard(tmp_path):
+    s, study = run(tmp_path, trials=3, budget=6000, repair=False)
+    trials = study.get_trials()
+    assert trained_count(trials) == 3
+    rejected = [t for t in trials if t.user_attrs["status"] == "rejected"]
+    assert all(t.user_attrs["reasons"].startswith("params ") for t in rejected)
+    df = pd.read_csv(s.run_dir / "leaderboard.csv")
+    assert len(df) == len(trials)
+    for column in ("trial", "status", "genome", "params", "rf", "macs", "val_acc", "best_epoch", "epochs",
+                   "seconds", "device", "seed", "reasons"):
+        assert column in df.columns
+    ranked = df[df["rank"].notna()]
+    assert list(ranked["rank"]) == list(range(1, len(ranked) + 1))
+    assert ranked["val_acc"].is_monotonic_decreasing  # no target: highest val acc first
+
+
+def test_rerunning_resumes_the_study(tmp_path):
+    run(tmp_path, trials=2)
+    s, study = run(tmp_path, trials=4)
+    assert trained_count(study.get_trials()) == 4
+
+
+def test_same_genome_is_not_trained_twice(tmp_path):
+    s = SearchSettings(**tiny_settings(tmp_path, trials=2))
+    study = open_study(s)
+    fixed = {"stages": 2, "order": "cba", "dropout": 0.0, "head": "gap_conv", "s0_blocks": 1, "s0_width": 8,
+             "s0_pad": "same", "s0_kernel": 3, "s0_down": "max", "s0_transition_width": 8, "s1_blocks": 1,
+             "s1_width": 8, "s1_type": "conv", "s1_pad": "same", "dilate_last": False}
+    study.enqueue_trial(fixed)
+    study.enqueue_trial(fixed)
+    run_worker(s, splits=tiny_splits(), log=lambda line: None)
+    first, second = study.get_trials()[:2]
+    assert first.user_attrs["status"] == "complete"
+    assert second.user_attrs["status"] == "reused" and second.user_attrs["reused_from"] == first.number
+    assert second.value == first.value
+
+
+def test_resuming_with_another_budget_is_a_clear_error(tmp_path):
+    run(tmp_path, trials=1)
+    with pytest.raises(SearchError, match=r"study 'tiny' .* was created with budget 3000 \(this run: 2000\)"):
+        open_study(SearchSettings(**tiny_settings(tmp_path, budget=2000)))
+
+
+def test_unreachable_storage_is_a_clear_error_without_the_password(tmp_path):
+    s = SearchSettings(**tiny_settings(tmp_path, storage="postgresql://nas:secret@127.0.0.1:9/nas"))
+    with pytest.raises(SearchError) as info:
+        open_study(s)
+    assert "cannot open storage postgresql://nas:***@127.0.0.1:9/nas" in str(info.value)
+    assert "secret" not in str(info.value)
+
+
+def test_target_is_reported(tmp_path):
+    lines = []
+    s = SearchSettings(**tiny_settings(tmp_path, trials=2, target=1.0))
+    run_worker(s, splits=tiny_splits(), log=lines.append)
+    assert any(line.startswith("target 1.0% reached by trial") for line in lines)
+
+
+def _spawn_workers(settings: dict, n: int) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=tiny_worker, args=(settings, i)) for i in range(n)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=300)
+        assert p.exitcode == 0
+
+
+def _assert_exact(settings: dict, n: int) -> None:
+    study = open_study(SearchSettings(**settings))
+    trials = study.get_trials()
+    trained = [t for t in trials if t.user_attrs.get("status") == "complete"]
+    assert len(trained) == n, [(t.number, t.state.name, t.user_attrs.get("status")) for t in trials]
+    assert len({t.number for t in trials}) == len(trials)
+    assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+
+
+@pytest.mark.slow
+def test_two_local_workers_share_one_sqlite_study(tmp_path):
+    settings = tiny_settings(tmp_path, trials=6, sampler="random")
+    _spawn_workers(settings, 2)
+    _assert_exact(settings, 6)
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_two_workers_on_postgresql_end_with_exactly_the_requested_trials(tmp_path):
+    url = os.environ.get("BUDGETNAS_PG_URL")
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail("CI must start PostgreSQL and set BUDGETNAS_PG_URL")
+        pytest.skip("BUDGETNAS_PG_URL not set")
+    settings = tiny_settings(tmp_path, trials=6, storage=url, study=f"pg-{os.getpid()}-{tmp_path.name}")
+    _spawn_workers(settings, 2)
+    _assert_exact(settings, 6)

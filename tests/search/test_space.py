@@ -1,0 +1,68 @@
+import optuna
+import pytest
+
+from blocks import InputSpec
+from budgets import Limits, check
+from search.space import fit_to_limits, sample_genome
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+MNIST = InputSpec(1, 28, 28, 10)
+
+
+def proposals(n: int, limits: Limits, repair: bool, seed: int = 0):
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    for _ in range(n):
+        trial = study.ask()
+        genome, _ = sample_genome(trial, MNIST, limits, repair=repair)
+        study.tell(trial, 0.0)
+        yield genome
+
+
+@pytest.mark.parametrize("budget", [8000, 4000])
+def test_feasible_share_with_width_repair_is_high(budget):
+    limits = Limits(max_params=budget)
+    verdicts = [check(g, limits) for g in proposals(200, limits, repair=True)]
+    share = sum(v.ok for v in verdicts) / len(verdicts)
+    assert share > 0.5
+    assert all(v.params <= budget for v in verdicts if v.ok)
+    assert max(v.params for v in verdicts) > 0.8 * budget  # repair scales down to the budget, not far below
+
+
+def test_without_repair_the_checker_rejects_and_says_why():
+    limits = Limits(max_params=4000)
+    verdicts = [check(g, limits) for g in proposals(100, limits, repair=False)]
+    rejected = [v for v in verdicts if not v.ok]
+    assert rejected and all(v.violations[0].startswith("params ") for v in rejected)
+
+
+def test_fixed_trial_gives_the_expected_design():
+    params = {"stages": 2, "order": "cba", "dropout": 0.05, "head": "gap_conv", "s0_blocks": 2, "s0_width": 16,
+              "s0_pad": "valid", "s0_kernel": 3, "s0_down": "max_1x1", "s0_transition_width": 8,
+              "s1_blocks": 2, "s1_width": 16, "s1_type": "conv", "s1_pad": "valid", "dilate_last": False}
+    genome, scale = sample_genome(optuna.trial.FixedTrial(params), MNIST, Limits(max_params=100_000))
+    assert scale == 1.0
+    assert genome.to_string() == ("i1x28x28n10-conv_c16_k3_r0.05-conv_c16_k3_r0.05-max_k2-conv_c8_k1"
+                                  "-conv_c16_k3_r0.05-conv_c16_k3_r0.05-gap-conv_c10_k1_b0_oc")
+
+
+def test_fit_to_limits_honours_macs_too():
+    from search.space import _blueprint
+
+    trial = optuna.trial.FixedTrial({"stages": 2, "order": "cba", "dropout": 0.0, "head": "conv_gap",
+                                     "s0_blocks": 3, "s0_width": 40, "s0_pad": "same", "s0_kernel": 5,
+                                     "s0_down": "stride", "s0_transition_width": 8, "s1_blocks": 3,
+                                     "s1_width": 40, "s1_type": "res", "s1_pad": "same", "dilate_last": True})
+    limits = Limits(max_params=20_000, max_macs=1_500_000)
+    genome, scale = fit_to_limits(_blueprint(trial, MNIST), MNIST, limits)
+    verdict = check(genome, limits)
+    assert verdict.ok and scale < 1.0
+
+
+def test_small_inputs_stay_valid():
+    tiny = InputSpec(1, 12, 12, 4)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    for _ in range(100):
+        trial = study.ask()
+        genome, _ = sample_genome(trial, tiny, Limits(max_params=3000))
+        check(genome, Limits(max_params=3000))  # raises GenomeError if the space built something invalid
+        study.tell(trial, 0.0)
