@@ -44,6 +44,23 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--describe", metavar="GENOME",
                       help="print the layer table, totals and verdict of a genome (.json file or compact string)")
     mode.add_argument("--json", action="store_true", help="with --describe: print one JSON object instead")
+    mode.add_argument("--reproduce", metavar="SOURCE",
+                      help="retrain a leaderboard row (CSV + --rank/--trial), a genome .json or a compact string "
+                           "over --seeds on the full training set and report test accuracy")
+    mode.add_argument("--report", metavar="RUN_DIR", help="(re)write report.html and report.md of a run directory")
+    mode.add_argument("--finalize", action="store_true",
+                      help="only run the final evaluation of an existing study (same flags as the search)")
+
+    final = parser.add_argument_group("final evaluation and reproduction")
+    final.add_argument("--rank", type=_positive_int, help="with --reproduce CSV: the leaderboard rank (default 1)")
+    final.add_argument("--trial", type=int, help="with --reproduce CSV: the trial number instead of a rank")
+    final.add_argument("--seeds", type=_positive_int, default=3, help="training seeds 0..N-1 (default 3)")
+    final.add_argument("--checkpoint", metavar="PATH",
+                       help="with --reproduce: evaluate this checkpoint on the test set instead of training")
+    final.add_argument("--final-top", type=int, default=3, metavar="K",
+                       help="after a search, retrain the top K on the full training set (default 3; 0 = skip)")
+    final.add_argument("--final-epochs", type=_positive_int, default=15, help="epochs of the final evaluation "
+                                                                             "(default 15)")
 
     search = parser.add_argument_group("search (the default mode)")
     search.add_argument("--dataset", default="mnist", help="mnist (default), fashion-mnist or cifar10")
@@ -54,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--trials", type=_positive_int, default=50,
                         help="trained trials (rejected proposals don't count; default 50)")
     search.add_argument("--timeout", type=float, metavar="SECONDS", help="stop starting trials after this long")
-    search.add_argument("--epochs", type=_positive_int, default=5, help="training epochs per trial (default 5)")
+    search.add_argument("--epochs", type=_positive_int,
+                        help="training epochs per trial (default 5), or of --reproduce (default 15)")
     search.add_argument("--sampler", default="tpe", help="tpe (default), nsga2 (accuracy up, params down) or random")
     search.add_argument("--pruner", default="median", help="median (default), hyperband or none")
     search.add_argument("--storage", metavar="URL",
@@ -113,11 +131,11 @@ def _describe(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    from reports.leaderboard import load_finals, top_table, trials_frame
-    from search.runner import run_search
-    from search.settings import SearchSettings, redact
+    from reports.html import write_report
+    from reports.summary import make_console
+    from reports.leaderboard import load_finals, top_table, trials_frame, write_leaderboard
+    from search.runner import finalize, run_search
+    from search.settings import SearchSettings, open_study, redact
     from training import resolve_device
 
     limits = _limits(args)
@@ -131,49 +149,95 @@ def _search(args: argparse.Namespace) -> int:
         raise UsageError(f"unknown --device {args.device!r}; choose from auto, cuda, mps, cpu")
     settings = SearchSettings(
         budget=args.budget, min_rf=limits.min_rf, max_macs=args.max_macs, target=args.target, dataset=args.dataset,
-        data_dir=args.data_dir, trials=args.trials, timeout=args.timeout, epochs=args.epochs, sampler=args.sampler,
+        data_dir=args.data_dir, trials=args.trials, timeout=args.timeout, sampler=args.sampler,
         pruner=args.pruner, storage=args.storage, study=args.study, workers=args.workers, device=args.device,
         seed=args.seed, out=args.out, train_subset=args.train_subset, tune_hparams=args.tune_hparams,
+        epochs=args.epochs or 5,
         repair=not args.no_repair, stop_at_target=args.stop_at_target)
     from training import DATASETS
     if settings.dataset not in DATASETS:
         raise UsageError(f"unknown dataset {settings.dataset!r}; known: {', '.join(DATASETS)}")
-    console = Console(soft_wrap=True)
+    console = make_console()
     console.print(f"study {settings.study} in {redact(settings.storage_url)}: {settings.limits.describe()}, "
                   f"{settings.trials} trials x {settings.epochs} epochs, sampler {settings.sampler}, "
                   f"pruner {settings.pruner}, {settings.workers} worker(s)")
+    if args.final_top < 0:
+        raise UsageError(f"--final-top must be >= 0, got {args.final_top}")
     code = 0
-    study = None
     try:
-        study = run_search(settings)
+        if not args.finalize:
+            run_search(settings)
+        if args.final_top:
+            finalize(settings, args.final_top, args.final_epochs, list(range(args.seeds)), log=console.print)
     except KeyboardInterrupt:
         console.print("interrupted: completed trials are kept in the study; leaderboard written")
         code = 130
-    if study is None:
-        from search.settings import open_study
-        study = open_study(settings)
+    study = open_study(settings)
+    write_leaderboard(study, settings)
     df = trials_frame(study, settings.target, load_finals(settings.run_dir))
     console.print(top_table(df, 10, title=f"Top 10 of study {settings.study} (ranked: {_RANK_RULE})"))
-    console.print(f"leaderboard: {settings.run_dir / 'leaderboard.csv'}")
+    html_path, _ = write_report(settings.run_dir)
+    console.print(f"leaderboard: {settings.run_dir / 'leaderboard.csv'}   report: {html_path}")
     return code
 
 
 _RANK_RULE = "meets target -> fewest params; else highest val acc"
 
 
+def _reproduce(args: argparse.Namespace) -> int:
+    from budgets import analyze, check
+    from reports.reproduce import evaluate_checkpoint, reproduce, resolve_source
+    from reports.summary import make_console, render_summary
+    from training import check_genome_fits, DATASETS, load_splits, resolve_device
+
+    source = resolve_source(args.reproduce, rank=args.rank, trial=args.trial)
+    dataset = args.dataset if args.dataset_given else (source.dataset or args.dataset)
+    if dataset not in DATASETS:
+        raise UsageError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")
+    check_genome_fits(source.genome, DATASETS[dataset].spec, dataset)
+    console = make_console()
+    render_summary(analyze(source.genome), check(source.genome, _limits(args)), _limits(args), console)
+    if args.checkpoint:
+        full = load_splits(dataset, args.data_dir, device=resolve_device(args.device), val_size=0)
+        loss, acc = evaluate_checkpoint(args.checkpoint, source.genome, full)
+        console.print(f"checkpoint {args.checkpoint}: test loss {loss:.4f}, test accuracy {acc:.2f}%")
+        return 0
+    seeds = list(range(args.seeds))
+    final, out_dir = reproduce(source, seeds=seeds, epochs=args.epochs or 15, dataset=dataset,
+                               data_dir=args.data_dir, device=args.device, out=args.out, log=console.print)
+    console.print(f"[bold]{source.name}: {final.params:,} params, test accuracy {final.mean:.2f} ± {final.std:.2f} % "
+                  f"(min {final.min:.2f} %) over seeds {seeds}[/]")
+    console.print(f"written: {out_dir}/ (checkpoint_seed*.pt, model.ts, model.py, metrics.csv)")
+    return 0
+
+
+def argv_has(argv: list[str] | None, flag: str) -> bool:
+    return any(a == flag or a.startswith(flag + "=") for a in (sys.argv[1:] if argv is None else argv))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     from blocks import GenomeError
+    from reports.export import CheckpointError
+    from reports.reproduce import ReproduceError
     from search.settings import SearchError
     from training import DataError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        args.dataset_given = argv_has(argv, "--dataset")
         if args.describe:
             return _describe(args)
+        if args.reproduce:
+            return _reproduce(args)
+        if args.report:
+            from reports.html import write_report
+            html_path, md_path = write_report(args.report)
+            print(f"written: {html_path} and {md_path}")
+            return 0
         return _search(args)
-    except (GenomeError, UsageError, SearchError, DataError) as e:
+    except (GenomeError, UsageError, SearchError, DataError, ReproduceError, CheckpointError) as e:
         print(f"run_search.py: error: {e}", file=sys.stderr)
         return 2
 

@@ -17,12 +17,13 @@ from typing import Any
 import pandas as pd
 from rich.table import Table
 
-__all__ = ["COLUMNS", "FINAL_COLUMNS", "rank_trials", "trials_frame", "write_leaderboard", "read_leaderboard",
-           "top_table"]
+__all__ = ["COLUMNS", "FINAL_COLUMNS", "load_finals", "rank_trials", "read_leaderboard", "save_finals",
+           "top_table", "trials_frame", "write_leaderboard"]
 
 COLUMNS = ["rank", "trial", "status", "genome", "params", "rf", "macs", "val_acc", "best_epoch", "epochs",
-           "seconds", "device", "seed", "reasons", "hash", "meets_target"]
-FINAL_COLUMNS = ["test_acc_mean", "test_acc_std", "test_acc_min", "final_meets_target"]
+           "seconds", "device", "seed", "reasons", "hash", "val_meets_target"]
+# Filled in for the finalists (retrained on the full training set over several seeds, test set).
+FINAL_COLUMNS = ["test_acc_mean", "test_acc_std", "test_acc_min", "meets_target"]
 
 
 def trials_frame(study: Any, target: float | None = None, finals: dict | None = None) -> pd.DataFrame:
@@ -41,10 +42,10 @@ def trials_frame(study: Any, target: float | None = None, finals: dict | None = 
             "epochs": a.get("epochs"), "seconds": a.get("seconds"), "device": a.get("device"), "seed": a.get("seed"),
             "reasons": a.get("reasons"), "hash": a.get("hash"),
         })
-    df = pd.DataFrame(rows, columns=[c for c in COLUMNS if c not in ("rank", "meets_target")])
+    df = pd.DataFrame(rows, columns=[c for c in COLUMNS if c not in ("rank", "val_meets_target")])
     df = rank_trials(df, target)
     for key in FINAL_COLUMNS:
-        df[key] = None
+        df[key] = pd.Series([None] * len(df), dtype="object")
     for trial, final in (finals or {}).items():
         mask = df["trial"] == int(trial)
         for key in FINAL_COLUMNS:
@@ -53,10 +54,10 @@ def trials_frame(study: Any, target: float | None = None, finals: dict | None = 
 
 
 def rank_trials(df: pd.DataFrame, target: float | None) -> pd.DataFrame:
-    """Add ``meets_target`` and ``rank`` (1 = best) and sort ranked rows first."""
+    """Add ``val_meets_target`` and ``rank`` (1 = best) and sort ranked rows first."""
     df = df.copy()
     acc = pd.to_numeric(df["val_acc"], errors="coerce")
-    df["meets_target"] = (acc >= target) if target is not None else None
+    df["val_meets_target"] = (acc >= target) if target is not None else None
     eligible = df["status"] == "complete"
     ranked = df[eligible].copy()
     ranked["_meets"] = (pd.to_numeric(ranked["val_acc"]) >= target) if target is not None else False
@@ -78,12 +79,18 @@ def _atomic_write(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         f.write(text)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
 
 
 def load_finals(run_dir: Path) -> dict:
+    """``finals.json`` of a run directory: {trial number: final evaluation summary}."""
     path = Path(run_dir) / "finals.json"
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def save_finals(run_dir: Path, finals: dict) -> None:
+    _atomic_write(Path(run_dir) / "finals.json", json.dumps(finals, indent=1))
 
 
 def write_leaderboard(study: Any, settings: Any) -> Path:

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import sys
+
 from rich.console import Console
 from rich.table import Table
 
 from budgets import Analysis, Limits, Verdict
 
-__all__ = ["render_summary", "summary_table"]
+__all__ = ["make_console", "render_summary", "summary_table"]
+
+
+def make_console() -> Console:
+    """A console that wraps nothing mid-token when output goes to a file or pipe (CI logs, tee)."""
+    return Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 
 
 def summary_table(analysis: Analysis) -> Table:
@@ -28,7 +35,7 @@ def summary_table(analysis: Analysis) -> Table:
 
 def render_summary(analysis: Analysis, verdict: Verdict, limits: Limits, console: Console | None = None) -> None:
     """Print the table, the totals and the verdict against ``limits``."""
-    console = console or Console(soft_wrap=True)
+    console = console or make_console()
     console.print(summary_table(analysis))
     console.print(f"Trainable params: {analysis.params:,}   Receptive field: {analysis.receptive_field}   "
                   f"MACs: {analysis.macs:,}   hash: {analysis.genome.hash}")

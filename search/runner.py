@@ -10,6 +10,7 @@ proposal is told to the sampler as infeasible (``constraints`` > 0) and does not
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import time
@@ -25,7 +26,7 @@ from search.settings import SearchSettings, open_study
 from search.space import sample_genome, sample_hparams
 from training import EpochMetrics, Splits, TrainConfig, load_splits, resolve_device, train
 
-__all__ = ["COUNTED", "Objective", "run_worker", "run_search", "score", "trained_count"]
+__all__ = ["COUNTED", "Objective", "finalize", "run_search", "run_worker", "score", "trained_count"]
 
 COUNTED = ("training", "complete", "pruned", "diverged", "oom", "reused")  # statuses that use up a trial
 _WAIT_FOR_PEERS_S = 30.0
@@ -203,6 +204,7 @@ def run_search(settings: SearchSettings) -> optuna.Study:
 
     study = open_study(settings)  # creates it and checks a resumed one before any worker starts
     settings.run_dir.mkdir(parents=True, exist_ok=True)
+    (settings.run_dir / "settings.json").write_text(json.dumps(settings.to_dict(), indent=1))
     try:
         if settings.workers == 1:
             run_worker(settings, 0)
@@ -222,3 +224,35 @@ def run_search(settings: SearchSettings) -> optuna.Study:
     finally:
         write_leaderboard(study, settings)
     return study
+
+
+def finalize(settings: SearchSettings, top_k: int, epochs: int, seeds: list[int],
+             log: Callable[[str], None] = print, splits: Splits | None = None) -> dict:
+    """Retrain the top ``top_k`` ranked trials on the full training set over ``seeds``; test-set results go
+    to ``finals.json`` (merged into the leaderboard) and artifacts to ``<run_dir>/final/trial<N>/``."""
+    from blocks import Genome
+    from reports.final import final_evaluation, write_artifacts
+    from reports.leaderboard import load_finals, save_finals, trials_frame, write_leaderboard
+
+    study = open_study(settings)
+    df = trials_frame(study, settings.target)
+    top = df[df["rank"].notna()].head(top_k)
+    if top.empty:
+        log("final evaluation: no trained trial to evaluate")
+        return {}
+    full = splits if splits is not None else load_splits(settings.dataset, settings.data_dir,
+                                                         device=resolve_device(settings.device), val_size=0)
+    finals = load_finals(settings.run_dir)
+    base = TrainConfig(device=settings.device, **settings.train_overrides)
+    for _, row in top.iterrows():
+        trial = int(row["trial"])
+        genome = Genome.from_string(row["genome"])
+        log(f"final evaluation of rank {int(row['rank'])} (trial {trial}, {int(row['params']):,} params): "
+            f"{epochs} epochs x {len(seeds)} seed(s) on the full training set")
+        results: list = []
+        final = final_evaluation(genome, full, epochs, seeds, base, log=log, keep_models=results)
+        write_artifacts(settings.run_dir / "final" / f"trial{trial}", genome, final, results, full)
+        finals[str(trial)] = final.summary(settings.target)
+        save_finals(settings.run_dir, finals)
+        write_leaderboard(study, settings)
+    return finals

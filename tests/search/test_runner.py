@@ -112,3 +112,50 @@ def test_two_workers_on_postgresql_end_with_exactly_the_requested_trials(tmp_pat
     settings = tiny_settings(tmp_path, trials=6, storage=url, study=f"pg-{os.getpid()}-{tmp_path.name}")
     _spawn_workers(settings, 2)
     _assert_exact(settings, 6)
+
+
+def _wait_for(predicate, timeout: float = 120.0, period: float = 0.05):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(period)
+    raise AssertionError("condition not reached in time")
+
+
+@pytest.mark.slow
+def test_sigkilled_worker_loses_no_completed_trial_and_its_trial_is_retried(tmp_path):
+    import signal
+    import time
+
+    settings = tiny_settings(tmp_path, trials=3, heartbeat_s=1, grace_s=2,
+                             train_overrides={"batch_size": 32, "lr": 0.05, "epochs": 6})
+    study = open_study(SearchSettings(**settings))
+    ctx = multiprocessing.get_context("spawn")
+    proc = ctx.Process(target=tiny_worker, args=(settings, 0))
+    proc.start()
+
+    def second_trial_training():
+        trials = study.get_trials()
+        done = [t for t in trials if t.user_attrs.get("status") == "complete"]
+        running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING
+                   and t.user_attrs.get("status") == "training"]
+        return (done, running[0]) if done and running else None
+
+    done_before, killed = _wait_for(second_trial_training)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join()
+    trials = study.get_trials()
+    assert all(t.user_attrs.get("status") == "complete" for t in trials if t.number in {d.number for d in done_before})
+
+    time.sleep(3)  # past the grace period: the next worker fails the stale trial and retries it
+    run_worker(SearchSettings(**settings), splits=tiny_splits(), log=lambda line: None)
+    trials = study.get_trials()
+    assert [t.state for t in trials if t.number == killed.number] == [optuna.trial.TrialState.FAIL]
+    retried = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
+    assert retried and retried[0].user_attrs["status"] == "complete"
+    assert retried[0].user_attrs["genome"] == killed.user_attrs["genome"]
+    assert trained_count(trials) == 3

@@ -1,0 +1,87 @@
+"""``--reproduce``: rebuild a winner from a leaderboard row, a genome file or a compact string, retrain it
+over several seeds on the full training set, print a notebook-style log and write its artifacts."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from blocks import Genome, GenomeError, load_genome
+from reports.export import load_checkpoint
+from reports.final import FinalResult, final_evaluation, write_artifacts
+from reports.leaderboard import read_leaderboard
+from training import Splits, TrainConfig, Trainer, load_splits, resolve_device
+
+__all__ = ["ReproduceError", "Source", "resolve_source", "reproduce", "evaluate_checkpoint"]
+
+
+class ReproduceError(ValueError):
+    """Bad reproduce input (leaderboard, rank, checkpoint): one readable line."""
+
+
+@dataclass
+class Source:
+    genome: Genome
+    name: str  # output folder name
+    dataset: str | None  # from the study's settings.json, when known
+    target: float | None
+
+
+def resolve_source(source: str, rank: int | None = None, trial: int | None = None) -> Source:
+    """A leaderboard CSV row (``rank``, default 1, or ``trial``), a genome .json file, or a compact string."""
+    if source.endswith(".csv"):
+        try:
+            df = read_leaderboard(source)
+        except ValueError as e:
+            raise ReproduceError(str(e)) from None
+        if trial is not None:
+            rows = df[df["trial"] == trial]
+            what = f"trial {trial}"
+        else:
+            rank = rank or 1
+            rows = df[df["rank"] == rank]
+            what = f"rank {rank}"
+        if rows.empty:
+            ranked = int(df["rank"].notna().sum())
+            raise ReproduceError(f"{source}: no row with {what} (the table has {ranked} ranked trial(s) "
+                                 f"and {len(df)} row(s))")
+        genome_text = rows.iloc[0]["genome"]
+        if not isinstance(genome_text, str):
+            raise ReproduceError(f"{source}: {what} has no genome (status {rows.iloc[0]['status']})")
+        try:
+            genome = Genome.from_string(genome_text)
+        except GenomeError as e:
+            raise ReproduceError(f"{source}: {what}: {e}") from None
+        settings_path = Path(source).parent / "settings.json"
+        settings = json.loads(settings_path.read_text()) if settings_path.is_file() else {}
+        study = settings.get("study", Path(source).parent.name)
+        return Source(genome, f"{study}-{what.replace(' ', '')}", settings.get("dataset"), settings.get("target"))
+    genome = load_genome(source)
+    name = Path(source).stem if source.endswith(".json") else f"genome-{genome.hash}"
+    return Source(genome, name, None, None)
+
+
+def evaluate_checkpoint(path: str, genome: Genome, full: Splits) -> tuple[float, float]:
+    """(test loss, test accuracy %) of a checkpoint of ``genome``; raises CheckpointError on a mismatch."""
+    model, _ = load_checkpoint(path, genome)
+    trainer = Trainer(genome, full, TrainConfig(device=str(full.device.type)))
+    trainer.model.load_state_dict(model.state_dict())
+    return trainer.evaluate(full.test_x, full.test_y)
+
+
+def reproduce(source: Source, *, seeds: list[int], epochs: int, dataset: str, data_dir: str, device: str,
+              out: str, log: Callable[[str], None] = print) -> tuple[FinalResult, Path]:
+    """Retrain over ``seeds`` and write ``<out>/<name>/``; returns the result and that folder."""
+    full = load_splits(dataset, data_dir, device=resolve_device(device), val_size=0)
+    results: list = []
+    final = final_evaluation(source.genome, full, epochs, seeds, TrainConfig(device=device), log=log,
+                             keep_models=results)
+    out_dir = Path(out) / source.name
+    write_artifacts(out_dir, source.genome, final, results, full)
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return final, out_dir
