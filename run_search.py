@@ -186,6 +186,7 @@ _RANK_RULE = "meets target -> fewest params; else highest val acc"
 
 def _reproduce(args: argparse.Namespace) -> int:
     from budgets import analyze, check
+    from reports.export import load_checkpoint
     from reports.reproduce import evaluate_checkpoint, reproduce, resolve_source
     from reports.summary import make_console, render_summary
     from training import check_genome_fits, DATASETS, load_splits, resolve_device
@@ -198,8 +199,9 @@ def _reproduce(args: argparse.Namespace) -> int:
     console = make_console()
     render_summary(analyze(source.genome), check(source.genome, _limits(args)), _limits(args), console)
     if args.checkpoint:
+        model, _ = load_checkpoint(args.checkpoint, source.genome)  # refuses another genome's weights
         full = load_splits(dataset, args.data_dir, device=resolve_device(args.device), val_size=0)
-        loss, acc = evaluate_checkpoint(args.checkpoint, source.genome, full)
+        loss, acc = evaluate_checkpoint(model, source.genome, full)
         console.print(f"checkpoint {args.checkpoint}: test loss {loss:.4f}, test accuracy {acc:.2f}%")
         return 0
     seeds = list(range(args.seeds))
@@ -233,7 +235,10 @@ def main(argv: list[str] | None = None) -> int:
             return _reproduce(args)
         if args.report:
             from reports.html import write_report
-            html_path, md_path = write_report(args.report)
+            try:
+                html_path, md_path = write_report(args.report)
+            except ValueError as e:
+                raise UsageError(str(e)) from None
             print(f"written: {html_path} and {md_path}")
             return 0
         return _search(args)

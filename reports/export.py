@@ -22,8 +22,8 @@ def _versions() -> dict[str, str]:
     import optuna
     import torchvision
 
-    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "optuna": optuna.__version__}
+    return {"python": platform.python_version(), "torch": str(torch.__version__),
+            "torchvision": str(torchvision.__version__), "optuna": str(optuna.__version__)}
 
 
 def save_checkpoint(path: Path, model: nn.Module, genome: Genome, config: dict, seed: int, metrics: list) -> None:

@@ -11,7 +11,6 @@ from typing import Callable
 import torch
 
 from blocks import Genome, GenomeError, load_genome
-from reports.export import load_checkpoint
 from reports.final import FinalResult, final_evaluation, write_artifacts
 from reports.leaderboard import read_leaderboard
 from training import Splits, TrainConfig, Trainer, load_splits, resolve_device
@@ -65,9 +64,8 @@ def resolve_source(source: str, rank: int | None = None, trial: int | None = Non
     return Source(genome, name, None, None)
 
 
-def evaluate_checkpoint(path: str, genome: Genome, full: Splits) -> tuple[float, float]:
-    """(test loss, test accuracy %) of a checkpoint of ``genome``; raises CheckpointError on a mismatch."""
-    model, _ = load_checkpoint(path, genome)
+def evaluate_checkpoint(model: torch.nn.Module, genome: Genome, full: Splits) -> tuple[float, float]:
+    """(test loss, test accuracy %) of a model loaded with ``load_checkpoint``."""
     trainer = Trainer(genome, full, TrainConfig(device=str(full.device.type)))
     trainer.model.load_state_dict(model.state_dict())
     return trainer.evaluate(full.test_x, full.test_y)

@@ -64,3 +64,61 @@ def test_resuming_a_study_with_another_budget_is_refused(tmp_path):
     result = cli("--budget", "4000", "--study", "s8k", "--out", str(tmp_path))
     assert result.returncode == 2
     assert "study 's8k'" in result.stderr and "budget 8000 (this run: 4000)" in result.stderr
+
+
+def _leaderboard(tmp_path):
+    path = tmp_path / "s" / "leaderboard.csv"
+    path.parent.mkdir()
+    path.write_text("rank,trial,status,genome,params\n1,4,complete,i1x28x28n10-conv_c8_k3-gap-conv_c10_k1_oc,178\n"
+                    ",5,rejected,,9000\n")
+    return path
+
+
+@pytest.mark.parametrize("extra,expected", [
+    (["--rank", "3"], "no row with rank 3 (the table has 1 ranked trial(s) and 2 row(s))"),
+    (["--trial", "5"], "trial 5 has no genome (status rejected)"),
+])
+def test_reproduce_bad_rows(tmp_path, extra, expected):
+    result = cli("--reproduce", str(_leaderboard(tmp_path)), *extra)
+    assert result.returncode == 2 and expected in result.stderr and "Traceback" not in result.stderr
+
+
+def test_reproduce_missing_or_malformed_leaderboard(tmp_path):
+    result = cli("--reproduce", str(tmp_path / "none.csv"))
+    assert result.returncode == 2 and "no such leaderboard" in result.stderr
+    bad = tmp_path / "bad.csv"
+    bad.write_text("x,y\n")
+    result = cli("--reproduce", str(bad))
+    assert result.returncode == 2 and "not a BudgetNAS leaderboard" in result.stderr
+
+
+def test_reproduce_refuses_a_checkpoint_of_another_genome(tmp_path):
+    from blocks import Genome, build_model
+    from reports.export import save_checkpoint
+
+    other = Genome.from_string("i1x28x28n10-conv_c6_k3-gap-conv_c10_k1_oc")
+    save_checkpoint(tmp_path / "other.pt", build_model(other), other, {}, 0, [])
+    result = cli("--reproduce", str(_leaderboard(tmp_path)), "--checkpoint", str(tmp_path / "other.pt"))
+    assert result.returncode == 2 and "was trained for genome" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_report_of_a_missing_run_dir(tmp_path):
+    result = cli("--report", str(tmp_path / "nothing"))
+    assert result.returncode == 2 and "no such leaderboard" in result.stderr
+
+
+@pytest.mark.slow
+def test_reproduce_a_zoo_genome_on_real_mnist(mnist_dir, tmp_path):
+    result = cli("--reproduce", "zoo/mnist_8k_gap.json", "--epochs", "1", "--seeds", "1", "--data-dir",
+                 str(mnist_dir), "--out", str(tmp_path), "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert "Epoch  1: train loss" in result.stdout and "test accuracy" in result.stdout
+    folder = tmp_path / "mnist_8k_gap"
+    for name in ("checkpoint_seed0.pt", "model.ts", "model.py", "metrics.csv"):
+        assert (folder / name).is_file()
+    metrics = pd.read_csv(folder / "metrics.csv")
+    assert metrics["test_acc"].iloc[-1] > 90  # one epoch of the 7k net on the full training set
+    again = cli("--reproduce", "zoo/mnist_8k_gap.json", "--checkpoint", str(folder / "checkpoint_seed0.pt"),
+                "--data-dir", str(mnist_dir), "--device", "cpu")
+    assert again.returncode == 0 and f"test accuracy {metrics['test_acc'].iloc[-1]:.2f}%" in again.stdout

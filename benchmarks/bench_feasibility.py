@@ -1,0 +1,62 @@
+"""Share of feasible proposals over a 200-trial search at a given budget (no training).
+
+    python benchmarks/bench_feasibility.py --budget 8000 --trials 200 --sampler tpe [--no-repair]
+
+Runs the real search objective (sampling, width repair, analytic check, constraint reporting) in an
+in-memory Optuna study; training is replaced by a stand-in accuracy that rises with the share of the
+budget used (the pressure a real search puts toward bigger models). Prints the feasible share.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import optuna  # noqa: E402
+
+import search.runner as runner  # noqa: E402
+from search.settings import SearchSettings, make_sampler  # noqa: E402
+from training import DATASETS  # noqa: E402
+
+
+class _StandIn:
+    def __init__(self, params: int, budget: int) -> None:
+        self.status, self.epochs, self.seconds, self.device, self.seed, self.config = "complete", [], 0.0, "none", 0, {}
+        self.best_val_acc = 90.0 + 9.0 * min(params / budget, 1.0)
+        self.best_epoch = 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget", type=int, default=8000)
+    parser.add_argument("--trials", type=int, default=200)
+    parser.add_argument("--sampler", default="tpe")
+    parser.add_argument("--no-repair", action="store_true")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    settings = SearchSettings(budget=args.budget, sampler=args.sampler, repair=not args.no_repair, seed=args.seed)
+
+    def fake_train(genome, splits, config, on_epoch=None):
+        from budgets import totals
+        return _StandIn(totals(genome)[0], args.budget)
+
+    runner.train = fake_train
+    splits = type("S", (), {"spec": DATASETS["mnist"].spec})()
+    objective = runner.Objective(settings, splits, None, log=lambda line: None)
+    study = optuna.create_study(direction="maximize", sampler=make_sampler(args.sampler, args.seed))
+    study.optimize(objective, n_trials=args.trials)
+    statuses = [t.user_attrs.get("status") for t in study.trials]
+    feasible = sum(s != "rejected" for s in statuses)
+    params = sorted(t.user_attrs["params"] for t in study.trials if t.user_attrs.get("status") != "rejected")
+    median = params[len(params) // 2] if params else 0
+    print(f"budget {args.budget:,}, sampler {args.sampler}, repair {'off' if args.no_repair else 'on'}: "
+          f"{feasible}/{len(statuses)} feasible = {100 * feasible / len(statuses):.1f}%, "
+          f"median feasible params {median:,}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+import base64
+import json
+import re
+
+import pandas as pd
+import pytest
+
+from reports.final import final_evaluation, write_artifacts
+from reports.html import pareto_front, write_report
+from reports.reproduce import ReproduceError, resolve_source
+from search.runner import finalize, run_worker
+from search.settings import SearchSettings
+from tests.search.workers import tiny_settings
+from tests.synthetic import TINY_GENOME, tiny_splits
+from training import TrainConfig
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    """A finished tiny search with one finalist, on synthetic data."""
+    tmp = tmp_path_factory.mktemp("run")
+    settings = SearchSettings(**tiny_settings(tmp, trials=4, target=50.0, budget=4000))
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    (settings.run_dir / "settings.json").write_text(json.dumps(settings.to_dict()))
+    run_worker(settings, splits=tiny_splits(), log=lambda line: None)
+    finalize(settings, top_k=1, epochs=2, seeds=[0, 1], log=lambda line: None, splits=tiny_splits())
+    return settings
+
+
+def test_final_columns_reach_the_leaderboard(searched):
+    df = pd.read_csv(searched.run_dir / "leaderboard.csv")
+    best = df[df["rank"] == 1].iloc[0]
+    assert best["test_acc_min"] <= best["test_acc_mean"]
+    assert isinstance(best["meets_target"], (bool, type(True))) or best["meets_target"] in ("True", "False")
+    finals = json.loads((searched.run_dir / "finals.json").read_text())
+    summary = finals[str(int(best["trial"]))]
+    assert len(summary["per_epoch_test_acc"]) == 2 and len(summary["per_epoch_test_acc"][0]) == 2
+    folder = searched.run_dir / "final" / f"trial{int(best['trial'])}"
+    for name in ("checkpoint_seed0.pt", "checkpoint_seed1.pt", "model.ts", "model.py", "metrics.csv"):
+        assert (folder / name).is_file()
+
+
+def test_report_is_self_contained_with_plots_and_tables(searched):
+    html_path, md_path = write_report(searched.run_dir)
+    page = html_path.read_text()
+    images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
+    assert len(images) == 3  # accuracy vs params, best so far, finalists per epoch
+    assert all(base64.b64decode(data)[:8] == b"\x89PNG\r\n\x1a\n" for data in images)
+    assert "http://" not in page and "https://" not in page
+    assert "Top 10" in page and "Winner" in page and "Search settings" in page
+    md = md_path.read_text()
+    assert "## Top 10" in md and "| rank |" in md
+
+
+def test_pareto_front_is_monotone(searched):
+    df = pd.read_csv(searched.run_dir / "leaderboard.csv")
+    front = pareto_front(df)
+    assert front["params"].is_monotonic_increasing and front["val_acc"].is_monotonic_increasing
+
+
+def test_resolve_source_by_rank_and_trial(searched):
+    board = str(searched.run_dir / "leaderboard.csv")
+    df = pd.read_csv(board)
+    source = resolve_source(board, rank=1)
+    assert source.genome.to_string() == df[df["rank"] == 1].iloc[0]["genome"]
+    assert source.name == "tiny-rank1" and source.target == 50.0
+    trial = int(df[df["rank"] == 2].iloc[0]["trial"])
+    assert resolve_source(board, trial=trial).name == f"tiny-trial{trial}"
+    with pytest.raises(ReproduceError, match="no row with rank 99"):
+        resolve_source(board, rank=99)
+
+
+def test_malformed_leaderboard(tmp_path):
+    path = tmp_path / "leaderboard.csv"
+    path.write_text("trial,status\n1,complete\n")
+    with pytest.raises(ReproduceError, match="not a BudgetNAS leaderboard"):
+        resolve_source(str(path))
+
+
+def test_final_evaluation_logs_notebook_lines_and_writes_artifacts(tmp_path):
+    lines, results = [], []
+    final = final_evaluation(TINY_GENOME, tiny_splits(), 2, [0, 1], TrainConfig(device="cpu", batch_size=32),
+                             log=lines.append, keep_models=results)
+    assert sum(line.strip().startswith("Epoch") for line in lines) == 4
+    assert "test acc" in lines[1] and lines[-1].startswith("test accuracy over 2 seed(s)")
+    assert final.min <= final.mean and len(final.final_accs) == 2
+    written = write_artifacts(tmp_path, TINY_GENOME, final, results, tiny_splits())
+    assert {p.name for p in written} == {"checkpoint_seed0.pt", "checkpoint_seed1.pt", "model.ts", "model.py",
+                                         "metrics.csv"}
+    metrics = pd.read_csv(tmp_path / "metrics.csv")
+    assert list(metrics["seed"]) == [0, 0, 1, 1] and {"train_loss", "test_acc"} <= set(metrics.columns)
