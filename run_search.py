@@ -141,12 +141,12 @@ def _search(args: argparse.Namespace) -> int:
     limits = _limits(args)
     if args.budget is None and args.max_macs is None:
         raise UsageError("give a limit to search under: --budget PARAMS (and/or --max-macs)")
-    try:
-        resolve_device(args.device) if args.device in ("auto", "cuda", "mps", "cpu") else None
-    except ValueError as e:
-        raise UsageError(str(e)) from None
     if args.device not in ("auto", "cuda", "mps", "cpu"):
         raise UsageError(f"unknown --device {args.device!r}; choose from auto, cuda, mps, cpu")
+    try:
+        resolve_device(args.device)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     settings = SearchSettings(
         budget=args.budget, min_rf=limits.min_rf, max_macs=args.max_macs, target=args.target, dataset=args.dataset,
         data_dir=args.data_dir, trials=args.trials, timeout=args.timeout, sampler=args.sampler,

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -26,6 +27,13 @@ __all__ = ["write_report", "plot_accuracy_vs_params", "plot_best_so_far", "plot_
 _STATUS_STYLE = {"complete": ("tab:blue", "o", "trained"), "reused": ("tab:blue", "o", None),
                  "pruned": ("tab:orange", "s", "pruned (partial training)"),
                  "diverged": ("tab:purple", "v", "diverged"), "rejected": ("tab:red", "x", "rejected (over budget)")}
+
+
+def _finish(ax, xlabel: str, ylabel: str, title: str) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
 
 
 def _png(fig) -> str:
@@ -64,11 +72,9 @@ def plot_accuracy_vs_params(df: pd.DataFrame, budget: int | None, target: float 
         ax.axvline(budget, color="tab:red", ls="--", lw=1, label=f"budget {budget:,}")
     if target is not None:
         ax.axhline(target, color="tab:green", ls=":", lw=1, label=f"target {target}%")
-    ax.set_xlabel("parameters")
-    ax.set_ylabel("validation accuracy (%)")
-    ax.set_title("Validation accuracy vs parameters (rejected shown on the bottom line)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    _finish(ax, "parameters", "validation accuracy (%)",
+            "Validation accuracy vs parameters (rejected shown on the bottom line)")
+    ax.legend(fontsize=8, loc="best")
     return fig
 
 
@@ -78,10 +84,8 @@ def plot_best_so_far(df: pd.DataFrame):
     if not trained.empty:
         ax.plot(trained["trial"], trained["val_acc"], "o", color="tab:blue", alpha=0.35, ms=4, label="trial")
         ax.step(trained["trial"], trained["val_acc"].cummax(), where="post", color="tab:blue", label="best so far")
-    ax.set_xlabel("trial number")
-    ax.set_ylabel("validation accuracy (%)")
-    ax.set_title("Best validation accuracy so far")
-    ax.grid(alpha=0.3)
+    _finish(ax, "trial number", "validation accuracy (%)", "Best validation accuracy so far")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.legend(fontsize=8, loc="lower right")
     return fig
 
@@ -99,10 +103,7 @@ def plot_final_curves(finals: dict, df: pd.DataFrame):
         line, = ax.plot(range(1, n + 1), mean, marker="o", ms=3, label=label)
         for c in curves:
             ax.plot(range(1, len(c) + 1), c, color=line.get_color(), alpha=0.25, lw=0.8)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Finalists: test accuracy per epoch (mean over seeds; thin lines: each seed)")
-    ax.grid(alpha=0.3)
+    _finish(ax, "epoch", "test accuracy (%)", "Finalists: test accuracy per epoch (mean over seeds; thin lines: each seed)")
     if ax.lines:
         ax.legend(fontsize=8, loc="lower right")
         low = min(min(line.get_ydata()) for line in ax.lines)
@@ -110,15 +111,18 @@ def plot_final_curves(finals: dict, df: pd.DataFrame):
     return fig
 
 
-def _table(df: pd.DataFrame) -> str:
-    return df.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.2f}", border=0, classes="t")
+def _table(df: pd.DataFrame, css: str = "t") -> str:
+    return df.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.2f}", border=0, classes=css)
 
 
 def _top(df: pd.DataFrame, n: int = 10) -> pd.DataFrame:
     cols = ["rank", "trial", "params", "val_acc", "rf", "macs", "test_acc_mean", "test_acc_std", "test_acc_min",
             "meets_target", "genome"]
     top = df[df["rank"].notna()].head(n)
-    return top[[c for c in cols if c in top.columns]]
+    top = top[[c for c in cols if c in top.columns]].copy()
+    for column in ("rank", "trial", "params", "rf", "macs"):
+        top[column] = top[column].astype("Int64")
+    return top
 
 
 def _winner_table(genome_text: str) -> pd.DataFrame:
@@ -163,7 +167,7 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
              "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
              "table.t{border-collapse:collapse;font-size:13px;margin:.5em 0 1.5em}"
              "table.t td,table.t th{border-bottom:1px solid #ddd;padding:3px 8px;text-align:right}"
-             "table.t td:last-child{text-align:left;font-family:monospace;font-size:12px;word-break:break-all}"
+             "table.g td:last-child{text-align:left;font-family:monospace;font-size:12px;word-break:break-all}"
              "code{background:#f3f3f3;padding:1px 4px}img{max-width:100%}</style></head><body>",
              f"<h1>BudgetNAS report: {name}</h1>",
              "<h2>Search settings</h2><p>" + ", ".join(f"<b>{k}</b> {html.escape(str(v))}" for k, v in shown.items()
@@ -171,7 +175,7 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
              "<p>Trials: " + ", ".join(f"{v} {html.escape(str(k))}" for k, v in counts.items()) + "</p>",
              "<p>Ranking: among trials meeting the target, fewest params wins; otherwise highest validation "
              "accuracy. Test accuracy comes from retraining the finalists from scratch on the full training set.</p>",
-             "<h2>Top 10</h2>", _table(top)]
+             "<h2>Top 10</h2>", _table(top, "t g")]
     if winner:
         parts += [f"<h2>Winner</h2><p><code>{html.escape(winner)}</code></p>", _table(_winner_table(winner))]
     for title, data in images.items():

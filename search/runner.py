@@ -90,7 +90,8 @@ class Objective:
             if s.multi_objective or self.study is None:
                 return None
             trial.report(m.val_acc, m.epoch)
-            return "pruned" if trial.should_prune() else None
+            last = m.epoch >= config.epochs  # a finished run is kept, whatever the pruner thinks
+            return "pruned" if not last and trial.should_prune() else None
 
         result = train(genome, self.splits, config, on_epoch=on_epoch)
         val_acc = result.best_val_acc or 0.0

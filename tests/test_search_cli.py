@@ -20,7 +20,7 @@ def cli(*args, **kw):
 @pytest.mark.slow
 def test_real_mnist_proxy_search_then_ctrl_c(mnist_dir, tmp_path):
     args = [sys.executable, str(ROOT / "run_search.py"), "--budget", "8000", "--target", "99.4", "--trials", "50",
-            "--epochs", "1", "--train-subset", "1000", "--data-dir", str(mnist_dir), "--out", str(tmp_path),
+            "--epochs", "2", "--train-subset", "4000", "--data-dir", str(mnist_dir), "--out", str(tmp_path),
             "--study", "e2e", "--device", "cpu", "--final-top", "0"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -39,7 +39,7 @@ def test_real_mnist_proxy_search_then_ctrl_c(mnist_dir, tmp_path):
     board = pd.read_csv(tmp_path / "e2e" / "leaderboard.csv")
     complete = board[board["status"] == "complete"]
     assert len(complete) >= 2 and (complete["params"] <= 8000).all()
-    assert complete["val_acc"].max() > 20  # 1 epoch on 1,000 images: clearly learning, far from 99.4
+    assert complete["val_acc"].max() > 30  # 2 epochs on 4,000 images: clearly learning (chance is 10%)
 
 
 @pytest.mark.parametrize("args,expected", [

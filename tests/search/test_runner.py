@@ -159,3 +159,22 @@ def test_sigkilled_worker_loses_no_completed_trial_and_its_trial_is_retried(tmp_
     assert retried and retried[0].user_attrs["status"] == "complete"
     assert retried[0].user_attrs["genome"] == killed.user_attrs["genome"]
     assert trained_count(trials) == 3
+
+
+def test_nsga2_runs_two_objectives(tmp_path):
+    s, study = run(tmp_path, trials=3, sampler="nsga2", study="mo")
+    complete = [t for t in study.get_trials() if t.user_attrs.get("status") == "complete"]
+    assert len(complete) == 3
+    assert all(len(t.values) == 2 and t.values[1] == t.user_attrs["params"] for t in complete)
+    assert study.best_trials  # the Pareto front
+
+
+@pytest.mark.parametrize("pruner", ["median", "hyperband"])
+def test_pruners_see_per_epoch_reports(tmp_path, pruner):
+    s, study = run(tmp_path, trials=7, pruner=pruner, epochs=3, study=f"p-{pruner}")
+    trained = [t for t in study.get_trials() if t.user_attrs.get("status") in ("complete", "pruned")]
+    assert len(trained) == 7
+    assert all(t.intermediate_values for t in trained)
+    for t in trained:
+        if t.user_attrs["status"] == "pruned":
+            assert t.state == optuna.trial.TrialState.PRUNED and len(t.user_attrs["history"]) < 3

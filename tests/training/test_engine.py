@@ -91,8 +91,8 @@ def test_device_resolution():
 
 
 @pytest.mark.slow
-def test_real_mnist_one_short_epoch(mnist_dir):
-    splits = load_splits("mnist", mnist_dir).subset(6000)
+def test_real_mnist_two_short_epochs(mnist_dir):
+    splits = load_splits("mnist", mnist_dir).subset(10_000)
     genome = load_genome(ROOT / "zoo" / "mnist_8k_gap.json")
-    result = train(genome, splits, TrainConfig(epochs=1, device="cpu"), progress=False)
-    assert result.status == "complete" and result.best_val_acc > 85
+    result = train(genome, splits, TrainConfig(epochs=2, device="cpu"), progress=False)
+    assert result.status == "complete" and result.best_val_acc > 90  # 95.2% measured on the dev box
