@@ -46,6 +46,15 @@ def trained_count(trials: list[optuna.trial.FrozenTrial], upto: int | None = Non
                and (upto is None or t.number <= upto))
 
 
+def _set_constraint(trial: Any, value: float) -> None:
+    """``> 0`` marks the trial infeasible for TPE / NSGA-II. A retried trial already carries its value."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The constraint value is ignored")
+        trial.set_constraint("budget", value)
+
+
 class Objective:
     """The Optuna objective; testable with ``optuna.trial.FixedTrial`` when ``study`` is None."""
 
@@ -57,7 +66,7 @@ class Objective:
     def _infeasible(self, trial: Any, reasons: list[str], constraint: float) -> Any:
         trial.set_user_attr("status", "rejected")
         trial.set_user_attr("reasons", "; ".join(reasons))
-        trial.set_constraint("budget", constraint)
+        _set_constraint(trial, constraint)
         return (0.0, float(trial.user_attrs.get("params", 0))) if self.settings.multi_objective else 0.0
 
     def __call__(self, trial: Any) -> Any:
@@ -73,7 +82,7 @@ class Objective:
         if not verdict.ok:
             overshoot = max(verdict.params / s.budget - 1 if s.budget else 0.0, 1e-3)
             return self._infeasible(trial, list(verdict.violations), overshoot)
-        trial.set_constraint("budget", 0.0)
+        _set_constraint(trial, 0.0)
         trial.set_user_attr("status", "training")
         if self.study is not None:
             if not self._claim_slot(trial):

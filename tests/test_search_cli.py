@@ -122,3 +122,13 @@ def test_reproduce_a_zoo_genome_on_real_mnist(mnist_dir, tmp_path):
     again = cli("--reproduce", "zoo/mnist_8k_gap.json", "--checkpoint", str(folder / "checkpoint_seed0.pt"),
                 "--data-dir", str(mnist_dir), "--device", "cpu")
     assert again.returncode == 0 and f"test accuracy {metrics['test_acc'].iloc[-1]:.2f}%" in again.stdout
+
+
+def test_data_dir_that_is_a_file_and_a_genome_of_another_dataset(tmp_path):
+    not_a_dir = tmp_path / "data"
+    not_a_dir.write_text("x")
+    result = cli("--reproduce", "zoo/mnist_8k_gap.json", "--data-dir", str(not_a_dir))
+    assert result.returncode == 2 and "is a file, not a directory" in result.stderr
+    result = cli("--reproduce", "zoo/cifar10_dws.json", "--data-dir", str(tmp_path))
+    assert result.returncode == 2
+    assert "genome input 3x32x32 with 10 classes does not match mnist" in result.stderr
