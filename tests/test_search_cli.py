@@ -132,3 +132,23 @@ def test_data_dir_that_is_a_file_and_a_genome_of_another_dataset(tmp_path):
     result = cli("--reproduce", "zoo/cifar10_dws.json", "--data-dir", str(tmp_path))
     assert result.returncode == 2
     assert "genome input 3x32x32 with 10 classes does not match mnist" in result.stderr
+
+
+@pytest.mark.slow
+def test_full_cli_run_with_two_workers_finals_and_report(tmp_path):
+    """The whole product path on fake MNIST files: 2 worker processes, final evaluation, report."""
+    from tests.synthetic import write_idx
+
+    write_idx(tmp_path / "data" / "MNIST" / "raw", n_train=6000, n_test=500)
+    result = cli("--budget", "3000", "--trials", "4", "--epochs", "1", "--workers", "2", "--sampler", "random",
+                 "--final-top", "1", "--final-epochs", "1", "--seeds", "2", "--data-dir", str(tmp_path / "data"),
+                 "--out", str(tmp_path / "runs"), "--study", "w2", "--device", "cpu")
+    assert result.returncode == 0, result.stderr[-2000:]
+    run_dir = tmp_path / "runs" / "w2"
+    board = pd.read_csv(run_dir / "leaderboard.csv")
+    assert (board["status"] == "complete").sum() == 4
+    assert sorted(board["trial"]) == list(range(len(board)))
+    assert "[w0]" in result.stdout and "[w1]" in result.stdout
+    assert board.loc[board["rank"] == 1, "test_acc_mean"].notna().all()
+    assert (run_dir / "report.html").is_file() and (run_dir / "report.md").is_file()
+    assert (run_dir / "final").is_dir() and "Top 10 of study w2" in result.stdout
