@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                                              "(default 15)")
 
     search = parser.add_argument_group("search (the default mode)")
-    search.add_argument("--dataset", default="mnist", help="mnist (default), fashion-mnist or cifar10")
+    search.add_argument("--dataset", help="mnist (default), fashion-mnist or cifar10 (--reproduce of a leaderboard: "
+                                          "the study's dataset)")
     search.add_argument("--data-dir", default="data", help="dataset root; downloaded there when missing (default ./data)")
     search.add_argument("--target", type=float, metavar="ACC",
                         help="validation accuracy in percent to reach; then smaller models are sought")
@@ -108,6 +109,27 @@ def _limits(args: argparse.Namespace):
     return Limits(max_params=args.budget, min_rf=min_rf, max_macs=args.max_macs)
 
 
+def _device(name: str) -> str:
+    """A valid and available ``--device``."""
+    from training import resolve_device
+
+    if name not in ("auto", "cuda", "mps", "cpu"):
+        raise UsageError(f"unknown --device {name!r}; choose from auto, cuda, mps, cpu")
+    try:
+        resolve_device(name)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    return name
+
+
+def _dataset(name: str) -> str:
+    from training import DATASETS
+
+    if name not in DATASETS:
+        raise UsageError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+    return name
+
+
 def _source_name(source: str) -> str:
     return source if source.endswith(".json") else "genome string"
 
@@ -136,33 +158,23 @@ def _search(args: argparse.Namespace) -> int:
     from reports.leaderboard import load_finals, top_table, trials_frame, write_leaderboard
     from search.runner import finalize, run_search
     from search.settings import SearchSettings, open_study, redact
-    from training import resolve_device
 
     limits = _limits(args)
     if args.budget is None and args.max_macs is None:
         raise UsageError("give a limit to search under: --budget PARAMS (and/or --max-macs)")
-    if args.device not in ("auto", "cuda", "mps", "cpu"):
-        raise UsageError(f"unknown --device {args.device!r}; choose from auto, cuda, mps, cpu")
-    try:
-        resolve_device(args.device)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    if args.final_top < 0:
+        raise UsageError(f"--final-top must be >= 0, got {args.final_top}")
     settings = SearchSettings(
-        budget=args.budget, min_rf=limits.min_rf, max_macs=args.max_macs, target=args.target, dataset=args.dataset,
-        data_dir=args.data_dir, trials=args.trials, timeout=args.timeout, sampler=args.sampler,
-        pruner=args.pruner, storage=args.storage, study=args.study, workers=args.workers, device=args.device,
-        seed=args.seed, out=args.out, train_subset=args.train_subset, tune_hparams=args.tune_hparams,
-        epochs=args.epochs or 5,
-        repair=not args.no_repair, stop_at_target=args.stop_at_target)
-    from training import DATASETS
-    if settings.dataset not in DATASETS:
-        raise UsageError(f"unknown dataset {settings.dataset!r}; known: {', '.join(DATASETS)}")
+        budget=args.budget, min_rf=limits.min_rf, max_macs=args.max_macs, target=args.target,
+        dataset=_dataset(args.dataset or "mnist"), data_dir=args.data_dir, trials=args.trials, timeout=args.timeout,
+        epochs=args.epochs or 5, sampler=args.sampler, pruner=args.pruner, storage=args.storage, study=args.study,
+        workers=args.workers, device=_device(args.device), seed=args.seed, out=args.out,
+        train_subset=args.train_subset, tune_hparams=args.tune_hparams, repair=not args.no_repair,
+        stop_at_target=args.stop_at_target)
     console = make_console()
     console.print(f"study {settings.study} in {redact(settings.storage_url)}: {settings.limits.describe()}, "
                   f"{settings.trials} trials x {settings.epochs} epochs, sampler {settings.sampler}, "
                   f"pruner {settings.pruner}, {settings.workers} worker(s)")
-    if args.final_top < 0:
-        raise UsageError(f"--final-top must be >= 0, got {args.final_top}")
     code = 0
     try:
         if not args.finalize:
@@ -189,32 +201,27 @@ def _reproduce(args: argparse.Namespace) -> int:
     from reports.export import load_checkpoint
     from reports.reproduce import evaluate_checkpoint, reproduce, resolve_source
     from reports.summary import make_console, render_summary
-    from training import check_genome_fits, DATASETS, load_splits, resolve_device
+    from training import DATASETS, check_genome_fits, load_splits, resolve_device
 
+    device = _device(args.device)
     source = resolve_source(args.reproduce, rank=args.rank, trial=args.trial)
-    dataset = args.dataset if args.dataset_given else (source.dataset or args.dataset)
-    if dataset not in DATASETS:
-        raise UsageError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")
+    dataset = _dataset(args.dataset or source.dataset or "mnist")
     check_genome_fits(source.genome, DATASETS[dataset].spec, dataset)
     console = make_console()
     render_summary(analyze(source.genome), check(source.genome, _limits(args)), _limits(args), console)
     if args.checkpoint:
         model, _ = load_checkpoint(args.checkpoint, source.genome)  # refuses another genome's weights
-        full = load_splits(dataset, args.data_dir, device=resolve_device(args.device), val_size=0)
+        full = load_splits(dataset, args.data_dir, device=resolve_device(device), val_size=0)
         loss, acc = evaluate_checkpoint(model, source.genome, full)
         console.print(f"checkpoint {args.checkpoint}: test loss {loss:.4f}, test accuracy {acc:.2f}%")
         return 0
     seeds = list(range(args.seeds))
     final, out_dir = reproduce(source, seeds=seeds, epochs=args.epochs or 15, dataset=dataset,
-                               data_dir=args.data_dir, device=args.device, out=args.out, log=console.print)
+                               data_dir=args.data_dir, device=device, out=args.out, log=console.print)
     console.print(f"[bold]{source.name}: {final.params:,} params, test accuracy {final.mean:.2f} ± {final.std:.2f} % "
                   f"(min {final.min:.2f} %) over seeds {seeds}[/]")
     console.print(f"written: {out_dir}/ (checkpoint_seed*.pt, model.ts, model.py, metrics.csv)")
     return 0
-
-
-def argv_has(argv: list[str] | None, flag: str) -> bool:
-    return any(a == flag or a.startswith(flag + "=") for a in (sys.argv[1:] if argv is None else argv))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -228,7 +235,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        args.dataset_given = argv_has(argv, "--dataset")
         if args.describe:
             return _describe(args)
         if args.reproduce:

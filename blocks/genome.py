@@ -25,7 +25,7 @@ import hashlib
 import json
 import math
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -286,9 +286,6 @@ class Genome:
     def hash(self) -> str:
         """A stable 12-hex-digit id of the canonical form, for de-duplication."""
         return hashlib.sha1(self.to_string().encode()).hexdigest()[:12]
-
-    def with_input(self, spec: InputSpec) -> "Genome":
-        return replace(self, input=spec)
 
     def _checked(self) -> "Genome":
         for i, layer in enumerate(self.layers):

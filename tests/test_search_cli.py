@@ -49,6 +49,9 @@ def test_real_mnist_proxy_search_then_ctrl_c(mnist_dir, tmp_path):
     (["--budget", "8000", "--dataset", "svhn"], "unknown dataset 'svhn'"),
     (["--trials", "3"], "give a limit to search under"),
     (["--budget", "8000", "--storage", "postgresql://u:pw@127.0.0.1:9/x"], "cannot open storage postgresql://u:***@"),
+    (["--budget", "8000", "--device", "tpu"], "unknown --device 'tpu'"),
+    (["--reproduce", "zoo/lenet5.json", "--device", "tpu"], "unknown --device 'tpu'"),
+    (["--budget", "8000", "--final-top", "-1"], "--final-top must be >= 0"),
 ])
 def test_bad_search_input_is_one_line_and_exit_code_2(args, expected, tmp_path):
     result = cli(*args, "--out", str(tmp_path), "--data-dir", str(tmp_path / "data"))

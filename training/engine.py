@@ -105,11 +105,6 @@ class TrainResult:
         best = self.best_val_acc
         return next((m.epoch for m in self.epochs if m.val_acc == best), None) if best is not None else None
 
-    def to_dict(self) -> dict:
-        return {"status": self.status, "epochs": [asdict(m) for m in self.epochs], "seconds": self.seconds,
-                "device": self.device, "seed": self.seed, "params": self.params, "config": self.config,
-                "best_val_acc": self.best_val_acc, "best_epoch": self.best_epoch}
-
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> cuda, then mps, then cpu; an unavailable explicit choice raises ValueError."""
