@@ -165,17 +165,22 @@ def run_worker(settings: SearchSettings, worker: int = 0, splits: Splits | None 
     study = open_study(settings, worker)
     splits = splits if splits is not None else _load_data(settings, worker)
     objective = Objective(settings, splits, study, log)
-    mine = 0
+    mine = rejected_in_a_row = 0
     start = time.monotonic()
     target_seen = False
 
     def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        nonlocal mine, target_seen
+        nonlocal mine, target_seen, rejected_in_a_row
         trials = study.get_trials(deepcopy=False)
         attrs = trial.user_attrs
         status = attrs.get("status", "failed")
         if status in COUNTED and status != "reused":
             mine += 1
+        rejected_in_a_row = rejected_in_a_row + 1 if status == "rejected" else 0
+        if rejected_in_a_row >= settings.max_rejections_in_a_row:
+            log(f"[w{worker}] stopping: the last {rejected_in_a_row} proposals were all over the limits "
+                f"({attrs.get('reasons')}); loosen --budget / --min-rf / --max-macs")
+            study.stop()
         done = trained_count(trials)
         rejected = sum(1 for t in trials if t.user_attrs.get("status") == "rejected")
         best = max((t.user_attrs.get("val_acc") or 0.0 for t in trials), default=0.0)

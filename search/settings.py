@@ -54,6 +54,7 @@ class SearchSettings:
     repair: bool = True  # scale widths down to the budget instead of rejecting
     stop_at_target: bool = False
     train_overrides: dict = field(default_factory=dict)  # TrainConfig fields (tests, benchmarks)
+    max_rejections_in_a_row: int = 1000  # a worker gives up after this many infeasible proposals in a row
     heartbeat_s: int = 10  # RDB storages: a worker's heartbeat period
     grace_s: int = 30  # a RUNNING trial without heartbeat for this long is failed and retried
 

@@ -178,3 +178,28 @@ def test_pruners_see_per_epoch_reports(tmp_path, pruner):
     for t in trained:
         if t.user_attrs["status"] == "pruned":
             assert t.state == optuna.trial.TrialState.PRUNED and len(t.user_attrs["history"]) < 3
+
+
+def test_impossible_limits_stop_instead_of_looping(tmp_path):
+    lines = []
+    s = SearchSettings(**tiny_settings(tmp_path, trials=3, min_rf=500, max_rejections_in_a_row=15))
+    run_worker(s, splits=tiny_splits(), log=lines.append)
+    trials = open_study(s).get_trials()
+    assert len(trials) == 15 and trained_count(trials) == 0
+    assert all("receptive field" in t.user_attrs["reasons"] for t in trials)
+    assert any("stopping: the last 15 proposals were all over the limits" in line for line in lines)
+
+
+def test_stop_at_target_and_timeout(tmp_path):
+    s, study = run(tmp_path, trials=5, target=1.0, stop_at_target=True, study="stop")
+    assert trained_count(study.get_trials()) == 1
+    s, study = run(tmp_path, trials=50, timeout=0.5, study="timeout")
+    assert 1 <= trained_count(study.get_trials()) < 50
+
+
+def test_tune_hparams_reaches_the_trainer(tmp_path):
+    s, study = run(tmp_path, trials=2, tune_hparams=True, study="hp")
+    for t in study.get_trials():
+        config = t.user_attrs["train_config"]
+        assert config["lr"] == t.params["lr"] and config["batch_size"] == t.params["batch_size"]
+        assert config["weight_decay"] == t.params["weight_decay"]
