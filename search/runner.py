@@ -197,10 +197,8 @@ def run_worker(settings: SearchSettings, worker: int = 0, splits: Splits | None 
         if done >= settings.trials:
             study.stop()
 
-    remaining = None if settings.timeout is None else settings.timeout
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     if trained_count(study.get_trials(deepcopy=False)) < settings.trials:
-        study.optimize(objective, n_trials=None, timeout=remaining, callbacks=[after_trial],
+        study.optimize(objective, n_trials=None, timeout=settings.timeout, callbacks=[after_trial],
                        gc_after_trial=False, catch=())
     log(f"[w{worker}] done: trained {mine} trial(s) in {time.monotonic() - start:.0f} s")
     return mine
