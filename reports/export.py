@@ -101,7 +101,7 @@ genome: {genome.to_string()}
 input:  (N, {spec.channels}, {spec.height}, {spec.width}) normalised images -> (N, {spec.classes}) class scores
 
     model = build()
-    model.load_state_dict(torch.load("checkpoint.pt", weights_only=True)["state_dict"])
+    model.load_state_dict(torch.load("checkpoint_seed0.pt", weights_only=True)["state_dict"])
 """
 
 import torch
