@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -19,6 +20,8 @@ __all__ = ["SearchError", "SearchSettings", "SAMPLERS", "PRUNERS", "make_sampler
 
 SAMPLERS = ("tpe", "nsga2", "random")
 PRUNERS = ("median", "hyperband", "none")
+# What a lost race between workers creating the same tables / study looks like (then: try again).
+_CREATION_RACE = ("already exists", "IntegrityError", "UniqueViolation", "UNIQUE constraint", "duplicate key")
 # Study attributes that must match when a study is resumed.
 _IDENTITY = ("dataset", "budget", "min_rf", "max_macs", "objectives")
 
@@ -143,7 +146,8 @@ def open_study(settings: SearchSettings, worker: int = 0) -> optuna.Study:
     """Create or resume the study; a resumed study must have the same dataset, budget and limits."""
     sampler_seed = None if settings.seed is None else settings.seed + worker
     directions = ["maximize", "minimize"] if settings.multi_objective else ["maximize"]
-    for attempt in range(3):  # workers starting together race to create the tables / the study
+    attempts = 6
+    for attempt in range(attempts):  # workers starting together race to create the tables / the study
         try:
             storage = _storage(settings)
             study = optuna.create_study(storage=storage, study_name=settings.study, load_if_exists=True,
@@ -154,8 +158,8 @@ def open_study(settings: SearchSettings, worker: int = 0) -> optuna.Study:
             raise
         except Exception as e:  # sqlalchemy / driver errors: unreachable server, bad URL, missing driver
             reason = f"{type(e).__name__}: {e}".splitlines()[0][:300]
-            if "already exists" in reason and attempt < 2:
-                time.sleep(0.5 + attempt)
+            if any(mark in reason for mark in _CREATION_RACE) and attempt < attempts - 1:
+                time.sleep(0.2 + random.random())
                 continue
             raise SearchError(f"cannot open storage {redact(settings.storage_url)}: {reason}") from None
     known = study.user_attrs
