@@ -13,8 +13,12 @@ __all__ = ["make_console", "render_summary", "summary_table"]
 
 
 def make_console() -> Console:
-    """A console that wraps nothing mid-token when output goes to a file or pipe (CI logs, tee)."""
-    return Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+    """On a terminal, rich's shared console (so the training progress bar and log lines share one live
+    display); into a file or pipe (CI logs, tee), a wide console that wraps nothing mid-token."""
+    if sys.stdout.isatty():
+        from rich import get_console
+        return get_console()
+    return Console(soft_wrap=True, width=200)
 
 
 def summary_table(analysis: Analysis) -> Table:

@@ -268,7 +268,8 @@ def train(genome: Genome, splits: Splits, config: TrainConfig | None = None,
                                    time.perf_counter() - t0, trainer.optimizer.param_groups[0]["lr"])
             history.append(metrics)
             if bar is not None:
-                bar.update(task, advance=1, description=f"epoch {epoch}: val {val_acc or 0:.2f}%")
+                shown = f"val {val_acc:.2f}%" if val_acc is not None else f"test {test_acc or 0:.2f}%"
+                bar.update(task, advance=1, description=f"epoch {epoch}: {shown}")
             if on_epoch is not None:
                 stop = on_epoch(metrics)
                 if stop:
