@@ -222,23 +222,8 @@ def _head_check(genome: Genome, shape: Shape) -> Shape:
                       block=genome.layers[-1].type)
 
 
-def analyze(genome: Genome) -> Analysis:
-    """Per-layer output shape, params, MACs and receptive field; raises GenomeError on a bad structure."""
-    spec = genome.input
-    shape: Shape = (spec.channels, spec.height, spec.width)
-    rf, jump, rows = 1, 1, []
-    total_params = total_macs = 0
-    for index, layer in enumerate(genome.layers):
-        shape, params, macs, rf, jump = COST_FUNCTIONS[layer.type](layer, index, shape, rf, jump)
-        total_params += params
-        total_macs += macs
-        rows.append(LayerCost(index, layer.type, layer.token(), shape, params, macs, rf))
-    output = _head_check(genome, shape)
-    return Analysis(genome, tuple(rows), total_params, total_macs, rf, output)
-
-
-def totals(genome: Genome) -> tuple[int, int, int]:
-    """``(params, macs, receptive_field)`` without the per-layer rows: the fast path the search uses."""
+def _walk(genome: Genome, rows: list | None) -> tuple[int, int, int, Shape]:
+    """One pass over the layers: (params, macs, receptive field, output shape); per-layer rows if asked."""
     spec = genome.input
     shape: Shape = (spec.channels, spec.height, spec.width)
     rf, jump = 1, 1
@@ -247,5 +232,19 @@ def totals(genome: Genome) -> tuple[int, int, int]:
         shape, params, macs, rf, jump = COST_FUNCTIONS[layer.type](layer, index, shape, rf, jump)
         total_params += params
         total_macs += macs
-    _head_check(genome, shape)
-    return total_params, total_macs, rf
+        if rows is not None:
+            rows.append(LayerCost(index, layer.type, layer.token(), shape, params, macs, rf))
+    return total_params, total_macs, rf, _head_check(genome, shape)
+
+
+def analyze(genome: Genome) -> Analysis:
+    """Per-layer output shape, params, MACs and receptive field; raises GenomeError on a bad structure."""
+    rows: list[LayerCost] = []
+    params, macs, rf, output = _walk(genome, rows)
+    return Analysis(genome, tuple(rows), params, macs, rf, output)
+
+
+def totals(genome: Genome) -> tuple[int, int, int]:
+    """``(params, macs, receptive_field)`` without the per-layer rows: the fast path the search uses."""
+    params, macs, rf, _ = _walk(genome, None)
+    return params, macs, rf

@@ -120,8 +120,8 @@ def fit_to_limits(bp: dict, spec: InputSpec, limits: Limits, steps: int = 14) ->
             lo, best = mid, genome
         else:
             hi = mid
-    if best is None:  # even the narrowest design is over: the checker will say why
-        return _build(bp, spec, MIN_WIDTH / 64), MIN_WIDTH / 64
+    if best is None:  # even the narrowest design (every width MIN_WIDTH) is over: the checker will say why
+        return _build(bp, spec, 0.0), 0.0
     return best, lo
 
 
