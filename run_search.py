@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 __all__ = ["main", "build_parser"]
 
 
-class UsageError(ValueError):
+from blocks.genome import BudgetNASError
+
+
+class UsageError(BudgetNASError):
     """Bad command-line input: printed as one line, exit code 2."""
 
 
@@ -32,6 +36,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from search.ranking import RANK_RULE
+
     parser = _Parser(
         prog="run_search.py",
         description="Find tiny CNNs under a hard budget (params, receptive field, MACs).",
@@ -58,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     final.add_argument("--checkpoint", metavar="PATH",
                        help="with --reproduce: evaluate this checkpoint on the test set instead of training")
     final.add_argument("--final-top", type=int, default=3, metavar="K",
-                       help="after a search, retrain the top K on the full training set (default 3; 0 = skip)")
+                       help=f"after a search, retrain the top K (ranked: {RANK_RULE}) on the full training set "
+                            "(default 3; 0 = skip)")
     final.add_argument("--final-epochs", type=_positive_int, default=15, help="epochs of the final evaluation "
                                                                              "(default 15)")
 
@@ -153,12 +160,17 @@ def _describe(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
+    from reports.final import finalize
     from reports.html import write_report
+    from reports.leaderboard import LeaderboardWriter, top_table, write_leaderboard
     from reports.summary import make_console
-    from reports.leaderboard import load_finals, top_table, trials_frame, write_leaderboard
-    from search.runner import finalize, run_search
+    from search.ranking import RANK_RULE
+    from search.runner import run_search
     from search.settings import SearchSettings, open_study, redact
 
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     limits = _limits(args)
     if args.budget is None and args.max_macs is None:
         raise UsageError("give a limit to search under: --budget PARAMS (and/or --max-macs)")
@@ -175,33 +187,33 @@ def _search(args: argparse.Namespace) -> int:
     console.print(f"study {settings.study} in {redact(settings.storage_url)}: {settings.limits.describe()}, "
                   f"{settings.trials} trials x {settings.epochs} epochs, sampler {settings.sampler}, "
                   f"pruner {settings.pruner}, {settings.workers} worker(s)")
+    study = open_study(settings)  # the one study object of this command
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    (settings.run_dir / "settings.json").write_text(json.dumps(settings.to_dict(), indent=1))
     code = 0
     try:
         if not args.finalize:
-            run_search(settings)
+            run_search(settings, study, callbacks=[LeaderboardWriter(settings)])
         if args.final_top:
-            finalize(settings, args.final_top, args.final_epochs, list(range(args.seeds)), log=console.print)
+            finalize(study, settings, write_leaderboard(study, settings), args.final_top, args.final_epochs,
+                     list(range(args.seeds)), log=console.print,
+                     on_final=lambda finals: write_leaderboard(study, settings, finals))
     except KeyboardInterrupt:
         console.print("interrupted: completed trials are kept in the study; leaderboard written")
         code = 130
-    study = open_study(settings)
-    write_leaderboard(study, settings)
-    df = trials_frame(study, settings.target, load_finals(settings.run_dir))
-    console.print(top_table(df, 10, title=f"Top 10 of study {settings.study} (ranked: {_RANK_RULE})"))
-    html_path, _ = write_report(settings.run_dir)
+    df = write_leaderboard(study, settings)
+    console.print(top_table(df, 10, title=f"Top 10 of study {settings.study} (ranked: {RANK_RULE})"))
+    html_path, _ = write_report(settings.run_dir, df)
     console.print(f"leaderboard: {settings.run_dir / 'leaderboard.csv'}   report: {html_path}")
     return code
-
-
-_RANK_RULE = "meets target -> fewest params; else highest val acc"
 
 
 def _reproduce(args: argparse.Namespace) -> int:
     from budgets import analyze, check
     from reports.export import load_checkpoint
-    from reports.reproduce import evaluate_checkpoint, reproduce, resolve_source
+    from reports.reproduce import reproduce, resolve_source
     from reports.summary import make_console, render_summary
-    from training import DATASETS, check_genome_fits, load_splits, resolve_device
+    from training import DATASETS, check_genome_fits, evaluate, load_splits, resolve_device
 
     device = _device(args.device)
     source = resolve_source(args.reproduce, rank=args.rank, trial=args.trial)
@@ -212,7 +224,7 @@ def _reproduce(args: argparse.Namespace) -> int:
     if args.checkpoint:
         model, _ = load_checkpoint(args.checkpoint, source.genome)  # refuses another genome's weights
         full = load_splits(dataset, args.data_dir, device=resolve_device(device), val_size=0)
-        loss, acc = evaluate_checkpoint(model, source.genome, full)
+        loss, acc = evaluate(model.to(full.device), full.test_x, full.test_y, full.mean, full.std)
         console.print(f"checkpoint {args.checkpoint}: test loss {loss:.4f}, test accuracy {acc:.2f}%")
         return 0
     seeds = list(range(args.seeds))
@@ -226,14 +238,9 @@ def _reproduce(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
-    from blocks import GenomeError
-    from reports.export import CheckpointError
-    from reports.reproduce import ReproduceError
-    from search.settings import SearchError
-    from training import DataError
-
     parser = build_parser()
     args = parser.parse_args(argv)
+    os.environ.setdefault("MPLBACKEND", "Agg")  # plots only ever go to report files
     try:
         if args.describe:
             return _describe(args)
@@ -248,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"written: {html_path} and {md_path}")
             return 0
         return _search(args)
-    except (GenomeError, UsageError, SearchError, DataError, ReproduceError, CheckpointError) as e:
+    except BudgetNASError as e:
         print(f"run_search.py: error: {e}", file=sys.stderr)
         return 2
 

@@ -16,17 +16,20 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import optuna  # noqa: E402
+import torch  # noqa: E402
 
-import search.runner as runner  # noqa: E402
+from budgets import totals  # noqa: E402
+from search.runner import Objective  # noqa: E402
 from search.settings import SearchSettings, make_sampler  # noqa: E402
-from training import DATASETS  # noqa: E402
+from training import DATASETS, EpochMetrics, Splits, TrainResult  # noqa: E402
 
 
-class _StandIn:
-    def __init__(self, params: int, budget: int) -> None:
-        self.status, self.epochs, self.seconds, self.device, self.seed, self.config = "complete", [], 0.0, "none", 0, {}
-        self.best_val_acc = 90.0 + 9.0 * min(params / budget, 1.0)
-        self.best_epoch = 1
+def _no_data(name: str) -> Splits:
+    """Splits with the dataset's shape and no images: the objective only needs the spec."""
+    spec = DATASETS[name].spec
+    empty_x = torch.empty((0, spec.channels, spec.height, spec.width), dtype=torch.uint8)
+    empty_y = torch.empty(0, dtype=torch.int64)
+    return Splits(name, spec, empty_x, empty_y, empty_x, empty_y, empty_x, empty_y, (0.0,), (1.0,))
 
 
 def main() -> None:
@@ -40,13 +43,12 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     settings = SearchSettings(budget=args.budget, sampler=args.sampler, repair=not args.no_repair, seed=args.seed)
 
-    def fake_train(genome, splits, config, on_epoch=None):
-        from budgets import totals
-        return _StandIn(totals(genome)[0], args.budget)
+    def stand_in_train(genome, splits, config, on_epoch=None) -> TrainResult:
+        params = totals(genome)[0]
+        val_acc = 90.0 + 9.0 * min(params / args.budget, 1.0)
+        return TrainResult("complete", [EpochMetrics(1, 0.0, val_acc, 0.0, val_acc)], 0.0, "none", 0, params, {})
 
-    runner.train = fake_train
-    splits = type("S", (), {"spec": DATASETS["mnist"].spec})()
-    objective = runner.Objective(settings, splits, None, log=lambda line: None)
+    objective = Objective(settings, _no_data("mnist"), None, log=lambda line: None, train_fn=stand_in_train)
     study = optuna.create_study(direction="maximize", sampler=make_sampler(args.sampler, args.seed))
     study.optimize(objective, n_trials=args.trials)
     statuses = [t.user_attrs.get("status") for t in study.trials]

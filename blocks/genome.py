@@ -31,6 +31,7 @@ from typing import Any
 
 __all__ = [
     "ACTIVATIONS",
+    "BudgetNASError",
     "BLOCK_TYPES",
     "Genome",
     "GenomeError",
@@ -44,7 +45,11 @@ __all__ = [
 ACTIVATIONS = ("relu", "relu6", "lrelu", "prelu", "elu", "silu", "gelu", "hswish", "tanh", "sigmoid")
 
 
-class GenomeError(ValueError):
+class BudgetNASError(ValueError):
+    """Base of every error BudgetNAS reports as one readable line (the CLI exits 2 on it)."""
+
+
+class GenomeError(BudgetNASError):
     """A malformed genome. ``str()`` is one line naming where (file, layer index, field) and what."""
 
     def __init__(self, message: str, *, layer: int | None = None, block: str | None = None,
@@ -152,6 +157,20 @@ class Layer:
     order: str | None = None
     act: str | None = None
     dropout: float | None = None
+
+    @property
+    def pad(self) -> int:
+        """Resolved padding in pixels per side, the one geometry rule the builder and the cost math share.
+
+        ``same`` is ``dilation*(k-1)//2`` for convolutions (always so for ``res``) and ``k//2`` for pools.
+        """
+        if self.type == "res":
+            return self.dilation * (self.kernel - 1) // 2
+        if self.padding != "same":
+            return self.padding or 0
+        if self.type in ("max", "avg"):
+            return self.kernel // 2
+        return self.dilation * (self.kernel - 1) // 2
 
     def to_dict(self, explicit: bool = True) -> dict[str, Any]:
         """Plain data: every field the block type uses, or (``explicit=False``) only non-default ones."""

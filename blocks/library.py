@@ -39,15 +39,11 @@ def _unit(order: str, cin: int, cout: int, core: nn.Module, act: str, norm: Call
     return modules
 
 
-def _padding(layer: Layer) -> int:
-    return layer.dilation * (layer.kernel - 1) // 2 if layer.padding == "same" else layer.padding
-
-
 @register_block("conv")
 def build_conv(layer: Layer, shape: tuple, norm: Callable[[int], nn.Module]) -> nn.Module:
     cin = shape[0]
     groups = cin if layer.groups == "dw" else layer.groups
-    conv = nn.Conv2d(cin, layer.out, layer.kernel, layer.stride, _padding(layer), layer.dilation, groups,
+    conv = nn.Conv2d(cin, layer.out, layer.kernel, layer.stride, layer.pad, layer.dilation, groups,
                      bias=layer.bias)
     return nn.Sequential(*_unit(layer.order, cin, layer.out, conv, layer.act, norm, layer.dropout))
 
@@ -55,7 +51,7 @@ def build_conv(layer: Layer, shape: tuple, norm: Callable[[int], nn.Module]) -> 
 @register_block("dws")
 def build_dws(layer: Layer, shape: tuple, norm: Callable[[int], nn.Module]) -> nn.Module:
     cin, unit_order = shape[0], layer.order.replace("d", "")
-    depthwise = nn.Conv2d(cin, cin, layer.kernel, layer.stride, _padding(layer), layer.dilation, groups=cin,
+    depthwise = nn.Conv2d(cin, cin, layer.kernel, layer.stride, layer.pad, layer.dilation, groups=cin,
                           bias=layer.bias)
     pointwise = nn.Conv2d(cin, layer.out, 1, bias=layer.bias)
     modules = _unit(unit_order, cin, cin, depthwise, layer.act, norm)
@@ -79,7 +75,7 @@ class Residual(nn.Module):
 @register_block("res")
 def build_res(layer: Layer, shape: tuple, norm: Callable[[int], nn.Module]) -> nn.Module:
     cin, cout, k, d = shape[0], layer.out, layer.kernel, layer.dilation
-    pad, unit_order = d * (k - 1) // 2, layer.order.replace("d", "")
+    pad, unit_order = layer.pad, layer.order.replace("d", "")
     plain_order = unit_order.replace("a", "")
     first = nn.Conv2d(cin, cout, k, layer.stride, pad, d, bias=layer.bias)
     second = nn.Conv2d(cout, cout, k, 1, pad, d, bias=layer.bias)
@@ -100,14 +96,12 @@ def build_res(layer: Layer, shape: tuple, norm: Callable[[int], nn.Module]) -> n
 
 @register_block("max")
 def build_max(layer: Layer, shape: tuple, norm: Callable[[int], nn.Module]) -> nn.Module:
-    pad = layer.kernel // 2 if layer.padding == "same" else layer.padding
-    return nn.MaxPool2d(layer.kernel, layer.stride, pad)
+    return nn.MaxPool2d(layer.kernel, layer.stride, layer.pad)
 
 
 @register_block("avg")
 def build_avg(layer: Layer, shape: tuple, norm: Callable[[int], nn.Module]) -> nn.Module:
-    pad = layer.kernel // 2 if layer.padding == "same" else layer.padding
-    return nn.AvgPool2d(layer.kernel, layer.stride, pad)
+    return nn.AvgPool2d(layer.kernel, layer.stride, layer.pad)
 
 
 @register_block("gap")

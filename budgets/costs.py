@@ -14,11 +14,11 @@ Pure functions of shapes, no ``nn.Module`` is built (fvcore's ``jit_handles`` st
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from blocks.genome import BLOCK_TYPES, Genome, GenomeError, Layer
 
-__all__ = ["Analysis", "LayerCost", "analyze", "totals", "COST_FUNCTIONS"]
+__all__ = ["Analysis", "Cost", "LayerCost", "analyze", "totals", "COST_FUNCTIONS"]
 
 Shape = tuple  # (C, H, W) for feature maps, (F,) after ``flat`` / ``fc``
 
@@ -69,8 +69,19 @@ class Analysis:
         }
 
 
-# A cost function maps (layer, index, in_shape, rf, jump) -> (out_shape, params, macs, rf, jump).
-CostFn = Callable[[Layer, int, Shape, int, int], tuple]
+class Cost(NamedTuple):
+    """What one layer does to the walk: its output shape, its own params and MACs, and the receptive field
+    and jump (input pixels between neighbouring outputs) after it."""
+
+    shape: Shape
+    params: int
+    macs: int
+    rf: int
+    jump: int
+
+
+# A cost function maps (layer, index, in_shape, rf, jump) -> Cost.
+CostFn = Callable[[Layer, int, Shape, int, int], Cost]
 COST_FUNCTIONS: dict[str, CostFn] = {}
 
 
@@ -91,10 +102,6 @@ def _spatial(layer: Layer, index: int, shape: Shape) -> tuple[int, int, int]:
         _fail(layer, index, None, f"needs a (C, H, W) feature map but gets flat features {shape}; "
                                   "spatial layers must come before 'flat'")
     return shape
-
-
-def _pad(layer: Layer, padding: int | str) -> int:
-    return layer.dilation * (layer.kernel - 1) // 2 if padding == "same" else padding
 
 
 def _slide(layer: Layer, index: int, h: int, w: int, k: int, stride: int, pad: int, dilation: int) -> tuple[int, int]:
@@ -124,39 +131,38 @@ def _unit_params(order: str, cin: int, cout: int, weights: int, bias: bool, act:
 
 # --------------------------------------------------------------------------- cost functions
 @_register("conv")
-def _conv(layer: Layer, index: int, shape: Shape, rf: int, jump: int) -> tuple:
+def _conv(layer: Layer, index: int, shape: Shape, rf: int, jump: int) -> Cost:
     cin, h, w = _spatial(layer, index, shape)
     cout, k = layer.out, layer.kernel
     groups = cin if layer.groups == "dw" else layer.groups
     if cin % groups or cout % groups:
         _fail(layer, index, "groups", f"in channels {cin} and out channels {cout} must both be divisible "
                                       f"by groups {groups}")
-    ho, wo = _slide(layer, index, h, w, k, layer.stride, _pad(layer, layer.padding), layer.dilation)
+    ho, wo = _slide(layer, index, h, w, k, layer.stride, layer.pad, layer.dilation)
     weights = cout * (cin // groups) * k * k
     params = _unit_params(layer.order, cin, cout, weights, layer.bias, layer.act)
     rf += layer.dilation * (k - 1) * jump
-    return (cout, ho, wo), params, weights * ho * wo, rf, jump * layer.stride
+    return Cost((cout, ho, wo), params, weights * ho * wo, rf, jump * layer.stride)
 
 
 @_register("dws")
-def _dws(layer: Layer, index: int, shape: Shape, rf: int, jump: int) -> tuple:
+def _dws(layer: Layer, index: int, shape: Shape, rf: int, jump: int) -> Cost:
     cin, h, w = _spatial(layer, index, shape)
     cout, k = layer.out, layer.kernel
-    ho, wo = _slide(layer, index, h, w, k, layer.stride, _pad(layer, layer.padding), layer.dilation)
+    ho, wo = _slide(layer, index, h, w, k, layer.stride, layer.pad, layer.dilation)
     unit_order = layer.order.replace("d", "")
     depthwise = _unit_params(unit_order, cin, cin, cin * k * k, layer.bias, layer.act)
     pointwise = _unit_params(unit_order, cin, cout, cin * cout, layer.bias, layer.act)
     macs = ho * wo * cin * (k * k + cout)
     rf += layer.dilation * (k - 1) * jump
-    return (cout, ho, wo), depthwise + pointwise, macs, rf, jump * layer.stride
+    return Cost((cout, ho, wo), depthwise + pointwise, macs, rf, jump * layer.stride)
 
 
 @_register("res")
-def _res(layer: Layer, index: int, shape: Shape, rf: int, jump: int) -> tuple:
+def _res(layer: Layer, index: int, shape: Shape, rf: int, jump: int) -> Cost:
     cin, h, w = _spatial(layer, index, shape)
     cout, k, d, s = layer.out, layer.kernel, layer.dilation, layer.stride
-    pad = d * (k - 1) // 2
-    ho, wo = _slide(layer, index, h, w, k, s, pad, d)
+    ho, wo = _slide(layer, index, h, w, k, s, layer.pad, d)
     unit_order = layer.order.replace("d", "")
     first = _unit_params(unit_order, cin, cout, cout * cin * k * k, layer.bias, layer.act)
     second = _unit_params(unit_order.replace("a", ""), cout, cout, cout * cout * k * k, layer.bias, layer.act)
@@ -166,47 +172,46 @@ def _res(layer: Layer, index: int, shape: Shape, rf: int, jump: int) -> tuple:
         params += _unit_params(unit_order.replace("a", ""), cin, cout, cin * cout, layer.bias, layer.act)
         macs += ho * wo * cin * cout
     rf += d * (k - 1) * jump + d * (k - 1) * jump * s  # main branch: two kxk convs, the second after the stride
-    return (cout, ho, wo), params, macs, rf, jump * s
+    return Cost((cout, ho, wo), params, macs, rf, jump * s)
 
 
-def _pool(layer: Layer, index: int, shape: Shape, rf: int, jump: int) -> tuple:
+def _pool(layer: Layer, index: int, shape: Shape, rf: int, jump: int) -> Cost:
     c, h, w = _spatial(layer, index, shape)
-    pad = layer.kernel // 2 if layer.padding == "same" else layer.padding
-    ho, wo = _slide(layer, index, h, w, layer.kernel, layer.stride, pad, 1)
-    return (c, ho, wo), 0, 0, rf + (layer.kernel - 1) * jump, jump * layer.stride
+    ho, wo = _slide(layer, index, h, w, layer.kernel, layer.stride, layer.pad, 1)
+    return Cost((c, ho, wo), 0, 0, rf + (layer.kernel - 1) * jump, jump * layer.stride)
 
 
 COST_FUNCTIONS["max"] = COST_FUNCTIONS["avg"] = _pool
 
 
 @_register("gap")
-def _gap(layer: Layer, index: int, shape: Shape, rf: int, jump: int) -> tuple:
+def _gap(layer: Layer, index: int, shape: Shape, rf: int, jump: int) -> Cost:
     c, _, _ = _spatial(layer, index, shape)
-    return (c, 1, 1), 0, 0, rf, 0  # jump 0: later layers add nothing to the receptive field
+    return Cost((c, 1, 1), 0, 0, rf, 0)  # jump 0: later layers add nothing to the receptive field
 
 
 @_register("flat")
-def _flat(layer: Layer, index: int, shape: Shape, rf: int, jump: int) -> tuple:
+def _flat(layer: Layer, index: int, shape: Shape, rf: int, jump: int) -> Cost:
     features = 1
     for size in shape:
         features *= size
-    return (features,), 0, 0, rf, 0
+    return Cost((features,), 0, 0, rf, 0)
 
 
 @_register("fc")
-def _fc(layer: Layer, index: int, shape: Shape, rf: int, jump: int) -> tuple:
+def _fc(layer: Layer, index: int, shape: Shape, rf: int, jump: int) -> Cost:
     if len(shape) != 1:
         _fail(layer, index, None, f"fc needs flat features but gets a {shape} map; put 'flat' before it")
     fin, fout = shape[0], layer.out
     params = _unit_params(layer.order, fin, fout, fin * fout, layer.bias, layer.act)
-    return (fout,), params, fin * fout, rf, jump
+    return Cost((fout,), params, fin * fout, rf, jump)
 
 
 @_register("lsm")
-def _lsm(layer: Layer, index: int, shape: Shape, rf: int, jump: int) -> tuple:
+def _lsm(layer: Layer, index: int, shape: Shape, rf: int, jump: int) -> Cost:
     if len(shape) == 3 and shape[1:] != (1, 1):
         _fail(layer, index, None, f"lsm needs class scores but gets a {shape} map; put a head (gap, flat+fc) first")
-    return shape[:1], 0, 0, rf, jump
+    return Cost(shape[:1], 0, 0, rf, jump)
 
 
 assert set(COST_FUNCTIONS) == set(BLOCK_TYPES), "every block type needs a cost function"
@@ -229,11 +234,12 @@ def _walk(genome: Genome, rows: list | None) -> tuple[int, int, int, Shape]:
     rf, jump = 1, 1
     total_params = total_macs = 0
     for index, layer in enumerate(genome.layers):
-        shape, params, macs, rf, jump = COST_FUNCTIONS[layer.type](layer, index, shape, rf, jump)
-        total_params += params
-        total_macs += macs
+        cost = COST_FUNCTIONS[layer.type](layer, index, shape, rf, jump)
+        shape, rf, jump = cost.shape, cost.rf, cost.jump
+        total_params += cost.params
+        total_macs += cost.macs
         if rows is not None:
-            rows.append(LayerCost(index, layer.type, layer.token(), shape, params, macs, rf))
+            rows.append(LayerCost(index, layer.type, layer.token(), shape, cost.params, cost.macs, rf))
     return total_params, total_macs, rf, _head_check(genome, shape)
 
 

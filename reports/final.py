@@ -1,20 +1,24 @@
 """Final evaluation: retrain a genome from scratch on the full training set over several seeds and
-report test accuracy (mean, std, min, per epoch); write checkpoint, TorchScript, model.py, metrics CSV."""
+report test accuracy (mean, std, min, per epoch); write checkpoint, TorchScript, model.py, metrics CSV.
+
+``finalize`` does it for the top trials of a finished search (the CLI composes search -> finalize).
+"""
 
 from __future__ import annotations
 
 import statistics
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import pandas as pd
 
 from blocks import Genome
 from reports.export import export_torchscript, save_checkpoint, standalone_source
-from training import EpochMetrics, Splits, TrainConfig, train
+from reports.leaderboard import load_finals, save_finals
+from training import EpochMetrics, Splits, TrainConfig, TrainResult, load_splits, resolve_device, train
 
-__all__ = ["FinalResult", "final_evaluation", "write_artifacts"]
+__all__ = ["FinalResult", "final_evaluation", "finalize", "write_artifacts"]
 
 
 @dataclass
@@ -26,6 +30,7 @@ class FinalResult:
     seeds: list[int]
     per_seed: list[list[dict]]
     statuses: list[str]
+    runs: list[TrainResult] = field(default_factory=list, repr=False)  # trained models, one per seed
 
     @property
     def final_accs(self) -> list[float]:
@@ -52,13 +57,13 @@ class FinalResult:
 
 
 def final_evaluation(genome: Genome, full: Splits, epochs: int, seeds: list[int], base: TrainConfig | None = None,
-                     log: Callable[[str], None] = print, keep_models: list | None = None) -> FinalResult:
+                     log: Callable[[str], None] = print) -> FinalResult:
     """Train ``genome`` on ``full`` (no validation split) once per seed, evaluating the test set every epoch.
 
-    Prints a notebook-style log line per epoch. Trained models are appended to ``keep_models`` if given.
+    Prints a notebook-style log line per epoch. ``result.runs`` holds the trained models.
     """
     base = base or TrainConfig()
-    per_seed, statuses, params = [], [], 0
+    per_seed, statuses, params, runs = [], [], 0, []
     for seed in seeds:
         config = replace(base, epochs=epochs, seed=seed, evaluate_test=True)
         log(f"seed {seed}:")
@@ -73,18 +78,18 @@ def final_evaluation(genome: Genome, full: Splits, epochs: int, seeds: list[int]
         statuses.append(result.status)
         if result.status != "complete":
             log(f"  seed {seed} ended with status {result.status}")
-        if keep_models is not None:
-            keep_models.append(result)
-    final = FinalResult(genome.to_string(), params, list(seeds), per_seed, statuses)
+        runs.append(result)
+    final = FinalResult(genome.to_string(), params, list(seeds), per_seed, statuses, runs)
     log(f"test accuracy over {len(final.final_accs)} seed(s): {final.mean:.2f} ± {final.std:.2f} % "
         f"(min {final.min:.2f} %)")
     return final
 
 
-def write_artifacts(out_dir: Path, genome: Genome, final: FinalResult, results: list, full: Splits) -> list[Path]:
+def write_artifacts(out_dir: Path, genome: Genome, final: FinalResult, full: Splits) -> list[Path]:
     """checkpoint_seed<N>.pt per seed, model.ts (first seed), model.py and metrics.csv under ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
+    results = final.runs
     for result in results:
         path = out_dir / f"checkpoint_seed{result.seed}.pt"
         config = {**result.config, "normalize": {"mean": list(full.mean), "std": list(full.std)},
@@ -94,12 +99,39 @@ def write_artifacts(out_dir: Path, genome: Genome, final: FinalResult, results: 
     if results:
         export_torchscript(results[0].model, out_dir / "model.ts")
         written.append(out_dir / "model.ts")
-    source = standalone_source(genome).replace(
-        "normalised images", f"images normalised with mean {tuple(round(v, 4) for v in full.mean)}, "
-                             f"std {tuple(round(v, 4) for v in full.std)}")
-    (out_dir / "model.py").write_text(source)
+    (out_dir / "model.py").write_text(standalone_source(genome, mean=full.mean, std=full.std))
     written.append(out_dir / "model.py")
     rows = [{"seed": seed, **epoch} for seed, epochs in zip(final.seeds, final.per_seed) for epoch in epochs]
     pd.DataFrame(rows).to_csv(out_dir / "metrics.csv", index=False)
     written.append(out_dir / "metrics.csv")
     return written
+
+
+def finalize(study: Any, settings: Any, ranked: pd.DataFrame, top_k: int, epochs: int, seeds: list[int],
+             log: Callable[[str], None] = print, splits: Splits | None = None,
+             on_final: Callable[[dict], None] | None = None) -> dict:
+    """Retrain the ``top_k`` best rows of ``ranked`` (a leaderboard frame) on the full training set over ``seeds``.
+
+    Test-set summaries go to ``<run_dir>/finals.json`` after each finalist (``on_final(finals)`` is called
+    then, e.g. to rewrite the leaderboard); artifacts go to ``<run_dir>/final/trial<N>/``. Returns the finals.
+    """
+    top = ranked[ranked["rank"].notna()].head(top_k)
+    if top.empty:
+        log("final evaluation: no trained trial to evaluate")
+        return {}
+    full = splits if splits is not None else load_splits(settings.dataset, settings.data_dir,
+                                                         device=resolve_device(settings.device), val_size=0)
+    finals = load_finals(settings.run_dir)
+    base = TrainConfig(device=settings.device, **settings.train_overrides)
+    for _, row in top.iterrows():
+        trial = int(row["trial"])
+        genome = Genome.from_string(row["genome"])
+        log(f"final evaluation of rank {int(row['rank'])} (trial {trial}, {int(row['params']):,} params): "
+            f"{epochs} epochs x {len(seeds)} seed(s) on the full training set")
+        final = final_evaluation(genome, full, epochs, seeds, base, log=log)
+        write_artifacts(settings.run_dir / "final" / f"trial{trial}", genome, final, full)
+        finals[str(trial)] = final.summary(settings.target)
+        save_finals(settings.run_dir, finals)
+        if on_final is not None:
+            on_final(finals)
+    return finals

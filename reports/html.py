@@ -11,16 +11,14 @@ import io
 import json
 from pathlib import Path
 
-import matplotlib
 import matplotlib.ticker
+import matplotlib.pyplot as plt
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from blocks import Genome  # noqa: E402
-from budgets import analyze  # noqa: E402
-from reports.leaderboard import load_finals, read_leaderboard  # noqa: E402
+from blocks import Genome
+from budgets import analyze
+from reports.leaderboard import load_finals, read_leaderboard
+from search.ranking import RANK_RULE
 
 __all__ = ["write_report", "plot_accuracy_vs_params", "plot_best_so_far", "plot_final_curves"]
 
@@ -145,10 +143,13 @@ def _markdown(df: pd.DataFrame) -> str:
     return "\n".join([header, sep] + ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)])
 
 
-def write_report(run_dir: str | Path) -> tuple[Path, Path]:
-    """Write ``report.html`` and ``report.md`` in ``run_dir``; returns their paths."""
+def write_report(run_dir: str | Path, df: pd.DataFrame | None = None) -> tuple[Path, Path]:
+    """Write ``report.html`` and ``report.md`` in ``run_dir``; returns their paths.
+
+    ``df`` is the leaderboard frame when the caller has it; otherwise ``leaderboard.csv`` is read.
+    """
     run_dir = Path(run_dir)
-    df = read_leaderboard(run_dir / "leaderboard.csv")
+    df = read_leaderboard(run_dir / "leaderboard.csv") if df is None else df
     settings_path = run_dir / "settings.json"
     settings = json.loads(settings_path.read_text()) if settings_path.is_file() else {}
     finals = load_finals(run_dir)
@@ -173,8 +174,8 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
              "<h2>Search settings</h2><p>" + ", ".join(f"<b>{k}</b> {html.escape(str(v))}" for k, v in shown.items()
                                                         if v is not None) + "</p>",
              "<p>Trials: " + ", ".join(f"{v} {html.escape(str(k))}" for k, v in counts.items()) + "</p>",
-             "<p>Ranking: among trials meeting the target, fewest params wins; otherwise highest validation "
-             "accuracy. Test accuracy comes from retraining the finalists from scratch on the full training set.</p>",
+             f"<p>Ranking: {html.escape(RANK_RULE)}. Test accuracy comes from retraining the finalists from scratch "
+             "on the full training set.</p>",
              "<h2>Top 10</h2>", _table(top, "t g")]
     if winner:
         parts += [f"<h2>Winner</h2><p><code>{html.escape(winner)}</code></p>", _table(_winner_table(winner))]

@@ -1,9 +1,7 @@
-"""The CSV leaderboard of a study: one row per trial, ranked by the documented rule, written atomically.
+"""The CSV leaderboard of a study: one row per trial, ranked by ``search.ranking.rank_key``, written atomically.
 
-Ranking rule: among trained trials (status complete) that meet the target, fewest params wins (ties:
-higher val accuracy); they all rank above trials that miss it, which are ordered by val accuracy
-(ties: fewer params). Without a target, highest val accuracy wins. Rejected, pruned, diverged,
-failed and reused (duplicate) rows get no rank.
+Only trained trials (status complete) are ranked; rejected, pruned, diverged, failed and reused
+(duplicate) rows get no rank.
 """
 
 from __future__ import annotations
@@ -17,7 +15,9 @@ from typing import Any
 import pandas as pd
 from rich.table import Table
 
-__all__ = ["COLUMNS", "FINAL_COLUMNS", "load_finals", "rank_trials", "read_leaderboard", "save_finals",
+from search.ranking import rank_key
+
+__all__ = ["COLUMNS", "FINAL_COLUMNS", "LeaderboardWriter", "load_finals", "rank_trials", "read_leaderboard", "save_finals",
            "top_table", "trials_frame", "write_leaderboard"]
 
 COLUMNS = ["rank", "trial", "status", "genome", "params", "rf", "macs", "val_acc", "best_epoch", "epochs",
@@ -58,14 +58,8 @@ def rank_trials(df: pd.DataFrame, target: float | None) -> pd.DataFrame:
     df = df.copy()
     acc = pd.to_numeric(df["val_acc"], errors="coerce")
     df["val_meets_target"] = (acc >= target) if target is not None else None
-    eligible = df["status"] == "complete"
-    ranked = df[eligible].copy()
-    ranked["_meets"] = (pd.to_numeric(ranked["val_acc"]) >= target) if target is not None else False
-    ranked["_acc"] = pd.to_numeric(ranked["val_acc"])
-    ranked["_params"] = pd.to_numeric(ranked["params"])
-    meets = ranked[ranked["_meets"]].sort_values(["_params", "_acc"], ascending=[True, False])
-    misses = ranked[~ranked["_meets"]].sort_values(["_acc", "_params"], ascending=[False, True])
-    order = list(meets.index) + list(misses.index)
+    eligible = df[(df["status"] == "complete") & acc.notna()]
+    order = sorted(eligible.index, key=lambda i: rank_key(float(acc[i]), int(eligible.at[i, "params"]), target))
     df["rank"] = pd.array([None] * len(df), dtype="Int64")
     for position, index in enumerate(order, start=1):
         df.loc[index, "rank"] = position
@@ -93,12 +87,25 @@ def save_finals(run_dir: Path, finals: dict) -> None:
     _atomic_write(Path(run_dir) / "finals.json", json.dumps(finals, indent=1))
 
 
-def write_leaderboard(study: Any, settings: Any) -> Path:
-    """Rewrite ``<out>/<study>/leaderboard.csv`` atomically from the study's trials."""
-    df = trials_frame(study, settings.target, load_finals(settings.run_dir))
-    path = settings.run_dir / "leaderboard.csv"
-    _atomic_write(path, df.to_csv(index=False))
-    return path
+def write_leaderboard(study: Any, settings: Any, finals: dict | None = None) -> pd.DataFrame:
+    """Rewrite ``<out>/<study>/leaderboard.csv`` atomically from the study's trials; returns the frame.
+
+    ``finals`` defaults to the run directory's ``finals.json``.
+    """
+    finals = load_finals(settings.run_dir) if finals is None else finals
+    df = trials_frame(study, settings.target, finals)
+    _atomic_write(settings.run_dir / "leaderboard.csv", df.to_csv(index=False))
+    return df
+
+
+class LeaderboardWriter:
+    """Optuna callback that rewrites the leaderboard after every trial (picklable, for worker processes)."""
+
+    def __init__(self, settings: Any) -> None:
+        self.settings = settings
+
+    def __call__(self, study: Any, trial: Any) -> None:
+        write_leaderboard(study, self.settings)
 
 
 def read_leaderboard(path: str | Path) -> pd.DataFrame:

@@ -10,15 +10,15 @@ from typing import Callable
 
 import torch
 
-from blocks import Genome, GenomeError, load_genome
+from blocks import BudgetNASError, Genome, GenomeError, load_genome
 from reports.final import FinalResult, final_evaluation, write_artifacts
 from reports.leaderboard import read_leaderboard
-from training import Splits, TrainConfig, Trainer, load_splits, resolve_device
+from training import TrainConfig, load_splits, resolve_device
 
-__all__ = ["ReproduceError", "Source", "resolve_source", "reproduce", "evaluate_checkpoint"]
+__all__ = ["ReproduceError", "Source", "resolve_source", "reproduce"]
 
 
-class ReproduceError(ValueError):
+class ReproduceError(BudgetNASError):
     """Bad reproduce input (leaderboard, rank, checkpoint): one readable line."""
 
 
@@ -64,22 +64,13 @@ def resolve_source(source: str, rank: int | None = None, trial: int | None = Non
     return Source(genome, name, None, None)
 
 
-def evaluate_checkpoint(model: torch.nn.Module, genome: Genome, full: Splits) -> tuple[float, float]:
-    """(test loss, test accuracy %) of a model loaded with ``load_checkpoint``."""
-    trainer = Trainer(genome, full, TrainConfig(device=str(full.device.type)))
-    trainer.model.load_state_dict(model.state_dict())
-    return trainer.evaluate(full.test_x, full.test_y)
-
-
 def reproduce(source: Source, *, seeds: list[int], epochs: int, dataset: str, data_dir: str, device: str,
               out: str, log: Callable[[str], None] = print) -> tuple[FinalResult, Path]:
     """Retrain over ``seeds`` and write ``<out>/<name>/``; returns the result and that folder."""
     full = load_splits(dataset, data_dir, device=resolve_device(device), val_size=0)
-    results: list = []
-    final = final_evaluation(source.genome, full, epochs, seeds, TrainConfig(device=device), log=log,
-                             keep_models=results)
+    final = final_evaluation(source.genome, full, epochs, seeds, TrainConfig(device=device), log=log)
     out_dir = Path(out) / source.name
-    write_artifacts(out_dir, source.genome, final, results, full)
+    write_artifacts(out_dir, source.genome, final, full)
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return final, out_dir

@@ -11,8 +11,7 @@ from typing import Any
 
 import optuna
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)
-
+from blocks import BudgetNASError
 from budgets import Limits
 
 __all__ = ["SearchError", "SearchSettings", "SAMPLERS", "PRUNERS", "make_sampler", "make_pruner", "open_study",
@@ -26,7 +25,7 @@ _CREATION_RACE = ("already exists", "IntegrityError", "UniqueViolation", "UNIQUE
 _IDENTITY = ("dataset", "budget", "min_rf", "max_macs", "objectives")
 
 
-class SearchError(ValueError):
+class SearchError(BudgetNASError):
     """Bad search input or an unusable storage: one readable line, exit code 2."""
 
 

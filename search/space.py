@@ -23,7 +23,7 @@ def _even(x: float) -> int:
     return max(MIN_WIDTH, int(round(x / 2)) * 2)
 
 
-def _blueprint(trial: Any, spec: InputSpec) -> dict:
+def _blueprint(trial: Any) -> dict:
     """All the sampled decisions, as plain data (widths not yet fitted)."""
     stages = trial.suggest_int("stages", 2, 3)
     bp: dict[str, Any] = {
@@ -127,7 +127,7 @@ def fit_to_limits(bp: dict, spec: InputSpec, limits: Limits, steps: int = 14) ->
 
 def sample_genome(trial: Any, spec: InputSpec, limits: Limits, repair: bool = True) -> tuple[Genome, float]:
     """Sample a genome for ``spec``; with ``repair`` its widths are scaled to fit ``limits``. (genome, scale)."""
-    bp = _blueprint(trial, spec)
+    bp = _blueprint(trial)
     if not repair:
         return _build(bp, spec, 1.0), 1.0
     return fit_to_limits(bp, spec, limits)

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import torch
 
-from blocks.genome import Genome, InputSpec
+from blocks.genome import BudgetNASError, Genome, InputSpec
 
 __all__ = ["DATASETS", "DataError", "Splits", "load_splits", "check_genome_fits"]
 
 
-class DataError(ValueError):
+class DataError(BudgetNASError):
     """Unusable data (unknown dataset, missing or corrupt files): one readable line."""
 
 

@@ -14,7 +14,7 @@ import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +24,8 @@ from blocks import Genome, build_model
 from training.augment import augment_batch
 from training.data import Splits, check_genome_fits
 
-__all__ = ["EpochMetrics", "TrainConfig", "TrainResult", "Trainer", "resolve_device", "train"]
+__all__ = ["EpochMetrics", "TrainConfig", "TrainResult", "Trainer", "evaluate", "parameter_groups", "resolve_device",
+           "train"]
 
 
 @dataclass
@@ -37,7 +38,8 @@ class TrainConfig:
     lr: float = 0.05  # peak learning rate (onecycle) or initial one (step)
     momentum: float = 0.9  # sgd only
     nesterov: bool = True  # sgd only
-    weight_decay: float = 1e-4  # L2 for sgd/adam, decoupled for adamw
+    weight_decay: float = 1e-4  # L2 for sgd/adam, decoupled for adamw; conv / linear weights only
+    decay_norm_bias: bool = False  # also decay BatchNorm / PReLU weights and biases (off: nanoGPT-style groups)
     schedule: str = "onecycle"  # onecycle | step
     warmup_frac: float = 0.2  # onecycle: share of steps spent rising to the peak
     step_epochs: int = 5  # step: decay every this many epochs
@@ -46,6 +48,7 @@ class TrainConfig:
     augment: str = "auto"  # auto | none | affine | cropflip ; auto = affine for 1-channel data, else cropflip
     rotation_deg: float = 7.0  # affine: uniform rotation in [-deg, deg]
     translate_px: float = 0.0  # affine: uniform shift in [-px, px] per axis
+    scale_frac: float = 0.0  # affine: zoom by a uniform factor in [1 - frac, 1 + frac]
     crop_pad_px: int = 4  # cropflip: integer shift in [-px, px], zero fill; plus a random horizontal flip
     seed: int = 0  # model init, batch order, augmentation, dropout
     device: str = "auto"  # auto | cuda | mps | cpu ; auto = cuda, then mps, then cpu
@@ -55,7 +58,6 @@ class TrainConfig:
     eval_batch_size: int = 2000  # images per evaluation batch
     evaluate_test: bool = False  # also evaluate the test set every epoch (final evaluation only)
     max_steps: int | None = None  # stop after this many optimizer steps (benchmarks, smoke tests)
-    threads: int | None = None  # torch CPU threads for this process (None = leave as is)
 
     def __post_init__(self) -> None:
         checks = {
@@ -64,7 +66,7 @@ class TrainConfig:
             "augment": self.augment in ("auto", "none", "affine", "cropflip"),
             "device": self.device in ("auto", "cuda", "mps", "cpu"),
             "label_smoothing": 0 <= self.label_smoothing < 1, "weight_decay": self.weight_decay >= 0,
-            "warmup_frac": 0 < self.warmup_frac < 1,
+            "warmup_frac": 0 < self.warmup_frac < 1, "scale_frac": 0 <= self.scale_frac < 1,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -106,6 +108,19 @@ class TrainResult:
         return next((m.epoch for m in self.epochs if m.val_acc == best), None) if best is not None else None
 
 
+def parameter_groups(model: nn.Module, weight_decay: float, decay_norm_bias: bool = False) -> list[dict]:
+    """Optimizer groups: weight decay on conv / linear weights (2+ dims) only, unless ``decay_norm_bias``.
+
+    BatchNorm scales and shifts, biases and PReLU slopes (1-d or scalar) get none: on a 4k-param net they
+    are a large share of the parameters, and decaying them only fights the normalisation.
+    """
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.dim() >= 2 or decay_norm_bias else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> cuda, then mps, then cpu; an unavailable explicit choice raises ValueError."""
     if name == "auto":
@@ -129,8 +144,6 @@ class Trainer:
         self.genome, self.splits, self.config = genome, splits, config
         self.device = splits.device
         self.cuda = self.device.type == "cuda"
-        if config.threads:
-            torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self.model = build_model(genome).to(self.device)
@@ -154,18 +167,18 @@ class Trainer:
             mode = "affine" if splits.spec.channels == 1 else "cropflip"
         self.augment = {
             "none": {},
-            "affine": {"rotation_deg": config.rotation_deg, "translate_px": config.translate_px},
+            "affine": {"rotation_deg": config.rotation_deg, "translate_px": config.translate_px,
+                       "scale_frac": config.scale_frac},
             "cropflip": {"crop_pad_px": config.crop_pad_px, "hflip": True},
         }[mode]
 
     def _optimizer(self) -> torch.optim.Optimizer:
-        c, params = self.config, self.model.parameters()
+        c, params = self.config, parameter_groups(self.model, self.config.weight_decay, self.config.decay_norm_bias)
         if c.optimizer == "sgd":
-            return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov,
-                                   weight_decay=c.weight_decay)
+            return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov)
         if c.optimizer == "adam":
-            return torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
-        return torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
+            return torch.optim.Adam(params, lr=c.lr)
+        return torch.optim.AdamW(params, lr=c.lr)
 
     def _scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
         c = self.config
@@ -177,12 +190,11 @@ class Trainer:
         return torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=c.step_epochs * self.steps_per_epoch,
                                                gamma=c.step_gamma)
 
-    def _prepare(self, images: torch.Tensor, augment: bool) -> torch.Tensor:
+    def _prepare(self, images: torch.Tensor) -> torch.Tensor:
         x = images.float().div_(255)  # (N, C, H, W) in [0, 1]
-        if augment and self.augment:
+        if self.augment:
             x = augment_batch(x, self.generator, **self.augment)
-        x = (x - self.mean) / self.std
-        return x.contiguous(memory_format=self.memory_format)
+        return ((x - self.mean) / self.std).contiguous(memory_format=self.memory_format)
 
     def _autocast(self):
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda and self.config.amp)
@@ -200,7 +212,7 @@ class Trainer:
             if self.steps_done >= self.total_steps:
                 break
             idx = order[step * c.batch_size:(step + 1) * c.batch_size]
-            x, y = self._prepare(s.train_x[idx], augment=True), s.train_y[idx]
+            x, y = self._prepare(s.train_x[idx]), s.train_y[idx]
             with self._autocast():
                 logits = self.forward(x)  # (B, classes)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=c.label_smoothing)
@@ -214,19 +226,35 @@ class Trainer:
             seen += len(y)
         return (loss_sum / max(seen, 1)).item(), 100.0 * correct.item() / max(seen, 1)
 
-    @torch.no_grad()
     def evaluate(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
         """(mean loss, accuracy %) without augmentation."""
-        self.model.eval()
-        loss_sum, correct = torch.zeros((), device=self.device), torch.zeros((), device=self.device, dtype=torch.int64)
-        for start in range(0, len(labels), self.config.eval_batch_size):
-            x = self._prepare(images[start:start + self.config.eval_batch_size], augment=False)
-            y = labels[start:start + self.config.eval_batch_size]
-            with self._autocast():
-                logits = self.forward(x)
-            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
-            correct += (logits.argmax(1) == y).sum()
-        return (loss_sum / len(labels)).item(), 100.0 * correct.item() / len(labels)
+        return evaluate(self.forward, images, labels, self.splits.mean, self.splits.std,
+                        batch_size=self.config.eval_batch_size, amp=self.cuda and self.config.amp,
+                        memory_format=self.memory_format)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, mean: Sequence[float],
+             std: Sequence[float], *, batch_size: int = 2000, amp: bool = False,
+             memory_format: torch.memory_format = torch.contiguous_format) -> tuple[float, float]:
+    """(mean loss, accuracy %) of ``model`` on uint8 ``images`` normalised with per-channel ``mean`` / ``std``.
+
+    The model is put in eval mode; it must be on the images' device.
+    """
+    model.eval()
+    device = images.device
+    shape = (1, images.shape[1], 1, 1)
+    mean_t = torch.tensor(list(mean), device=device).view(shape)
+    std_t = torch.tensor(list(std), device=device).view(shape)
+    loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.int64)
+    for start in range(0, len(labels), batch_size):
+        x = ((images[start:start + batch_size].float().div_(255) - mean_t) / std_t).contiguous(memory_format=memory_format)
+        y = labels[start:start + batch_size]
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(x)
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+        correct += (logits.argmax(1) == y).sum()
+    return (loss_sum / len(labels)).item(), 100.0 * correct.item() / len(labels)
 
 
 def _progress_enabled() -> bool:

@@ -5,11 +5,12 @@ import re
 import pandas as pd
 import pytest
 
-from reports.final import final_evaluation, write_artifacts
+from reports.final import final_evaluation, finalize, write_artifacts
 from reports.html import pareto_front, write_report
+from reports.leaderboard import LeaderboardWriter, write_leaderboard
 from reports.reproduce import ReproduceError, resolve_source
-from search.runner import finalize, run_worker
-from search.settings import SearchSettings
+from search.runner import run_worker
+from search.settings import SearchSettings, open_study
 from tests.search.workers import tiny_settings
 from tests.synthetic import TINY_GENOME, tiny_splits
 from training import TrainConfig
@@ -22,8 +23,11 @@ def searched(tmp_path_factory):
     settings = SearchSettings(**tiny_settings(tmp, trials=4, target=50.0, budget=4000))
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     (settings.run_dir / "settings.json").write_text(json.dumps(settings.to_dict()))
-    run_worker(settings, splits=tiny_splits(), log=lambda line: None)
-    finalize(settings, top_k=1, epochs=2, seeds=[0, 1], log=lambda line: None, splits=tiny_splits())
+    study = open_study(settings)
+    run_worker(settings, study=study, splits=tiny_splits(), log=lambda line: None,
+               callbacks=[LeaderboardWriter(settings)])
+    finalize(study, settings, write_leaderboard(study, settings), top_k=1, epochs=2, seeds=[0, 1],
+             log=lambda line: None, splits=tiny_splits(), on_final=lambda finals: write_leaderboard(study, settings))
     return settings
 
 
@@ -78,13 +82,13 @@ def test_malformed_leaderboard(tmp_path):
 
 
 def test_final_evaluation_logs_notebook_lines_and_writes_artifacts(tmp_path):
-    lines, results = [], []
+    lines = []
     final = final_evaluation(TINY_GENOME, tiny_splits(), 2, [0, 1], TrainConfig(device="cpu", batch_size=32),
-                             log=lines.append, keep_models=results)
+                             log=lines.append)
     assert sum(line.strip().startswith("Epoch") for line in lines) == 4
     assert "test acc" in lines[1] and lines[-1].startswith("test accuracy over 2 seed(s)")
     assert final.min <= final.mean and len(final.final_accs) == 2
-    written = write_artifacts(tmp_path, TINY_GENOME, final, results, tiny_splits())
+    written = write_artifacts(tmp_path, TINY_GENOME, final, tiny_splits())
     assert {p.name for p in written} == {"checkpoint_seed0.pt", "checkpoint_seed1.pt", "model.ts", "model.py",
                                          "metrics.csv"}
     metrics = pd.read_csv(tmp_path / "metrics.csv")

@@ -1,8 +1,8 @@
 import optuna
 import pytest
 
-import search.runner as runner
-from search.runner import Objective, score
+from search.ranking import score
+from search.runner import Objective
 from search.settings import SearchError, SearchSettings
 from tests.synthetic import tiny_splits
 
@@ -26,14 +26,14 @@ def test_feasible_trial_is_trained_and_recorded():
     assert attrs["epochs"] == 1 and attrs["device"] == "cpu" and len(attrs["history"]) == 1
 
 
-def test_over_budget_genome_is_rejected_without_training(monkeypatch):
+def test_over_budget_genome_is_rejected_without_training():
     def must_not_train(*args, **kwargs):
         raise AssertionError("trained a rejected genome")
 
-    monkeypatch.setattr(runner, "train", must_not_train)
     big = {**PARAMS, "s0_width": 40, "s1_width": 40, "s1_blocks": 3}
     trial = optuna.trial.FixedTrial(big)
-    value = Objective(settings(budget=500, repair=False), tiny_splits(), log=lambda s: None)(trial)
+    value = Objective(settings(budget=500, repair=False), tiny_splits(), log=lambda s: None,
+                      train_fn=must_not_train)(trial)
     assert value == 0.0
     assert trial.user_attrs["status"] == "rejected"
     assert trial.user_attrs["reasons"].startswith("params ") and "> budget 500" in trial.user_attrs["reasons"]

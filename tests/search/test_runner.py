@@ -5,6 +5,7 @@ import optuna
 import pandas as pd
 import pytest
 
+from reports.leaderboard import LeaderboardWriter
 from search.runner import run_worker, trained_count
 from search.settings import SearchError, SearchSettings, open_study
 from tests.search.workers import tiny_settings, tiny_worker
@@ -13,7 +14,7 @@ from tests.synthetic import tiny_splits
 
 def run(tmp_path, **kw):
     s = SearchSettings(**tiny_settings(tmp_path, **kw))
-    run_worker(s, splits=tiny_splits(), log=lambda line: None)
+    run_worker(s, splits=tiny_splits(), log=lambda line: None, callbacks=[LeaderboardWriter(s)])
     return s, open_study(s)
 
 

@@ -53,7 +53,7 @@ def test_fit_to_limits_honours_macs_too():
                                      "s0_down": "stride", "s0_transition_width": 8, "s1_blocks": 3,
                                      "s1_width": 40, "s1_type": "res", "s1_pad": "same", "dilate_last": True})
     limits = Limits(max_params=20_000, max_macs=1_500_000)
-    genome, scale = fit_to_limits(_blueprint(trial, MNIST), MNIST, limits)
+    genome, scale = fit_to_limits(_blueprint(trial), MNIST, limits)
     verdict = check(genome, limits)
     assert verdict.ok and scale < 1.0
 

@@ -1,0 +1,30 @@
+"""The ranking rule, in one place: the objective, the leaderboard, the finalists and the help text use it.
+
+Among trained trials that meet the target, fewest params wins (ties: higher validation accuracy); they
+all rank above trials that miss it, which are ordered by validation accuracy (ties: fewer params).
+Without a target, highest validation accuracy wins (ties: fewer params).
+"""
+
+from __future__ import annotations
+
+__all__ = ["RANK_RULE", "rank_key", "score"]
+
+RANK_RULE = "meets target -> fewest params; else highest val acc"
+
+
+def rank_key(val_acc: float, params: int, target: float | None) -> tuple:
+    """Sort key of a trained trial: ascending order is best first."""
+    if target is not None and val_acc >= target:
+        return (0, params, -val_acc)
+    return (1, -val_acc, params)
+
+
+def score(val_acc: float, params: int, target: float | None, budget: int | None) -> float:
+    """The single objective the sampler maximises, ordered like ``rank_key`` (up to its tie-breaks).
+
+    Below ``target`` it is the validation accuracy; at or above it, ``target + (1 - params / budget)``,
+    so the sampler goes on looking for smaller models that still meet the target.
+    """
+    if target is None or val_acc < target:
+        return val_acc
+    return target + (1.0 - params / budget if budget else 0.0)
