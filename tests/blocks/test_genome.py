@@ -125,3 +125,10 @@ def test_parsing_never_uses_eval_exec_or_pickle():
     source = (ROOT / "blocks" / "genome.py").read_text()
     for forbidden in ("eval(", "exec(", "pickle", "literal_eval"):
         assert forbidden not in source
+
+
+@pytest.mark.parametrize("token, pad", [("conv_c4_k3_psame", 1), ("conv_c4_k5_d2_psame", 4), ("conv_c4_k3_p2", 2),
+                                        ("conv_c4_k3", 0), ("res_c4_k5", 2), ("res_c4_d2", 2), ("max_k3_psame", 1), ("max_k2_p1", 1),
+                                        ("avg_k3_psame", 1), ("dws_c4_k3_psame", 1)])
+def test_padding_is_resolved_once_on_the_layer(token, pad):
+    assert Genome.from_string(f"i1x12x12n4-{token}-gap-conv_c4_k1_oc").layers[0].pad == pad

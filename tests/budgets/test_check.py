@@ -44,3 +44,17 @@ def test_parse_min_rf(text, value):
 def test_parse_min_rf_rejects(text):
     with pytest.raises(ValueError, match="--min-rf must be a positive integer or 'auto'"):
         parse_min_rf(text)
+
+
+def test_budget_math_and_describe_do_not_import_torch():
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    code = ("import sys, budgets, blocks; from blocks import load_genome; "
+            "budgets.check(load_genome('zoo/mnist_8k_gap.json'), budgets.Limits(8000)); "
+            "import run_search; run_search.main(['--describe', 'zoo/mnist_8k_gap.json', '--json']); "
+            "print('torch' in sys.modules, 'optuna' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False False"

@@ -66,3 +66,12 @@ def test_torchscript_export_matches(tmp_path):
     scripted = torch.jit.load(str(tmp_path / "m.ts"))
     x = torch.randn(2, genome.input.channels, genome.input.height, genome.input.width)
     assert torch.allclose(scripted(x), model(x), atol=1e-6)
+
+
+def test_standalone_source_uses_explicit_constructors_and_names_the_normalisation():
+    genome = Genome.from_string("i1x12x12n4-conv_c8_k3_aprelu-res_c8-max_k2-dws_c8_psame_r0.1-gap-conv_c4_k1_oc")
+    source = standalone_source(genome, mean=(0.1307,), std=(0.3081,))
+    assert "nn.BatchNorm2d(8, eps=1e-05, momentum=0.1)" in source
+    assert "nn.Conv2d(1, 8, 3, stride=1, padding=0, dilation=1, groups=1, bias=False)" in source
+    assert "track_running_stats" not in source and "affine" not in source  # no repr of the installed torch
+    assert "mean (0.1307,), std (0.3081,)" in source

@@ -49,3 +49,12 @@ def test_rotation_keeps_shape_range_and_is_seeded():
     assert a[:, :, :3, :].abs().max() == 0  # background stays 0
     assert not torch.allclose(a[0], a[1])  # different angles per image
     assert (a.sum(dim=(1, 2, 3)) - 64).abs().max() < 6  # content is moved, not lost
+
+
+def test_scale_zooms_about_the_centre():
+    x = torch.zeros(64, 1, 21, 21)
+    x[:, :, 8:13, 8:13] = 1.0  # a 5x5 square in the middle
+    out = augment_batch(x, torch.Generator().manual_seed(0), scale_frac=0.5)
+    mass = out.sum(dim=(1, 2, 3))
+    assert mass.min() < 25 * 0.8 and mass.max() > 25 * 1.2  # some shrink, some grow
+    assert torch.allclose(out[:, :, 10, 10], torch.ones(64))  # the centre stays put

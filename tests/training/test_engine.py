@@ -96,3 +96,16 @@ def test_real_mnist_two_short_epochs(mnist_dir):
     genome = load_genome(ROOT / "zoo" / "mnist_8k_gap.json")
     result = train(genome, splits, TrainConfig(epochs=2, device="cpu"), progress=False)
     assert result.status == "complete" and result.best_val_acc > 90  # 95.2% measured on the dev box
+
+
+def test_weight_decay_skips_norm_and_bias_parameters():
+    from blocks import Genome, build_model
+    from training import parameter_groups
+
+    model = build_model(Genome.from_string("i1x12x12n4-conv_c8_k3_b1-conv_c8_k3_aprelu-gap-conv_c4_k1_oc"))
+    decay, no_decay = parameter_groups(model, 1e-4)
+    assert decay["weight_decay"] == 1e-4 and no_decay["weight_decay"] == 0.0
+    assert all(p.dim() == 4 for p in decay["params"])  # conv kernels only
+    assert sum(p.numel() for p in no_decay["params"]) == 8 + 2 * 8 + 2 * 8 + 1 + 4  # biases, 2 BatchNorms, PReLU
+    everything, _ = parameter_groups(model, 1e-4, decay_norm_bias=True)
+    assert len(everything["params"]) == len(list(model.parameters()))
