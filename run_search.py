@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 
 __all__ = ["main", "build_parser"]
@@ -30,6 +31,10 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _workers(text: str) -> str:
+    return text if text == "auto" else str(_positive_int(text))
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit code 2 (argparse prints usage too)
         self.exit(2, f"{self.prog}: error: {message}\n")
@@ -39,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     from search.ranking import RANK_RULE
 
     parser = _Parser(
-        prog="run_search.py",
+        prog=os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] not in ("", "-c") else "run_search.py",
         description="Find tiny CNNs under a hard budget (params, receptive field, MACs).",
         epilog="examples:\n"
                "  python run_search.py --describe zoo/mnist_8k_gap.json --budget 8000\n"
@@ -86,7 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--storage", metavar="URL",
                         help="Optuna storage URL (default: sqlite file under --out/<study>/)")
     search.add_argument("--study", help="study name (default <dataset>-b<budget>); the same name resumes it")
-    search.add_argument("--workers", type=_positive_int, default=1, help="local worker processes (default 1)")
+    search.add_argument("--workers", type=_workers, default="1", metavar="N|auto",
+                        help="local worker processes; auto = one single-threaded worker per core on CPU (capped by "
+                             "free memory), one per GPU (default 1)")
     search.add_argument("--device", default="auto", help="auto (default: cuda, then mps, then cpu), cuda, mps or cpu")
     search.add_argument("--seed", type=int, default=0, help="sampler and training seed (default 0)")
     search.add_argument("--out", default="runs", help="output directory (default runs/)")
@@ -137,6 +144,47 @@ def _dataset(name: str) -> str:
     return name
 
 
+def _worker_count(requested: str, device: str, log) -> int:
+    """``--workers`` resolved and capped to what this machine runs well (one line says so when capped)."""
+    from search.settings import cpu_worker_cap
+    from training import resolve_device
+
+    resolved = resolve_device(device)
+    if resolved.type == "cuda":
+        import torch
+        cap, why = torch.cuda.device_count(), f"{torch.cuda.device_count()} GPU(s), one worker each"
+    elif resolved.type == "mps":
+        cap, why = 1, "one MPS device"
+    else:
+        cap, why = cpu_worker_cap()
+    if requested == "auto":
+        return cap
+    count = int(requested)
+    if count > cap:
+        log(f"--workers {count} capped to {cap} ({why})")
+        return cap
+    return count
+
+
+def _check_modes(args: argparse.Namespace) -> None:
+    """One mode at a time, no empty mode argument, and options only where they mean something."""
+    given = [f"--{name}" for name in ("describe", "reproduce", "report") if getattr(args, name) is not None]
+    if args.finalize:
+        given.append("--finalize")
+    if len(given) > 1:
+        raise UsageError(f"{' and '.join(given)} are separate modes; give one")
+    for name in ("describe", "reproduce", "report"):
+        value = getattr(args, name)
+        if value is not None and not value.strip():
+            raise UsageError(f"--{name} needs a value, got an empty string")
+    if args.rank is not None and args.trial is not None:
+        raise UsageError("--rank and --trial both pick a leaderboard row; give one")
+    for option, needs in (("json", "describe"), ("checkpoint", "reproduce"), ("rank", "reproduce"),
+                          ("trial", "reproduce")):
+        if getattr(args, option) not in (None, False) and getattr(args, needs) is None:
+            raise UsageError(f"--{option} only applies with --{needs}")
+
+
 def _source_name(source: str) -> str:
     return source if source.endswith(".json") else "genome string"
 
@@ -166,24 +214,28 @@ def _search(args: argparse.Namespace) -> int:
     from reports.summary import make_console
     from search.ranking import RANK_RULE
     from search.runner import run_search
-    from search.settings import SearchSettings, open_study, redact
+    from search.settings import SearchSettings, open_study, redact, study_exists
 
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own lines say what happened to each trial
     limits = _limits(args)
     if args.budget is None and args.max_macs is None:
         raise UsageError("give a limit to search under: --budget PARAMS (and/or --max-macs)")
     if args.final_top < 0:
         raise UsageError(f"--final-top must be >= 0, got {args.final_top}")
+    console = make_console()
     settings = SearchSettings(
         budget=args.budget, min_rf=limits.min_rf, max_macs=args.max_macs, target=args.target,
         dataset=_dataset(args.dataset or "mnist"), data_dir=args.data_dir, trials=args.trials, timeout=args.timeout,
         epochs=args.epochs or 5, sampler=args.sampler, pruner=args.pruner, storage=args.storage, study=args.study,
-        workers=args.workers, device=_device(args.device), seed=args.seed, out=args.out,
+        workers=_worker_count(args.workers, _device(args.device), console.print), device=args.device, seed=args.seed,
+        out=args.out,
         train_subset=args.train_subset, tune_hparams=args.tune_hparams, repair=not args.no_repair,
         stop_at_target=args.stop_at_target)
-    console = make_console()
+    if args.finalize and not study_exists(settings):
+        raise UsageError(f"--finalize: no study {settings.study!r} in {redact(settings.storage_url)}; "
+                         "check --study / --out / --storage")
     console.print(f"study {settings.study} in {redact(settings.storage_url)}: {settings.limits.describe()}, "
                   f"{settings.trials} trials x {settings.epochs} epochs, sampler {settings.sampler}, "
                   f"pruner {settings.pruner}, {settings.workers} worker(s)")
@@ -193,15 +245,17 @@ def _search(args: argparse.Namespace) -> int:
     code = 0
     try:
         if not args.finalize:
-            run_search(settings, study, callbacks=[LeaderboardWriter(settings)])
+            _guarded(settings, lambda: run_search(settings, study, callbacks=[LeaderboardWriter(settings)]))
         if args.final_top:
-            finalize(study, settings, write_leaderboard(study, settings), args.final_top, args.final_epochs,
-                     list(range(args.seeds)), log=console.print,
-                     on_final=lambda finals: write_leaderboard(study, settings, finals))
-    except KeyboardInterrupt:
-        console.print("interrupted: completed trials are kept in the study; leaderboard written")
-        code = 130
-    df = write_leaderboard(study, settings)
+            _guarded(settings, lambda: finalize(
+                study, settings, write_leaderboard(study, settings), args.final_top, args.final_epochs,
+                list(range(args.seeds)), log=console.print,
+                on_final=lambda finals: write_leaderboard(study, settings, finals)))
+    except KeyboardInterrupt as e:
+        code = 143 if isinstance(e, _Terminated) else 130
+        console.print(f"{'terminated' if code == 143 else 'interrupted'}: completed trials are kept in the study; "
+                      "writing the leaderboard and report")
+    df = _guarded(settings, lambda: write_leaderboard(study, settings))
     console.print(top_table(df, 10, title=f"Top 10 of study {settings.study} (ranked: {RANK_RULE})"))
     html_path, _ = write_report(settings.run_dir, df)
     console.print(f"leaderboard: {settings.run_dir / 'leaderboard.csv'}   report: {html_path}")
@@ -210,7 +264,7 @@ def _search(args: argparse.Namespace) -> int:
 
 def _reproduce(args: argparse.Namespace) -> int:
     from budgets import analyze, check
-    from reports.export import load_checkpoint
+    from reports.export import load_checkpoint, non_finite_parameters
     from reports.reproduce import reproduce, resolve_source
     from reports.summary import make_console, render_summary
     from training import DATASETS, check_genome_fits, evaluate, load_splits, resolve_device
@@ -223,6 +277,10 @@ def _reproduce(args: argparse.Namespace) -> int:
     render_summary(analyze(source.genome), check(source.genome, _limits(args)), _limits(args), console)
     if args.checkpoint:
         model, _ = load_checkpoint(args.checkpoint, source.genome)  # refuses another genome's weights
+        bad = non_finite_parameters(model)
+        if bad:
+            console.print(f"[yellow]warning: {args.checkpoint} holds NaN or inf in {len(bad)} tensor(s) "
+                          f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); its accuracy is meaningless[/]")
         full = load_splits(dataset, args.data_dir, device=resolve_device(device), val_size=0)
         loss, acc = evaluate(model.to(full.device), full.test_x, full.test_y, full.mean, full.std)
         console.print(f"checkpoint {args.checkpoint}: test loss {loss:.4f}, test accuracy {acc:.2f}%")
@@ -241,12 +299,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     os.environ.setdefault("MPLBACKEND", "Agg")  # plots only ever go to report files
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        if args.describe:
+        _check_modes(args)
+        if args.describe is not None:
             return _describe(args)
-        if args.reproduce:
+        if args.reproduce is not None:
             return _reproduce(args)
-        if args.report:
+        if args.report is not None:
             from reports.html import write_report
             try:
                 html_path, md_path = write_report(args.report)
@@ -256,8 +316,52 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         return _search(args)
     except BudgetNASError as e:
-        print(f"run_search.py: error: {e}", file=sys.stderr)
-        return 2
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt as e:  # outside a search (which handles it itself): one line, no traceback
+        print(f"{parser.prog}: {'terminated' if isinstance(e, _Terminated) else 'interrupted'}", file=sys.stderr)
+        return 143 if isinstance(e, _Terminated) else 130
+    except OSError as e:  # a full disk, a read-only folder: name the file
+        print(f"{parser.prog}: error: {_os_reason(e)}", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C (the current trial is failed, results are written), exit code 143."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise _Terminated()
+
+
+class RunError(BudgetNASError):
+    """The environment failed a run (full disk, storage error): one line, exit code 1."""
+
+    exit_code = 1
+
+
+def _os_reason(e: OSError) -> str:
+    return f"cannot write {e.filename}: {e.strerror or e}" if e.filename else f"{type(e).__name__}: {e}"
+
+
+def _guarded(settings, step):
+    """Run ``step()``; a storage or disk failure becomes one ``RunError`` line naming the file."""
+    from optuna.exceptions import StorageInternalError
+
+    from search.settings import redact
+
+    try:
+        return step()
+    except StorageInternalError as e:
+        cause = e.__cause__ or e.__context__ or e
+        orig = getattr(cause, "orig", None) or cause
+        reason = f"{type(orig).__name__}: {str(orig).splitlines()[0][:200]}"
+        raise RunError(f"storage {redact(settings.storage_url)} failed ({reason}); "
+                       "completed trials are kept") from None
+    except OSError as e:
+        raise RunError(_os_reason(e)) from None
 
 
 if __name__ == "__main__":

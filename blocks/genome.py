@@ -46,7 +46,9 @@ ACTIVATIONS = ("relu", "relu6", "lrelu", "prelu", "elu", "silu", "gelu", "hswish
 
 
 class BudgetNASError(ValueError):
-    """Base of every error BudgetNAS reports as one readable line (the CLI exits 2 on it)."""
+    """Base of every error BudgetNAS reports as one readable line; the CLI exits with ``exit_code``."""
+
+    exit_code = 2  # bad input
 
 
 class GenomeError(BudgetNASError):
@@ -235,6 +237,7 @@ class Genome:
         layers = data.get("layers")
         if not isinstance(layers, list) or not layers:
             raise GenomeError("'layers' must be a non-empty list of layer objects")
+        _check_length(len(layers))
         parsed = []
         for i, raw in enumerate(layers):
             if not isinstance(raw, dict):
@@ -249,7 +252,10 @@ class Genome:
         """Parse the compact one-line form; raises GenomeError."""
         if not isinstance(text, str) or not text.strip():
             raise GenomeError("empty genome string")
+        if len(text) > MAX_TEXT:
+            raise GenomeError(f"genome string of {len(text):,} characters is over the {MAX_TEXT:,} limit")
         tokens = text.strip().split("-")
+        _check_length(len(tokens) - 1)
         spec = _parse_input_token(tokens[0])
         if len(tokens) < 2:
             raise GenomeError("genome string has no layers after the input token")
@@ -277,11 +283,7 @@ class Genome:
         """A JSON text, or a compact string."""
         s = source.strip()
         if s.startswith("{"):
-            try:
-                data = json.loads(s)
-            except json.JSONDecodeError as e:
-                raise GenomeError(f"malformed JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
-            return cls.from_dict(data)
+            return cls.from_dict(_json(s))
         return cls.from_string(s)
 
     # ---- views
@@ -316,27 +318,53 @@ class Genome:
 def load_genome(source: str | Path) -> Genome:
     """A genome from a ``.json`` file path or a compact string. Errors name the file."""
     text = str(source)
+    if not text.strip():
+        raise GenomeError("empty genome: give a .json file or a compact string")
     path = Path(text)
-    looks_like_file = text.endswith(".json") or (len(text) < 4096 and "\n" not in text and path.is_file())
+    looks_like_file = text.endswith(".json") or (len(text) < 4096 and "\n" not in text and _is_file(path))
     if not looks_like_file:
         try:
             return Genome.parse(text)
         except GenomeError as e:
             raise e.with_source("genome string") from None
     try:
+        if path.stat().st_size > MAX_TEXT:
+            raise GenomeError(f"{path.stat().st_size:,} bytes is over the {MAX_TEXT:,}-byte limit for a genome file",
+                              source=text)
         content = path.read_text()
     except FileNotFoundError:
         raise GenomeError(f"no such genome file: {text}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise GenomeError(f"cannot read genome file {text}: {e}") from None
     try:
-        data = json.loads(content)
-    except json.JSONDecodeError as e:
-        raise GenomeError(f"malformed JSON: {e.msg} at line {e.lineno} column {e.colno}", source=text) from None
-    try:
-        return Genome.from_dict(data)
+        return Genome.from_dict(_json(content))
     except GenomeError as e:
         raise e.with_source(text) from None
+
+
+MAX_LAYERS = 1000  # no tiny CNN has more; bounds the work of parsing and checking a hostile file
+MAX_TEXT = 1_000_000  # characters of a genome string or bytes of a genome file
+
+
+def _check_length(layers: int) -> None:
+    if layers > MAX_LAYERS:
+        raise GenomeError(f"{layers:,} layers is over the {MAX_LAYERS:,}-layer limit")
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # e.g. a long compact string is not a valid file name
+        return False
+
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise GenomeError(f"malformed JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    except RecursionError:
+        raise GenomeError("malformed JSON: nested too deeply") from None
 
 
 # --------------------------------------------------------------------------- parsing helpers

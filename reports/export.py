@@ -9,10 +9,11 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from blocks import BudgetNASError, Genome, build_model
+from blocks import BudgetNASError, Genome, GenomeError, build_model
 from blocks.library import Residual
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "standalone_source", "export_torchscript"]
+__all__ = ["CheckpointError", "export_torchscript", "load_checkpoint", "non_finite_parameters", "save_checkpoint",
+           "standalone_source"]
 
 
 class CheckpointError(BudgetNASError):
@@ -44,13 +45,29 @@ def load_checkpoint(path: str | Path, genome: Genome | None = None) -> tuple[nn.
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
     if not isinstance(data, dict) or "state_dict" not in data or "genome" not in data:
         raise CheckpointError(f"{path}: not a BudgetNAS checkpoint (needs 'state_dict' and 'genome')")
-    saved = Genome.from_string(data["genome"])
+    if not isinstance(data["state_dict"], dict) or not isinstance(data["genome"], str):
+        raise CheckpointError(f"{path}: 'state_dict' must be a dict of tensors and 'genome' a compact string")
+    try:
+        saved = Genome.from_string(data["genome"])
+    except GenomeError as e:
+        raise CheckpointError(f"{path}: its genome is malformed ({e})") from None
     if genome is not None and genome != saved:
         raise CheckpointError(f"{path} was trained for genome {saved.hash} ({saved.to_string()}), "
                               f"not {genome.hash} ({genome.to_string()})")
     model = build_model(saved)
-    model.load_state_dict(data["state_dict"])
+    try:
+        model.load_state_dict(data["state_dict"])
+    except (RuntimeError, TypeError, AttributeError) as e:
+        first = str(e).strip().splitlines()
+        reason = first[1].strip() if len(first) > 1 else (first[0] if first else type(e).__name__)
+        raise CheckpointError(f"{path}: its weights do not fit genome {saved.hash} ({reason})") from None
     return model, data
+
+
+def non_finite_parameters(model: nn.Module) -> list[str]:
+    """Names of parameters or buffers holding NaN or inf (a diverged or corrupted checkpoint)."""
+    return [name for name, t in [*model.named_parameters(), *model.named_buffers()]
+            if t.is_floating_point() and not torch.isfinite(t).all()]
 
 
 def export_torchscript(model: nn.Module, path: Path) -> None:

@@ -1,11 +1,13 @@
 """The search loop: propose -> check analytically -> claim a slot -> train -> record.
 
 Each trial's user attributes carry ``status`` (rejected | training | complete | pruned | diverged |
-oom | reused | skipped), ``genome``, ``hash``, ``params``, ``rf``, ``macs`` and, once trained,
-``val_acc``, ``best_epoch``, ``epochs``, ``seconds``, ``device``, ``seed``, ``history``. A rejected
-proposal is told to the sampler as infeasible (``constraints`` > 0) and does not count toward
-``--trials``; several workers share the count through the study, so the study ends with exactly
-``--trials`` trained trials.
+oom | reused | skipped), ``owner`` (host:pid:start of its worker), ``genome``, ``hash``, ``params``,
+``rf``, ``macs`` and, once trained, ``val_acc``, ``best_epoch``, ``epochs``, ``seconds``, ``device``,
+``seed``, ``history``. A rejected proposal is told to the sampler as infeasible (``constraints`` > 0)
+and does not count toward ``--trials``, nor does a proposal of a genome already trained (its result
+is reused). Several workers share the count through the study, so the study ends with exactly
+``--trials`` distinct trained genomes; a trial whose worker died is failed and retried
+(``search.recovery``).
 
 The search knows nothing of reports: whoever runs it attaches Optuna-style callbacks
 (``callbacks=[fn(study, frozen_trial)]``), e.g. the CLI's leaderboard writer.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import queue
 import time
 import warnings
 from dataclasses import replace
@@ -23,17 +26,19 @@ from typing import Any, Callable, Sequence
 import optuna
 from optuna.trial import TrialState
 
-from blocks import Genome, GenomeError
+from blocks import BudgetNASError, Genome, GenomeError
 from budgets import Verdict, check
 from search.ranking import score
-from search.settings import SearchSettings, open_study
+from search.recovery import OWNER_KEY, fail_orphans, owner_token
+from search.settings import SearchError, SearchSettings, open_study
 from search.space import sample_genome, sample_hparams
 from training import EpochMetrics, Splits, TrainConfig, TrainResult, load_splits, resolve_device, train
 
-__all__ = ["COUNTED", "Callback", "Objective", "TrainFn", "WorkerProgress", "run_search", "run_worker",
+__all__ = ["TRAINED", "Callback", "Objective", "TrainFn", "WorkerProgress", "run_search", "run_worker",
            "trained_count"]
 
-COUNTED = ("training", "complete", "pruned", "diverged", "oom", "reused")  # statuses that use up a trial
+TRAINED = ("training", "complete", "pruned", "diverged", "oom")  # statuses that use up a trial
+_LIVE = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)  # not failed, not waiting for a retry
 _WAIT_FOR_PEERS_S = 30.0
 
 Callback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
@@ -41,9 +46,12 @@ TrainFn = Callable[..., TrainResult]  # train(genome, splits, config, on_epoch=.
 
 
 def trained_count(trials: list[optuna.trial.FrozenTrial], upto: int | None = None) -> int:
-    """Trials that used up a slot (optionally only those numbered <= ``upto``); failed ones do not count."""
-    return sum(1 for t in trials if t.state != TrialState.FAIL and t.user_attrs.get("status") in COUNTED
-               and (upto is None or t.number <= upto))
+    """Distinct genomes trained or in training (optionally by trials numbered <= ``upto``).
+
+    Failed trials, trials waiting for a retry, rejected and reused ones do not count.
+    """
+    return len({t.user_attrs.get("hash") or f"#{t.number}" for t in trials
+                if t.state in _LIVE and t.user_attrs.get("status") in TRAINED and (upto is None or t.number <= upto)})
 
 
 def _set_constraint(trial: Any, value: float) -> None:
@@ -77,6 +85,7 @@ class Objective:
         self.limits = settings.limits
 
     def __call__(self, trial: Any) -> Any:
+        trial.set_user_attr(OWNER_KEY, owner_token())
         try:
             genome, verdict = self.propose(trial)
         except _Infeasible as e:
@@ -168,17 +177,18 @@ class WorkerProgress:
     def __init__(self, settings: SearchSettings, worker: int, log: Callable[[str], None]) -> None:
         self.settings, self.worker, self.log = settings, worker, log
         self.mine = 0  # trials this worker trained
-        self.rejected_in_a_row = 0
+        self.rejected_in_a_row = self.reused_in_a_row = 0
         self.target_seen = False
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        fail_orphans(study, self.log)  # a sibling worker on this host that died: retry its trial now
         trials = study.get_trials(deepcopy=False)
         status = trial.user_attrs.get("status", "failed")
-        if status in COUNTED and status != "reused":
+        if status in TRAINED:
             self.mine += 1
         self.log_trial(trials, trial, status)
-        if self.too_many_rejections(status, trial) or self.target_stop(trial) or \
-                trained_count(trials) >= self.settings.trials:
+        if self.too_many_rejections(status, trial) or self.too_many_repeats(status) or self.target_stop(trial) \
+                or trained_count(trials) >= self.settings.trials:
             study.stop()
 
     def log_trial(self, trials: list, trial: optuna.trial.FrozenTrial, status: str) -> None:
@@ -197,6 +207,14 @@ class WorkerProgress:
             return False
         self.log(f"[w{self.worker}] stopping: the last {self.rejected_in_a_row} proposals were all over the limits "
                  f"({trial.user_attrs.get('reasons')}); loosen --budget / --min-rf / --max-macs")
+        return True
+
+    def too_many_repeats(self, status: str) -> bool:
+        self.reused_in_a_row = self.reused_in_a_row + 1 if status == "reused" else 0
+        if self.reused_in_a_row < self.settings.max_rejections_in_a_row:
+            return False
+        self.log(f"[w{self.worker}] stopping: the last {self.reused_in_a_row} proposals were all genomes trained "
+                 "before; the sampler has converged (raise --budget or start a new --study)")
         return True
 
     def target_stop(self, trial: optuna.trial.FrozenTrial) -> bool:
@@ -230,6 +248,7 @@ def run_worker(settings: SearchSettings, worker: int = 0, *, study: optuna.Study
         import torch
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.workers))
     study = study or open_study(settings, worker)
+    fail_orphans(study, log)
     splits = splits if splits is not None else _load_data(settings, worker)
     objective = Objective(settings, splits, study, log, train_fn)
     progress = WorkerProgress(settings, worker, log)
@@ -241,12 +260,25 @@ def run_worker(settings: SearchSettings, worker: int = 0, *, study: optuna.Study
     return progress.mine
 
 
-def _worker_entry(settings: SearchSettings, worker: int, callbacks: Sequence[Callback]) -> None:
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+def _worker_entry(settings: SearchSettings, worker: int, callbacks: Sequence[Callback], errors: Any) -> None:
+    """A worker process: its failure reaches the parent as one line on ``errors``, and a non-zero exit."""
+    import signal
+    import sys
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         run_worker(settings, worker, callbacks=callbacks)
     except KeyboardInterrupt:
-        pass
+        sys.exit(130)
+    except Exception as e:
+        errors.put(f"worker {worker}: {e}" if isinstance(e, BudgetNASError)
+                   else f"worker {worker}: {type(e).__name__}: {e}".splitlines()[0][:300])
+        sys.exit(1)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def run_search(settings: SearchSettings, study: optuna.Study | None = None,
@@ -261,15 +293,29 @@ def run_search(settings: SearchSettings, study: optuna.Study | None = None,
         run_worker(settings, 0, study=study, callbacks=callbacks)
         return study
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_worker_entry, args=(replace(settings), i, tuple(callbacks)), daemon=False)
+    errors = ctx.Queue()
+    procs = [ctx.Process(target=_worker_entry, args=(replace(settings), i, tuple(callbacks), errors), daemon=False)
              for i in range(settings.workers)]
     for p in procs:
         p.start()
     try:
         for p in procs:
             p.join()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C reaches the workers too; SIGTERM of the parent is passed on
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
         for p in procs:
             p.join(timeout=60)
         raise
+    failed = [(i, p.exitcode) for i, p in enumerate(procs) if p.exitcode != 0]
+    if failed:
+        reasons = []
+        while True:
+            try:
+                reasons.append(errors.get(timeout=0.5))
+            except queue.Empty:
+                break
+        detail = "; ".join(sorted(set(reasons))) or ", ".join(f"worker {i} exit code {code}" for i, code in failed)
+        raise SearchError(f"{len(failed)} of {len(procs)} workers failed: {detail}")
     return study

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import time
@@ -14,8 +15,8 @@ import optuna
 from blocks import BudgetNASError
 from budgets import Limits
 
-__all__ = ["SearchError", "SearchSettings", "SAMPLERS", "PRUNERS", "make_sampler", "make_pruner", "open_study",
-           "redact"]
+__all__ = ["SearchError", "SearchSettings", "SAMPLERS", "PRUNERS", "cpu_worker_cap", "make_sampler", "make_pruner",
+           "open_study", "redact", "study_exists"]
 
 SAMPLERS = ("tpe", "nsga2", "random")
 PRUNERS = ("median", "hyperband", "none")
@@ -65,10 +66,15 @@ class SearchSettings:
             raise SearchError(f"unknown sampler {self.sampler!r}; choose from {', '.join(SAMPLERS)}")
         if self.pruner not in PRUNERS:
             raise SearchError(f"unknown pruner {self.pruner!r}; choose from {', '.join(PRUNERS)}")
-        for name in ("budget", "max_macs", "trials", "epochs", "workers", "train_subset"):
+        for name in ("budget", "max_macs", "trials", "epochs", "workers", "train_subset", "timeout"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise SearchError(f"--{name.replace('_', '-')} must be > 0, got {value}")
+        if self.seed is not None and not 0 <= self.seed < 2 ** 32:
+            raise SearchError(f"--seed must be in [0, 2**32), got {self.seed}")
+        if self.storage is not None and _in_memory(self.storage):
+            raise SearchError(f"--storage {self.storage}: an in-memory database is lost when the run ends and worker "
+                              "processes cannot share it; give a file (sqlite:///path/study.db) or a server URL")
         if self.target is not None and not 0 < self.target <= 100:
             raise SearchError(f"--target is a validation accuracy in percent (0, 100], got {self.target}")
         if self.study is None:
@@ -117,6 +123,45 @@ def make_pruner(name: str, multi_objective: bool) -> optuna.pruners.BasePruner:
     return optuna.pruners.HyperbandPruner(min_resource=1)
 
 
+def _in_memory(url: str) -> bool:
+    return url.startswith("sqlite") and url.split("://", 1)[-1] in ("", "/", "/:memory:")
+
+
+def study_exists(settings: SearchSettings) -> bool:
+    """Whether the study is already in its storage (without creating either)."""
+    url = settings.storage_url
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
+        return False
+    try:
+        return settings.study in optuna.study.get_all_study_names(storage=url)
+    except Exception as e:
+        raise SearchError(f"cannot open storage {redact(url)}: {type(e).__name__}: {e}".splitlines()[0][:300]) from None
+
+
+def cpu_worker_cap() -> tuple[int, str]:
+    """How many local worker processes this machine can run well, and why: one per core, ~1 GiB each."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    available = _available_memory_gib()
+    by_memory = max(1, int(available)) if available is not None else cores
+    if by_memory < cores:
+        return by_memory, f"{available:.1f} GiB free memory, ~1 GiB per worker"
+    return cores, f"{cores} CPU core(s)"
+
+
+def _available_memory_gib() -> float | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 2 ** 20
+    except OSError:
+        pass
+    return None
+
+
 def redact(url: str) -> str:
     """A storage URL without its password."""
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
@@ -130,14 +175,16 @@ def _storage(settings: SearchSettings) -> optuna.storages.BaseStorage:
     else:
         engine_kwargs = {"pool_pre_ping": True}
     if url.startswith(("sqlite", "postgresql", "mysql")):
-        from optuna.storages import RDBStorage, RetryFailedTrialCallback
+        from optuna.storages import RDBStorage
+
+        from search.recovery import retry_trial
 
         import warnings
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # heartbeat options are marked experimental
             return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=settings.heartbeat_s,
                               grace_period=settings.grace_s,
-                              heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=2))
+                              heartbeat_stale_trial_callback=retry_trial)
     return optuna.storages.get_storage(url)
 
 
@@ -161,6 +208,9 @@ def open_study(settings: SearchSettings, worker: int = 0) -> optuna.Study:
                 time.sleep(0.2 + random.random())
                 continue
             raise SearchError(f"cannot open storage {redact(settings.storage_url)}: {reason}") from None
+    done = len(study.get_trials(deepcopy=False))
+    if done and settings.seed is not None:  # a resumed sampler must not replay the proposals it made before
+        study.sampler = make_sampler(settings.sampler, settings.seed + worker + 7919 * done)
     known = study.user_attrs
     wanted = settings.identity()
     if "dataset" in known:

@@ -116,6 +116,11 @@ def load_splits(name: str = "mnist", data_dir: str | Path = "data", *, device: t
                 _check_idx(folder / f, is_images="images" in f)
         train_x, train_y = _torchvision_split(info, root, True, False)
         test_x, test_y = _torchvision_split(info, root, False, False)
+        for labels, split in ((train_y, "training"), (test_y, "test")):
+            bad = (labels < 0) | (labels >= info.spec.classes)
+            if bad.any():
+                raise DataError(f"{name} {split} labels in {folder}: label {int(labels[bad][0])} at index "
+                                f"{int(bad.nonzero()[0])} is outside 0..{info.spec.classes - 1}")
     except DataError:
         raise
     except PermissionError as e:

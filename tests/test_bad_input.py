@@ -1,0 +1,167 @@
+"""Issue 9's bad inputs: each is one line on stderr, the right exit code, and no side effect."""
+
+import json
+import struct
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.conftest import ROOT
+from tests.synthetic import write_idx
+
+LONG_GENOME = "i1x28x28n10-" + "-".join(["conv_c4_k1"] * 30) + "-gap-conv_c10_k1_oc"  # > 255 characters
+
+
+def cli(*args, cwd=ROOT, **kw):
+    return subprocess.run([sys.executable, str(ROOT / "run_search.py"), *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=300, **kw)
+
+
+def one_line(result, code: int, expected: str) -> None:
+    assert result.returncode == code, (result.returncode, result.stderr[-1500:])
+    assert expected in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_a_long_compact_genome_is_not_taken_for_a_file_name():
+    assert len(LONG_GENOME) > 255
+    result = cli("--describe", LONG_GENOME, "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["params"] > 0
+
+
+@pytest.mark.parametrize("mode", ["--describe", "--reproduce", "--report"])
+def test_an_empty_mode_argument_is_refused_and_creates_nothing(mode, tmp_path):
+    one_line(cli(mode, "", cwd=tmp_path), 2, f"{mode} needs a value")
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--describe", "zoo/lenet5.json", "--reproduce", "zoo/lenet5.json"], "--describe and --reproduce are separate modes"),
+    (["--describe", "zoo/lenet5.json", "--finalize"], "--describe and --finalize are separate modes"),
+    (["--reproduce", "x.csv", "--rank", "1", "--trial", "2"], "--rank and --trial both pick a leaderboard row"),
+    (["--budget", "8000", "--timeout", "-1"], "--timeout must be > 0"),
+    (["--budget", "8000", "--seed", "-1"], "--seed must be in [0, 2**32)"),
+    (["--budget", "8000", "--storage", "sqlite:///"], "in-memory database"),
+    (["--budget", "8000", "--storage", "sqlite:///:memory:"], "in-memory database"),
+    (["--budget", "8000", "--finalize", "--study", "typo"], "--finalize: no study 'typo'"),
+])
+def test_conflicts_and_bad_values(args, expected, tmp_path):
+    one_line(cli(*args, "--out", str(tmp_path / "runs")), 2, expected)
+    assert not (tmp_path / "runs" / "typo").exists()
+
+
+def test_deeply_nested_and_huge_genome_files(tmp_path):
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"a":' * 100_000 + "1" + "}" * 100_000)
+    one_line(cli("--describe", str(deep)), 2, "deep.json: malformed JSON: nested too deeply")
+    huge = tmp_path / "huge.json"
+    huge.write_text(json.dumps({"layers": [{"type": "conv", "out": 4, "kernel": 1}] * 100_000}))
+    one_line(cli("--describe", str(huge)), 2, "over the 1,000,000-byte limit")
+    many = tmp_path / "many.json"
+    many.write_text(json.dumps({"layers": [{"type": "conv", "out": 4, "kernel": 1}] * 5_000}))
+    one_line(cli("--describe", str(many)), 2, "5,000 layers is over the 1,000-layer limit")
+
+
+def test_labels_out_of_range(tmp_path):
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    write_idx(raw, n_train=50, n_test=10)
+    labels = bytearray((raw / "train-labels-idx1-ubyte").read_bytes())
+    labels[8 + 7] = 200
+    (raw / "train-labels-idx1-ubyte").write_bytes(bytes(labels))
+    one_line(cli("--reproduce", "zoo/mnist_8k_gap.json", "--data-dir", str(tmp_path / "data"), "--device", "cpu",
+                 "--out", str(tmp_path / "out")), 2, "label 200 at index 7 is outside 0..9")
+
+
+def _leaderboard(tmp_path, genome="i1x28x28n10-conv_c8_k3-gap-conv_c10_k1_oc"):
+    path = tmp_path / "s" / "leaderboard.csv"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(f"rank,trial,status,genome,params\n1,4,complete,{genome},178\n")
+    return path
+
+
+def test_checkpoint_whose_weights_do_not_fit_or_are_not_a_dict(tmp_path):
+    from blocks import Genome, build_model
+    from reports.export import save_checkpoint
+
+    genome = Genome.from_string("i1x28x28n10-conv_c8_k3-gap-conv_c10_k1_oc")
+    model = build_model(genome)
+    save_checkpoint(tmp_path / "c.pt", model, genome, {}, 0, [])
+    data = torch.load(tmp_path / "c.pt", weights_only=True)
+    data["state_dict"]["0.0.weight"] = torch.zeros(3, 1, 3, 3)
+    torch.save(data, tmp_path / "wrong.pt")
+    args = ["--reproduce", str(_leaderboard(tmp_path)), "--data-dir", str(tmp_path / "none"), "--device", "cpu"]
+    one_line(cli(*args, "--checkpoint", str(tmp_path / "wrong.pt")), 2, "its weights do not fit genome")
+    data["state_dict"] = [1, 2]
+    torch.save(data, tmp_path / "list.pt")
+    one_line(cli(*args, "--checkpoint", str(tmp_path / "list.pt")), 2, "'state_dict' must be a dict")
+
+
+def test_checkpoint_with_nan_weights_is_evaluated_with_a_warning(tmp_path):
+    from blocks import Genome, build_model
+    from reports.export import save_checkpoint
+
+    write_idx(tmp_path / "data" / "MNIST" / "raw", n_train=50, n_test=10)
+    genome = Genome.from_string("i1x28x28n10-conv_c8_k3-gap-conv_c10_k1_oc")
+    model = build_model(genome)
+    with torch.no_grad():
+        model[0][0].weight.fill_(float("nan"))
+    save_checkpoint(tmp_path / "nan.pt", model, genome, {}, 0, [])
+    result = cli("--reproduce", str(_leaderboard(tmp_path)), "--checkpoint", str(tmp_path / "nan.pt"), "--data-dir",
+                 str(tmp_path / "data"), "--device", "cpu", env={"COLUMNS": "200", "PATH": ""})
+    assert result.returncode == 0, result.stderr
+    assert "holds NaN or inf" in result.stdout
+
+
+def test_corrupt_settings_json_beside_a_leaderboard(tmp_path):
+    board = _leaderboard(tmp_path)
+    (board.parent / "settings.json").write_text("{not json")
+    one_line(cli("--reproduce", str(board), "--device", "cpu"), 2, "settings.json: not readable JSON")
+
+
+@pytest.mark.slow
+def test_a_failing_worker_fails_the_run_with_one_line(tmp_path):
+    result = cli("--budget", "3000", "--trials", "2", "--workers", "2", "--data-dir", str(tmp_path / "missing"),
+                 "--out", str(tmp_path / "runs"), "--device", "cpu", env={"PATH": "", "HOME": str(tmp_path)})
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "2 of 2 workers failed" in result.stderr and "Traceback" not in result.stderr + result.stdout
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_workers_are_capped_to_the_machine(capsys):
+    import run_search
+
+    lines = []
+    assert run_search._worker_count("1000", "cpu", lines.append) <= 1000
+    assert lines and lines[0].startswith("--workers 1000 capped to ")
+    assert run_search._worker_count("auto", "cpu", lines.append) >= 1 and len(lines) == 1
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_one_line_naming_the_file_and_keeps_completed_trials(tmp_path):
+    """RLIMIT_FSIZE stands in for a full disk: writes past the limit fail with EFBIG, as ENOSPC would."""
+    write_idx(tmp_path / "data" / "MNIST" / "raw", n_train=6000, n_test=100)
+    args = ["--budget", "3000", "--epochs", "1", "--sampler", "random", "--final-top", "0", "--data-dir",
+            str(tmp_path / "data"), "--out", str(tmp_path / "runs"), "--study", "full", "--device", "cpu"]
+    assert cli(*args, "--trials", "2").returncode == 0
+    db = tmp_path / "runs" / "full" / "study.db"
+    limit = db.stat().st_size + 4096
+
+    def small_disk():
+        import resource
+        import signal
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    result = subprocess.run([sys.executable, str(ROOT / "run_search.py"), *args, "--trials", "200"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=600, preexec_fn=small_disk)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "study.db" in result.stderr or "leaderboard.csv" in result.stderr
+    from search.settings import SearchSettings, open_study
+
+    study = open_study(SearchSettings(budget=3000, out=str(tmp_path / "runs"), study="full"))
+    assert sum(t.user_attrs.get("status") == "complete" for t in study.get_trials()) >= 2
