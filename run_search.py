@@ -85,9 +85,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="trained trials (rejected proposals don't count; default 50)")
     search.add_argument("--timeout", type=float, metavar="SECONDS", help="stop starting trials after this long")
     search.add_argument("--epochs", type=_positive_int,
-                        help="training epochs per trial (default 5), or of --reproduce (default 15)")
+                        help="full training epochs of a trial that survives the pruner (default 15), or of "
+                             "--reproduce (default 15)")
+    search.add_argument("--min-epochs", type=_positive_int, default=1,
+                        help="sha / hyperband: epochs at the first rung (default 1); a third go on at each rung "
+                             "(1, 3, 9, ... epochs)")
+    search.add_argument("--enqueue", nargs="+", metavar="GENOME",
+                        help="warm starts evaluated first: genome .json files, compact strings, or a leaderboard "
+                             ".csv (its top 3); designs already in the study are not trained again")
     search.add_argument("--sampler", default="tpe", help="tpe (default), nsga2 (accuracy up, params down) or random")
-    search.add_argument("--pruner", default="median", help="median (default), hyperband or none")
+    search.add_argument("--pruner", default="sha",
+                        help="sha (default: successive halving over epochs), median, hyperband or none")
     search.add_argument("--storage", metavar="URL",
                         help="Optuna storage URL (default: sqlite file under --out/<study>/)")
     search.add_argument("--study", help="study name (default <dataset>-b<budget>); the same name resumes it")
@@ -166,6 +174,28 @@ def _worker_count(requested: str, device: str, log) -> int:
     return count
 
 
+def _warm_starts(sources: list[str], dataset: str) -> list:
+    """Genomes of ``--enqueue`` sources (files, strings, leaderboard CSVs' top 3), checked against the dataset."""
+    from blocks import load_genome
+    from reports.leaderboard import read_leaderboard
+    from training import DATASETS, check_genome_fits
+
+    genomes = []
+    for source in sources:
+        if source.endswith(".csv"):
+            try:
+                board = read_leaderboard(source)
+            except ValueError as e:
+                raise UsageError(f"--enqueue: {e}") from None
+            texts = board[board["rank"].notna()].sort_values("rank")["genome"].head(3)
+            genomes += [load_genome(text) for text in texts]
+        else:
+            genomes.append(load_genome(source))
+    for genome in genomes:
+        check_genome_fits(genome, DATASETS[dataset].spec, dataset)
+    return genomes
+
+
 def _check_modes(args: argparse.Namespace) -> None:
     """One mode at a time, no empty mode argument, and options only where they mean something."""
     given = [f"--{name}" for name in ("describe", "reproduce", "report") if getattr(args, name) is not None]
@@ -213,7 +243,7 @@ def _search(args: argparse.Namespace) -> int:
     from reports.leaderboard import LeaderboardWriter, top_table, write_leaderboard
     from reports.summary import make_console
     from search.ranking import RANK_RULE
-    from search.runner import run_search
+    from search.runner import enqueue_genomes, run_search
     from search.settings import SearchSettings, open_study, redact, study_exists
 
     import optuna
@@ -228,7 +258,7 @@ def _search(args: argparse.Namespace) -> int:
     settings = SearchSettings(
         budget=args.budget, min_rf=limits.min_rf, max_macs=args.max_macs, target=args.target,
         dataset=_dataset(args.dataset or "mnist"), data_dir=args.data_dir, trials=args.trials, timeout=args.timeout,
-        epochs=args.epochs or 5, sampler=args.sampler, pruner=args.pruner, storage=args.storage, study=args.study,
+        epochs=args.epochs or 15, min_epochs=args.min_epochs, sampler=args.sampler, pruner=args.pruner, storage=args.storage, study=args.study,
         workers=_worker_count(args.workers, _device(args.device), console.print), device=args.device, seed=args.seed,
         out=args.out,
         train_subset=args.train_subset, tune_hparams=args.tune_hparams, repair=not args.no_repair,
@@ -239,7 +269,11 @@ def _search(args: argparse.Namespace) -> int:
     console.print(f"study {settings.study} in {redact(settings.storage_url)}: {settings.limits.describe()}, "
                   f"{settings.trials} trials x {settings.epochs} epochs, sampler {settings.sampler}, "
                   f"pruner {settings.pruner}, {settings.workers} worker(s)")
+    warm_starts = _warm_starts(args.enqueue or [], settings.dataset)
     study = open_study(settings)  # the one study object of this command
+    if warm_starts and not args.finalize:
+        queued = enqueue_genomes(study, warm_starts, console.print)
+        console.print(f"--enqueue: {queued} design(s) queued to be evaluated first")
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     (settings.run_dir / "settings.json").write_text(json.dumps(settings.to_dict(), indent=1))
     code = 0

@@ -20,7 +20,7 @@ from search.ranking import rank_key
 __all__ = ["COLUMNS", "FINAL_COLUMNS", "LeaderboardWriter", "load_finals", "rank_trials", "read_leaderboard", "save_finals",
            "top_table", "trials_frame", "write_leaderboard"]
 
-COLUMNS = ["rank", "trial", "status", "genome", "params", "rf", "macs", "val_acc", "best_epoch", "epochs",
+COLUMNS = ["rank", "trial", "status", "genome", "params", "rf", "macs", "val_acc", "best_epoch", "epochs", "images",
            "seconds", "device", "seed", "reasons", "hash", "val_meets_target"]
 # Filled in for the finalists (retrained on the full training set over several seeds, test set).
 FINAL_COLUMNS = ["test_acc_mean", "test_acc_std", "test_acc_min", "meets_target"]
@@ -39,7 +39,7 @@ def trials_frame(study: Any, target: float | None = None, finals: dict | None = 
         rows.append({
             "trial": t.number, "status": status, "genome": a.get("genome"), "params": a.get("params"),
             "rf": a.get("rf"), "macs": a.get("macs"), "val_acc": a.get("val_acc"), "best_epoch": a.get("best_epoch"),
-            "epochs": a.get("epochs"), "seconds": a.get("seconds"), "device": a.get("device"), "seed": a.get("seed"),
+            "epochs": a.get("epochs"), "images": a.get("images"), "seconds": a.get("seconds"), "device": a.get("device"), "seed": a.get("seed"),
             "reasons": a.get("reasons"), "hash": a.get("hash"),
         })
     df = pd.DataFrame(rows, columns=[c for c in COLUMNS if c not in ("rank", "val_meets_target")])
@@ -59,13 +59,21 @@ def rank_trials(df: pd.DataFrame, target: float | None) -> pd.DataFrame:
     acc = pd.to_numeric(df["val_acc"], errors="coerce")
     df["val_meets_target"] = (acc >= target) if target is not None else None
     eligible = df[(df["status"] == "complete") & acc.notna()]
-    order = sorted(eligible.index, key=lambda i: rank_key(float(acc[i]), int(eligible.at[i, "params"]), target))
+    def key(i: Any) -> tuple:
+        row = eligible.loc[i]
+        return rank_key(float(acc[i]), int(row["params"]), target, _int(row.get("epochs")), _int(row.get("images")))
+
+    order = sorted(eligible.index, key=key)
     df["rank"] = pd.array([None] * len(df), dtype="Int64")
     for position, index in enumerate(order, start=1):
         df.loc[index, "rank"] = position
     rest = [i for i in df.index if i not in set(order)]
     df = df.loc[order + rest]
-    return df[COLUMNS].reset_index(drop=True)
+    return df.reindex(columns=COLUMNS).reset_index(drop=True)
+
+
+def _int(value: Any) -> int:
+    return 0 if value is None or pd.isna(value) else int(value)
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -1,22 +1,24 @@
 """The ranking rule, in one place: the objective, the leaderboard, the finalists and the help text use it.
 
-Among trained trials that meet the target, fewest params wins (ties: higher validation accuracy); they
-all rank above trials that miss it, which are ordered by validation accuracy (ties: fewer params).
-Without a target, highest validation accuracy wins (ties: fewer params).
+Trials are only compared at the same fidelity: more training epochs (then more training images) rank
+first. At one fidelity, among trained trials that meet the target, fewest params wins (ties: higher
+validation accuracy); they all rank above trials that miss it, which are ordered by validation accuracy
+(ties: fewer params). Without a target, highest validation accuracy wins (ties: fewer params).
 """
 
 from __future__ import annotations
 
 __all__ = ["RANK_RULE", "rank_key", "score"]
 
-RANK_RULE = "meets target -> fewest params; else highest val acc"
+RANK_RULE = "highest fidelity (epochs, images) first; then meets target -> fewest params; else highest val acc"
 
 
-def rank_key(val_acc: float, params: int, target: float | None) -> tuple:
+def rank_key(val_acc: float, params: int, target: float | None, epochs: int = 0, images: int = 0) -> tuple:
     """Sort key of a trained trial: ascending order is best first."""
+    fidelity = (-epochs, -images)
     if target is not None and val_acc >= target:
-        return (0, params, -val_acc)
-    return (1, -val_acc, params)
+        return (*fidelity, 0, params, -val_acc)
+    return (*fidelity, 1, -val_acc, params)
 
 
 def score(val_acc: float, params: int, target: float | None, budget: int | None) -> float:

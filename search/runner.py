@@ -34,12 +34,13 @@ from search.settings import SearchError, SearchSettings, open_study
 from search.space import sample_genome, sample_hparams
 from training import EpochMetrics, Splits, TrainConfig, TrainResult, load_splits, resolve_device, train
 
-__all__ = ["TRAINED", "Callback", "Objective", "TrainFn", "WorkerProgress", "run_search", "run_worker",
-           "trained_count"]
+__all__ = ["TRAINED", "Callback", "Objective", "TrainFn", "WorkerProgress", "enqueue_genomes", "run_search",
+           "run_worker", "trained_count"]
 
 TRAINED = ("training", "complete", "pruned", "diverged", "oom")  # statuses that use up a trial
 _LIVE = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)  # not failed, not waiting for a retry
 _WAIT_FOR_PEERS_S = 30.0
+ENQUEUED_KEY = "enqueued"  # user attribute of a queued warm-start trial: its genome string
 
 Callback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
 TrainFn = Callable[..., TrainResult]  # train(genome, splits, config, on_epoch=...) -> TrainResult
@@ -103,7 +104,11 @@ class Objective:
     def propose(self, trial: Any) -> tuple[Genome, Verdict]:
         """Sample a genome and check it; raises ``_Infeasible`` for one over the limits."""
         try:
-            genome, scale = sample_genome(trial, self.splits.spec, self.limits, repair=self.settings.repair)
+            enqueued = trial.user_attrs.get(ENQUEUED_KEY)
+            if enqueued:  # a warm start (--enqueue): taken as it is, not sampled
+                genome, scale = Genome.from_string(enqueued), 1.0
+            else:
+                genome, scale = sample_genome(trial, self.splits.spec, self.limits, repair=self.settings.repair)
             verdict = check(genome, self.limits)
         except GenomeError as e:  # the space produced a structurally invalid design
             raise _Infeasible([str(e)], 1.0) from None
@@ -138,7 +143,7 @@ class Objective:
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             if t.user_attrs.get("hash") == genome_hash and t.user_attrs.get("status") == "complete":
                 _set_attrs(trial, {key: t.user_attrs.get(key) for key in
-                                   ("val_acc", "best_epoch", "epochs", "history", "device", "seed")})
+                                   ("val_acc", "best_epoch", "epochs", "images", "history", "device", "seed")})
                 _set_attrs(trial, {"status": "reused", "reused_from": t.number, "seconds": 0.0})
                 self.log(f"trial {trial.number}: same genome as trial {t.number}, result reused")
                 return tuple(t.values) if self.settings.multi_objective else t.value
@@ -161,7 +166,8 @@ class Objective:
     def record(self, trial: Any, verdict: Verdict, result: TrainResult) -> Any:
         val_acc = result.best_val_acc or 0.0
         _set_attrs(trial, {"status": result.status, "val_acc": val_acc, "best_epoch": result.best_epoch,
-                           "epochs": len(result.epochs), "seconds": round(result.seconds, 2),
+                           "epochs": len(result.epochs), "images": len(self.splits.train_y),
+                           "seconds": round(result.seconds, 2),
                            "device": result.device, "seed": result.seed,
                            "history": [m.val_acc for m in result.epochs], "train_config": result.config})
         if result.status == "pruned":
@@ -224,6 +230,28 @@ class WorkerProgress:
         self.target_seen = True
         self.log(f"target {target}% reached by trial {trial.number} with {trial.user_attrs['params']:,} params")
         return self.settings.stop_at_target
+
+
+def enqueue_genomes(study: optuna.Study, genomes: Sequence[Genome], log: Callable[[str], None] = print) -> int:
+    """Queue known designs to be evaluated first (warm starts); returns how many were queued.
+
+    A genome already trained in the study, or already waiting in its queue, is not queued again.
+    """
+    known: dict[str, str] = {}
+    for t in study.get_trials(deepcopy=False):
+        if t.state == TrialState.WAITING and t.user_attrs.get(ENQUEUED_KEY):
+            known[Genome.from_string(t.user_attrs[ENQUEUED_KEY]).hash] = f"queued as trial {t.number}"
+        elif t.state != TrialState.FAIL and t.user_attrs.get("status") in (*TRAINED, "reused"):
+            known.setdefault(t.user_attrs.get("hash"), f"trained as trial {t.number}")
+    queued = 0
+    for genome in genomes:
+        if genome.hash in known:
+            log(f"--enqueue: {genome.hash} is already in the study ({known[genome.hash]}); not queued again")
+            continue
+        study.enqueue_trial({}, user_attrs={ENQUEUED_KEY: genome.to_string()})
+        known[genome.hash] = "queued"
+        queued += 1
+    return queued
 
 
 def _load_data(settings: SearchSettings, worker: int) -> Splits:

@@ -19,7 +19,7 @@ __all__ = ["SearchError", "SearchSettings", "SAMPLERS", "PRUNERS", "cpu_worker_c
            "open_study", "redact", "study_exists"]
 
 SAMPLERS = ("tpe", "nsga2", "random")
-PRUNERS = ("median", "hyperband", "none")
+PRUNERS = ("sha", "median", "hyperband", "none")
 # What a lost race between workers creating the same tables / study looks like (then: try again).
 _CREATION_RACE = ("already exists", "IntegrityError", "UniqueViolation", "UNIQUE constraint", "duplicate key")
 # Study attributes that must match when a study is resumed.
@@ -42,9 +42,10 @@ class SearchSettings:
     data_dir: str = "data"
     trials: int = 50  # trained trials (rejected proposals do not count)
     timeout: float | None = None  # seconds, per worker
-    epochs: int = 5
+    epochs: int = 15  # the full fidelity: every surviving trial trains this many epochs
+    min_epochs: int = 1  # sha / hyperband: the first rung
     sampler: str = "tpe"
-    pruner: str = "median"
+    pruner: str = "sha"  # successive halving over epochs: rungs at min_epochs * 3^k, survivors train all epochs
     storage: str | None = None  # Optuna storage URL; default sqlite:///<out>/<study>/study.db
     study: str | None = None  # default <dataset>-b<budget>
     workers: int = 1
@@ -66,7 +67,7 @@ class SearchSettings:
             raise SearchError(f"unknown sampler {self.sampler!r}; choose from {', '.join(SAMPLERS)}")
         if self.pruner not in PRUNERS:
             raise SearchError(f"unknown pruner {self.pruner!r}; choose from {', '.join(PRUNERS)}")
-        for name in ("budget", "max_macs", "trials", "epochs", "workers", "train_subset", "timeout"):
+        for name in ("budget", "max_macs", "trials", "epochs", "min_epochs", "workers", "train_subset", "timeout"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise SearchError(f"--{name.replace('_', '-')} must be > 0, got {value}")
@@ -115,12 +116,17 @@ def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
     return optuna.samplers.RandomSampler(seed=seed)
 
 
-def make_pruner(name: str, multi_objective: bool) -> optuna.pruners.BasePruner:
+def make_pruner(name: str, multi_objective: bool, min_epochs: int = 1, epochs: int | None = None
+                ) -> optuna.pruners.BasePruner:
+    """Epoch-level pruner. ``sha``: asynchronous successive halving, a third of the trials go on at each rung
+    (``min_epochs``, x3, x9, ...), so the best trials carry the validation accuracy of the full ``epochs``."""
     if name == "none" or multi_objective:  # Optuna cannot prune multi-objective trials
         return optuna.pruners.NopPruner()
+    if name == "sha":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=min_epochs, reduction_factor=3)
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
-    return optuna.pruners.HyperbandPruner(min_resource=1)
+    return optuna.pruners.HyperbandPruner(min_resource=min_epochs, max_resource=epochs or "auto")
 
 
 def _in_memory(url: str) -> bool:
@@ -198,7 +204,8 @@ def open_study(settings: SearchSettings, worker: int = 0) -> optuna.Study:
             storage = _storage(settings)
             study = optuna.create_study(storage=storage, study_name=settings.study, load_if_exists=True,
                                         directions=directions, sampler=make_sampler(settings.sampler, sampler_seed),
-                                        pruner=make_pruner(settings.pruner, settings.multi_objective))
+                                        pruner=make_pruner(settings.pruner, settings.multi_objective,
+                                                           settings.min_epochs, settings.epochs))
             break
         except (SearchError, KeyboardInterrupt):
             raise

@@ -50,3 +50,13 @@ def test_read_leaderboard_errors(tmp_path):
     bad.write_text("a,b\n1,2\n")
     with pytest.raises(ValueError, match="not a BudgetNAS leaderboard .missing column.s. trial, status, genome, rank"):
         read_leaderboard(bad)
+
+
+def test_rows_are_only_compared_at_the_same_fidelity():
+    df = frame()
+    df["epochs"], df["images"] = 15, 55000
+    df.loc[df["trial"] == 2, "epochs"] = 3  # a resumed study's shorter run: ranked after every 15-epoch row
+    df.loc[df["trial"] == 2, "val_acc"] = 99.9
+    ranked = rank_trials(df, target=99.4).dropna(subset=["rank"])
+    assert list(ranked["trial"]) == [1, 5, 0, 7, 2]
+    assert "images" in ranked.columns

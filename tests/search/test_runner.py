@@ -204,3 +204,30 @@ def test_tune_hparams_reaches_the_trainer(tmp_path):
         config = t.user_attrs["train_config"]
         assert config["lr"] == t.params["lr"] and config["batch_size"] == t.params["batch_size"]
         assert config["weight_decay"] == t.params["weight_decay"]
+
+
+def test_enqueued_designs_are_evaluated_first_and_never_trained_twice(tmp_path):
+    from blocks import Genome
+    from search.runner import enqueue_genomes
+
+    s = SearchSettings(**tiny_settings(tmp_path, trials=2))
+    study = open_study(s)
+    warm = Genome.from_string("i1x12x12n4-conv_c6_k3_psame-max_k2-conv_c8_k3-gap-conv_c4_k1_oc")
+    assert enqueue_genomes(study, [warm, warm], log=lambda line: None) == 1  # the duplicate is not queued
+    run_worker(s, study=study, splits=tiny_splits(), log=lambda line: None)
+    first = study.get_trials()[0]
+    assert first.user_attrs["genome"] == warm.to_string() and first.user_attrs["status"] == "complete"
+    lines = []
+    assert enqueue_genomes(study, [warm], log=lines.append) == 0  # already trained: not again
+    assert "already in the study (trained as trial 0)" in lines[0]
+
+
+def test_sha_pruner_promotes_a_third_and_survivors_train_all_epochs(tmp_path):
+    s, study = run(tmp_path, trials=9, epochs=3, pruner="sha", study="sha")
+    trained = [t for t in study.get_trials() if t.user_attrs.get("status") in ("complete", "pruned")]
+    assert len(trained) == 9
+    complete = [t for t in trained if t.user_attrs["status"] == "complete"]
+    assert complete and all(t.user_attrs["epochs"] == 3 for t in complete)
+    assert any(t.user_attrs["status"] == "pruned" and t.user_attrs["epochs"] == 1 for t in trained)
+    board = pd.read_csv(s.run_dir / "leaderboard.csv")
+    assert (board.loc[board["rank"].notna(), "epochs"] == 3).all() and board["images"].notna().any()
