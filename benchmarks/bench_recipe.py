@@ -1,0 +1,108 @@
+"""Training-recipe measurement: reference designs x recipes x seeds, 15 epochs, one JSON per finished run.
+
+    python benchmarks/bench_recipe.py --data-dir ../shared/data --out benchmarks/results/recipe
+    python benchmarks/bench_recipe.py ... --shard 0/2 &  python benchmarks/bench_recipe.py ... --shard 1/2
+    python benchmarks/bench_recipe.py --out benchmarks/results/recipe --table      # Markdown summary
+
+Each run trains on the 55,000-image training split; recipes are compared on the final-epoch
+validation accuracy (5,000 held-out training images). The test accuracy is recorded for the
+record only. A finished run is never repeated: rerun the same command to resume after a stop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+DESIGNS = {
+    "zoo8k": "zoo/mnist_8k_gap.json",
+    "hand5k": "i1x28x28n10-conv_c8_k3_r0.05-conv_c12_k3_r0.05-max_k2-conv_c8_k1-conv_c12_k3_r0.05"
+              "-conv_c12_k3_r0.05-conv_c14_k3_r0.05-gap-conv_c10_k1_b0_oc-lsm",
+}
+OLD = {"lr": 0.05, "warmup_frac": 0.2, "weight_decay": 1e-4, "decay_norm_bias": True}
+RECIPES = {
+    "old-default": OLD,
+    "lr0.1": {**OLD, "lr": 0.1, "warmup_frac": 0.25},
+    "lr0.1-groups": {"lr": 0.1, "warmup_frac": 0.25, "weight_decay": 1e-4, "decay_norm_bias": False},
+    "lr0.1-nowd": {"lr": 0.1, "warmup_frac": 0.25, "weight_decay": 0.0, "decay_norm_bias": False},
+    "lr0.1-groups-aug": {"lr": 0.1, "warmup_frac": 0.25, "weight_decay": 1e-4, "decay_norm_bias": False,
+                         "rotation_deg": 10.0, "translate_px": 1.5, "scale_frac": 0.1},
+    "lr0.1-groups-ls": {"lr": 0.1, "warmup_frac": 0.25, "weight_decay": 1e-4, "decay_norm_bias": False,
+                        "label_smoothing": 0.1},
+}
+
+
+def _runs(designs: list[str], recipes: list[str], seeds: int) -> list[tuple[str, str, int]]:
+    return [(d, r, s) for s in range(seeds) for d in designs for r in recipes]
+
+
+def _table(out: Path) -> str:
+    rows: dict[tuple[str, str], list[dict]] = {}
+    for path in sorted(out.glob("*.json")):
+        run = json.loads(path.read_text())
+        rows.setdefault((run["design"], run["recipe"]), []).append(run)
+    lines = ["| design | params | recipe | seeds | final val acc (mean) | per seed | final test acc (mean) | s/epoch |",
+             "| --- | ---: | --- | ---: | ---: | --- | ---: | ---: |"]
+    for (design, recipe), runs in sorted(rows.items()):
+        vals = [r["epochs"][-1]["val_acc"] for r in runs]
+        tests = [r["epochs"][-1]["test_acc"] for r in runs]
+        secs = statistics.fmean(r["seconds"] / len(r["epochs"]) for r in runs)
+        lines.append(f"| {design} | {runs[0]['params']:,} | {recipe} | {len(runs)} | {statistics.fmean(vals):.2f} | "
+                     f"{' / '.join(f'{v:.2f}' for v in vals)} | {statistics.fmean(tests):.2f} | {secs:.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default="data")
+    parser.add_argument("--out", default="benchmarks/results/recipe")
+    parser.add_argument("--designs", nargs="*", default=list(DESIGNS))
+    parser.add_argument("--recipes", nargs="*", default=list(RECIPES))
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--shard", default="0/1", help="K/N: run every N-th run starting at K (parallel processes)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--table", action="store_true", help="print the Markdown summary of finished runs and exit")
+    args = parser.parse_args()
+    out = Path(args.out)
+    if args.table:
+        print(_table(out))
+        return
+    import torch
+
+    from blocks import load_genome
+    from training import TrainConfig, load_splits, train
+
+    torch.set_num_threads(args.threads)
+    k, n = (int(v) for v in args.shard.split("/"))
+    splits = load_splits("mnist", args.data_dir, device="cpu")
+    out.mkdir(parents=True, exist_ok=True)
+    for i, (design, recipe, seed) in enumerate(_runs(args.designs, args.recipes, args.seeds)):
+        path = out / f"{design}__{recipe}__s{seed}.json"
+        if i % n != k or path.exists():
+            continue
+        config = TrainConfig(epochs=args.epochs, seed=seed, device="cpu", evaluate_test=True, **RECIPES[recipe])
+        start = time.time()
+        result = train(load_genome(DESIGNS[design]), splits, config, progress=False)
+        run = {"design": design, "genome": load_genome(DESIGNS[design]).to_string(), "recipe": recipe, "seed": seed,
+               "params": result.params, "status": result.status, "seconds": round(time.time() - start, 1),
+               "config": result.config, "epochs": [{"epoch": m.epoch, "val_acc": m.val_acc, "test_acc": m.test_acc,
+                                                    "train_loss": m.train_loss} for m in result.epochs],
+               "host_cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d")}
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(run, indent=1))
+        tmp.replace(path)
+        last = result.epochs[-1]
+        print(f"{design} {recipe} seed {seed}: val {last.val_acc:.2f} test {last.test_acc:.2f} "
+              f"({run['seconds']:.0f} s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
