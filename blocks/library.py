@@ -10,7 +10,7 @@ from torch import nn
 from blocks.genome import Layer
 from blocks.registry import register_block
 
-__all__ = ["Residual", "make_activation"]
+__all__ = ["Dropout", "Residual", "make_activation"]
 
 _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU, "relu6": nn.ReLU6, "lrelu": nn.LeakyReLU, "prelu": nn.PReLU, "elu": nn.ELU,
@@ -20,6 +20,26 @@ _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 
 def make_activation(name: str) -> nn.Module:
     return _ACTIVATIONS[name]()
+
+
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` with a cheaper random mask: 15-bit draws, four per 64-bit random word.
+
+    The same distribution (rate quantised to 1/32768) at a fraction of the CPU cost: PyTorch's
+    per-element ``bernoulli_`` made dropout ~30% of a training step of a 7k-param net on CPU. In eval
+    mode, and in the exported model, it is plain ``nn.Dropout``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        shape = [x.shape[0], x.shape[2], x.shape[3], x.shape[1]] if channels_last else list(x.shape)
+        n = x.numel()
+        words = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_()
+        draws = words.view(torch.int16)[:n].view(shape) & 0x7FFF  # uniform in [0, 32768)
+        keep = (draws >= int(round(self.p * 32768))).to(x.dtype) * (1.0 / (1.0 - self.p))
+        return x * (keep.permute(0, 3, 1, 2) if channels_last else keep)
 
 
 def _unit(order: str, cin: int, cout: int, core: nn.Module, act: str, norm: Callable[[int], nn.Module],
@@ -35,7 +55,7 @@ def _unit(order: str, cin: int, cout: int, core: nn.Module, act: str, norm: Call
         elif letter == "a":
             modules.append(make_activation(act))
         elif letter == "d":
-            modules.append(nn.Dropout(dropout))
+            modules.append(Dropout(dropout))
     return modules
 
 
@@ -57,7 +77,7 @@ def build_dws(layer: Layer, shape: tuple, norm: Callable[[int], nn.Module]) -> n
     modules = _unit(unit_order, cin, cin, depthwise, layer.act, norm)
     modules += _unit(unit_order, cin, layer.out, pointwise, layer.act, norm)
     if layer.dropout:
-        modules.append(nn.Dropout(layer.dropout))
+        modules.append(Dropout(layer.dropout))
     return nn.Sequential(*modules)
 
 
@@ -90,7 +110,7 @@ def build_res(layer: Layer, shape: tuple, norm: Callable[[int], nn.Module]) -> n
     if "a" in unit_order:
         post.append(make_activation(layer.act))
     if layer.dropout:
-        post.append(nn.Dropout(layer.dropout))
+        post.append(Dropout(layer.dropout))
     return Residual(main, shortcut, nn.Sequential(*post))
 
 

@@ -56,3 +56,17 @@ def test_norm_layer_is_injectable():
     model = build_model(genome, norm_layer=lambda c: torch.nn.GroupNorm(1, c))
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
     assert sum(p.numel() for p in model.parameters()) == analyze(genome).params
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_fast_dropout_has_the_rate_and_scale_of_nn_dropout(layout):
+    from blocks.library import Dropout
+
+    torch.manual_seed(0)
+    x = torch.ones(64, 8, 16, 16).contiguous(memory_format=layout)
+    y = Dropout(0.2)(x)
+    assert abs((y == 0).float().mean().item() - 0.2) < 0.01
+    assert torch.allclose(y[y != 0], torch.tensor(1.25)) and y.is_contiguous(memory_format=layout)
+    assert Dropout(0.2).eval()(x) is x
+    per_channel = (y == 0).float().mean(dim=(0, 2, 3))
+    assert (per_channel - 0.2).abs().max() < 0.03  # no channel left out of the draw
