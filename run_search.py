@@ -174,6 +174,32 @@ def _worker_count(requested: str, device: str, log) -> int:
     return count
 
 
+def _plan(settings, args: argparse.Namespace):
+    """The plan of this command, with per-epoch times measured on a few steps of designs from the space."""
+    import optuna
+    import torch
+
+    from search.plan import Plan, calibrate, expected_epochs
+    from search.space import sample_genome
+    from training import DATASETS, resolve_device
+
+    device = resolve_device(settings.device)
+    spec = DATASETS[settings.dataset].spec
+    train_images = {"mnist": 60000, "fashion-mnist": 60000, "cifar10": 50000}[settings.dataset]
+    search_images = min(settings.train_subset or train_images, train_images - settings.val_size)
+    threads = torch.get_num_threads()
+    if settings.workers > 1 and device.type == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.workers))
+    probe = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=settings.seed))
+    designs = [sample_genome(probe.ask(), spec, settings.limits)[0] for _ in range(2)]
+    search_s = sum(calibrate(g, spec, str(device), search_images, settings.val_size) for g in designs) / len(designs)
+    torch.set_num_threads(threads)
+    final_s = search_s * (train_images + 10000 / 3) / (search_images + settings.val_size / 3)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{device.type}, {threads} thread(s)"
+    return Plan(settings.trials, expected_epochs(settings.pruner, settings.min_epochs, settings.epochs), search_s,
+                settings.workers, args.final_top * args.seeds, args.final_epochs, final_s, name)
+
+
 def _warm_starts(sources: list[str], dataset: str) -> list:
     """Genomes of ``--enqueue`` sources (files, strings, leaderboard CSVs' top 3), checked against the dataset."""
     from blocks import load_genome
@@ -263,6 +289,9 @@ def _search(args: argparse.Namespace) -> int:
         out=args.out,
         train_subset=args.train_subset, tune_hparams=args.tune_hparams, repair=not args.no_repair,
         stop_at_target=args.stop_at_target)
+    if not args.finalize:
+        for line in _plan(settings, args).lines():
+            console.print(line)
     if args.finalize and not study_exists(settings):
         raise UsageError(f"--finalize: no study {settings.study!r} in {redact(settings.storage_url)}; "
                          "check --study / --out / --storage")
@@ -290,7 +319,11 @@ def _search(args: argparse.Namespace) -> int:
         console.print(f"{'terminated' if code == 143 else 'interrupted'}: completed trials are kept in the study; "
                       "writing the leaderboard and report")
     df = _guarded(settings, lambda: write_leaderboard(study, settings))
-    console.print(top_table(df, 10, title=f"Top 10 of study {settings.study} (ranked: {RANK_RULE})"))
+    narrow = console.width < 160
+    console.print(top_table(df, 10, title=f"Top 10 of study {settings.study} (ranked: {RANK_RULE})",
+                            genome_chars=max(console.width - 70, 16) if narrow else None))
+    if narrow:
+        console.print("genomes shortened to fit the terminal: full ones in leaderboard.csv")
     html_path, _ = write_report(settings.run_dir, df)
     console.print(f"leaderboard: {settings.run_dir / 'leaderboard.csv'}   report: {html_path}")
     return code

@@ -131,8 +131,8 @@ def read_leaderboard(path: str | Path) -> pd.DataFrame:
     return df
 
 
-def top_table(df: pd.DataFrame, n: int = 10, title: str = "Top trials") -> Table:
-    """A rich table of the ``n`` best ranked rows."""
+def top_table(df: pd.DataFrame, n: int = 10, title: str = "Top trials", genome_chars: int | None = None) -> Table:
+    """A rich table of the ``n`` best ranked rows; genomes cut to ``genome_chars`` (narrow terminals)."""
     table = Table(title=title, title_justify="left")
     for name, justify in (("rank", "right"), ("trial", "right"), ("params", "right"), ("val_acc", "right"),
                           ("rf", "right"), ("macs", "right"), ("genome", "left")):
@@ -142,8 +142,11 @@ def top_table(df: pd.DataFrame, n: int = 10, title: str = "Top trials") -> Table
         table.add_column("test acc (mean ± std)", justify="right")
     ranked = df[df["rank"].notna()].head(n)
     for _, r in ranked.iterrows():
+        genome = str(r["genome"])
+        if genome_chars is not None and len(genome) > genome_chars:
+            genome = genome[:max(genome_chars - 1, 8)] + "…"
         cells = [str(int(r["rank"])), str(int(r["trial"])), f"{int(r['params']):,}", f"{float(r['val_acc']):.2f}",
-                 str(int(r["rf"])), f"{int(r['macs']):,}", str(r["genome"])]
+                 str(int(r["rf"])), f"{int(r['macs']):,}", genome]
         if extra:
             cells.append("" if pd.isna(r["test_acc_mean"]) else f"{r['test_acc_mean']:.2f} ± {r['test_acc_std']:.2f}")
         table.add_row(*cells)

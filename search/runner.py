@@ -28,6 +28,7 @@ from optuna.trial import TrialState
 
 from blocks import BudgetNASError, Genome, GenomeError
 from budgets import Verdict, check
+from search.plan import format_duration
 from search.ranking import score
 from search.recovery import OWNER_KEY, fail_orphans, owner_token
 from search.settings import SearchError, SearchSettings, open_study
@@ -185,6 +186,8 @@ class WorkerProgress:
         self.mine = 0  # trials this worker trained
         self.rejected_in_a_row = self.reused_in_a_row = 0
         self.target_seen = False
+        self.start = time.monotonic()
+        self.trained_at_start: int | None = None
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         fail_orphans(study, self.log)  # a sibling worker on this host that died: retry its trial now
@@ -198,14 +201,25 @@ class WorkerProgress:
             study.stop()
 
     def log_trial(self, trials: list, trial: optuna.trial.FrozenTrial, status: str) -> None:
+        """One line: this trial, then the study's progress (trials, epochs, elapsed, ETA, best so far)."""
         attrs = trial.user_attrs
         rejected = sum(1 for t in trials if t.user_attrs.get("status") == "rejected")
-        best = max((t.user_attrs.get("val_acc") or 0.0 for t in trials), default=0.0)
+        best = max((t.user_attrs.get("val_acc") or 0.0 for t in trials
+                    if t.user_attrs.get("epochs") == self.settings.epochs), default=None)
         val = attrs.get("val_acc")
-        detail = attrs.get("reasons") if status == "rejected" else (f"val {val:.2f}%" if val is not None else "")
+        detail = attrs.get("reasons") if status == "rejected" else (
+            f"val {val:.2f}% after {attrs.get('epochs')} epoch(s)" if val is not None else "")
+        done = trained_count(trials)
+        self.trained_at_start = done - (status in TRAINED) if self.trained_at_start is None else self.trained_at_start
+        epochs = sum(t.user_attrs.get("epochs") or 0 for t in trials if t.user_attrs.get("status") in TRAINED)
+        elapsed = time.monotonic() - self.start
+        new = done - self.trained_at_start
+        eta = (f", search ETA {format_duration(elapsed / new * max(self.settings.trials - done, 0))}" if new > 0
+               else "")
         self.log(f"[w{self.worker}] trial {trial.number} {status}: {attrs.get('params', 0):,} params {detail} | "
-                 f"trained {trained_count(trials)}/{self.settings.trials}, rejected {rejected}, "
-                 f"best val {best:.2f}%")
+                 f"trained {done}/{self.settings.trials} ({epochs} epochs), rejected {rejected}, "
+                 + (f"best val at {self.settings.epochs} epochs {best:.2f}%" if best is not None else "no full run yet")
+                 + f" | {format_duration(elapsed)} elapsed{eta}")
 
     def too_many_rejections(self, status: str, trial: optuna.trial.FrozenTrial) -> bool:
         self.rejected_in_a_row = self.rejected_in_a_row + 1 if status == "rejected" else 0
@@ -271,7 +285,7 @@ def run_worker(settings: SearchSettings, worker: int = 0, *, study: optuna.Study
     ``callbacks`` run after every trial, after the worker's own bookkeeping. Returns the number of
     trials this worker trained. Ctrl-C propagates after the current trial is failed.
     """
-    log = log or (lambda line: print(line, flush=True))
+    log = log or _console_log()
     if settings.workers > 1:
         import torch
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.workers))
@@ -286,6 +300,14 @@ def run_worker(settings: SearchSettings, worker: int = 0, *, study: optuna.Study
                        gc_after_trial=False, catch=())
     log(f"[w{worker}] done: trained {progress.mine} trial(s) in {time.monotonic() - start:.0f} s")
     return progress.mine
+
+
+def _console_log() -> Callable[[str], None]:
+    """Lines wrapped at word boundaries to the terminal's width (rich), as plain text."""
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    return lambda line: console.print(line, markup=False)
 
 
 def _worker_entry(settings: SearchSettings, worker: int, callbacks: Sequence[Callback], errors: Any) -> None:

@@ -155,3 +155,5 @@ def test_full_cli_run_with_two_workers_finals_and_report(tmp_path):
     assert board.loc[board["rank"] == 1, "test_acc_mean"].notna().all()
     assert (run_dir / "report.html").is_file() and (run_dir / "report.md").is_file()
     assert (run_dir / "final").is_dir() and "Top 10 of study w2" in result.stdout
+    assert "plan: up to 4 trained trials x ~1.0 epochs each" in result.stdout and "2 final run(s) x 1 epochs" in result.stdout
+    assert "estimate: ~" in result.stdout and "elapsed" in result.stdout

@@ -84,6 +84,7 @@ class EpochMetrics:
     test_acc: float | None = None
     seconds: float = 0.0  # wall time of the epoch (training + evaluation)
     lr: float = 0.0  # learning rate at the end of the epoch
+    eval_seconds: float = 0.0  # of ``seconds``, the validation / test evaluation
 
 
 @dataclass
@@ -96,6 +97,7 @@ class TrainResult:
     params: int
     config: dict
     model: nn.Module | None = field(default=None, repr=False)
+    setup_seconds: float = 0.0  # model build, optimizer and schedule, before the first step
 
     @property
     def best_val_acc(self) -> float | None:
@@ -267,6 +269,7 @@ def train(genome: Genome, splits: Splits, config: TrainConfig | None = None,
     config = config or TrainConfig()
     start = time.perf_counter()
     trainer = Trainer(genome, splits, config)
+    setup_seconds = time.perf_counter() - start
     history: list[EpochMetrics] = []
     status = "complete"
     show = _progress_enabled() if progress is None else progress
@@ -288,12 +291,14 @@ def train(genome: Genome, splits: Splits, config: TrainConfig | None = None,
                 status = "diverged"
                 break
             val_loss = val_acc = test_loss = test_acc = None
+            t_eval = time.perf_counter()
             if len(splits.val_y):
                 val_loss, val_acc = trainer.evaluate(splits.val_x, splits.val_y)
             if config.evaluate_test:
                 test_loss, test_acc = trainer.evaluate(splits.test_x, splits.test_y)
             metrics = EpochMetrics(epoch, train_loss, train_acc, val_loss, val_acc, test_loss, test_acc,
-                                   time.perf_counter() - t0, trainer.optimizer.param_groups[0]["lr"])
+                                   time.perf_counter() - t0, trainer.optimizer.param_groups[0]["lr"],
+                                   time.perf_counter() - t_eval)
             history.append(metrics)
             if bar is not None:
                 shown = f"val {val_acc:.2f}%" if val_acc is not None else f"test {test_acc or 0:.2f}%"
@@ -310,4 +315,4 @@ def train(genome: Genome, splits: Splits, config: TrainConfig | None = None,
         if bar is not None:
             bar.stop()
     return TrainResult(status, history, time.perf_counter() - start, str(trainer.device), config.seed,
-                       trainer.params, asdict(config), trainer.model)
+                       trainer.params, asdict(config), trainer.model, setup_seconds)

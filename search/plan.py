@@ -1,0 +1,106 @@
+"""What a search command will run, in epochs, and roughly how long that takes on this machine.
+
+``expected_epochs`` is the pruner's arithmetic; ``calibrate`` times a few real training steps of a
+design from the search space at the budget, so the estimate is of this machine, not of a table.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+__all__ = ["Plan", "calibrate", "expected_epochs", "format_duration"]
+
+_REDUCTION = 3  # sha: a third of the trials go on at each rung
+
+
+def expected_epochs(pruner: str, min_epochs: int, epochs: int) -> float:
+    """Mean epochs a trial trains under ``pruner`` (successive halving: a third survive each rung)."""
+    if pruner not in ("sha", "hyperband") or min_epochs >= epochs:
+        return float(epochs)
+    total, rung, survivors = 0.0, 0, 1.0
+    start = 0
+    while True:
+        stop = min(min_epochs * _REDUCTION ** rung, epochs)
+        total += survivors * (stop - start)
+        if stop >= epochs:
+            return total
+        start, rung, survivors = stop, rung + 1, survivors / _REDUCTION
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The work of one search command, in epochs, and its estimated wall time."""
+
+    trials: int
+    epochs_per_trial: float  # expected, after the pruner
+    search_epoch_s: float  # one training epoch of a trial (training split, plus validation)
+    workers: int
+    final_runs: int  # finalists x seeds
+    final_epochs: int
+    final_epoch_s: float  # one epoch on the full training set, plus the test set
+    device: str
+
+    @property
+    def search_epochs(self) -> float:
+        return self.trials * self.epochs_per_trial
+
+    @property
+    def total_epochs(self) -> float:
+        return self.search_epochs + self.final_runs * self.final_epochs
+
+    @property
+    def seconds(self) -> float:
+        search = self.search_epochs * self.search_epoch_s / self.workers
+        return search + self.final_runs * self.final_epochs * self.final_epoch_s
+
+    def lines(self) -> list[str]:
+        finals = (f"then {self.final_runs} final run(s) x {self.final_epochs} epochs on the full training set"
+                  if self.final_runs else "no final evaluation (--final-top 0)")
+        return [
+            f"device: {self.device}, {self.workers} worker(s)",
+            f"plan: up to {self.trials} trained trials x ~{self.epochs_per_trial:.1f} epochs each after pruning "
+            f"(~{self.search_epochs:.0f} epochs), {finals}: ~{self.total_epochs:.0f} epochs in all",
+            f"estimate: ~{format_duration(self.seconds)} at ~{self.search_epoch_s:.0f} s per search epoch "
+            f"(measured here just now); cheaper: fewer --trials, --timeout SECONDS, --train-subset N, "
+            f"--epochs / --final-epochs, --final-top 0",
+        ]
+
+
+def calibrate(genome, spec, device: str, images: int, eval_images: int, steps: int = 12,
+              batch_size: int = 128) -> float:
+    """Seconds for one epoch of ``images`` training images plus ``eval_images`` evaluated, from timed steps."""
+    import torch
+    import torch.nn.functional as F
+
+    from blocks import build_model
+
+    dev = torch.device(device)
+    model = build_model(genome).to(dev).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x = torch.randn(batch_size, spec.channels, spec.height, spec.width, device=dev).contiguous(
+        memory_format=torch.channels_last)
+    y = torch.randint(0, spec.classes, (batch_size,), device=dev)
+
+    def step() -> None:
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    step()
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    per_image = (time.perf_counter() - start) / (steps * batch_size)
+    return per_image * (images + eval_images / 3)  # a forward pass is about a third of a training step

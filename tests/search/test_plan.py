@@ -1,0 +1,25 @@
+import pytest
+
+from search.plan import Plan, expected_epochs, format_duration
+
+
+def test_expected_epochs_under_successive_halving():
+    assert expected_epochs("none", 1, 15) == 15
+    assert expected_epochs("median", 1, 5) == 5
+    # rungs at 1, 3, 9: everyone trains 1 epoch, a third 2 more, a ninth 6 more, a 27th the last 6
+    assert expected_epochs("sha", 1, 15) == pytest.approx(1 + 2 / 3 + 6 / 9 + 6 / 27)
+    assert expected_epochs("sha", 3, 3) == 3
+    assert expected_epochs("sha", 2, 5) == pytest.approx(2 + 3 / 3)
+
+
+def test_plan_counts_search_and_final_epochs_and_estimates_the_time():
+    plan = Plan(trials=10, epochs_per_trial=2.5, search_epoch_s=30.0, workers=2, final_runs=6, final_epochs=15,
+                final_epoch_s=40.0, device="cpu, 1 thread(s)")
+    assert plan.search_epochs == 25 and plan.total_epochs == 25 + 90
+    assert plan.seconds == 25 * 30 / 2 + 90 * 40
+    lines = plan.lines()
+    assert lines[0] == "device: cpu, 1 thread(s), 2 worker(s)"
+    assert "up to 10 trained trials x ~2.5 epochs" in lines[1] and "6 final run(s) x 15 epochs" in lines[1]
+    assert "~115 epochs in all" in lines[1]
+    assert f"~{format_duration(plan.seconds)}" in lines[2] and "--final-top 0" in lines[2]
+    assert format_duration(3725) == "1:02:05"
