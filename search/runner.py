@@ -304,10 +304,14 @@ def run_worker(settings: SearchSettings, worker: int = 0, *, study: optuna.Study
 
 def _console_log() -> Callable[[str], None]:
     """Lines wrapped at word boundaries to the terminal's width (rich), as plain text."""
+    import sys
+
+    from rich import get_console
     from rich.console import Console
 
-    console = Console(highlight=False)
-    return lambda line: console.print(line, markup=False)
+    # On a terminal, rich's shared console, which the training progress bar also uses; a log file keeps whole lines.
+    console = get_console() if sys.stdout.isatty() else Console(soft_wrap=True)
+    return lambda line: console.print(line, markup=False, highlight=False)
 
 
 def _worker_entry(settings: SearchSettings, worker: int, callbacks: Sequence[Callback], errors: Any) -> None:
