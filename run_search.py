@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import sys
+import time
 
 __all__ = ["main", "build_parser"]
 
@@ -298,6 +299,7 @@ def _search(args: argparse.Namespace) -> int:
     console.print(f"study {settings.study} in {redact(settings.storage_url)}: {settings.limits.describe()}, "
                   f"{settings.trials} trials x {settings.epochs} epochs, sampler {settings.sampler}, "
                   f"pruner {settings.pruner}, {settings.workers} worker(s)")
+    started = time.monotonic()
     warm_starts = _warm_starts(args.enqueue or [], settings.dataset)
     study = open_study(settings)  # the one study object of this command
     if warm_starts and not args.finalize:
@@ -324,7 +326,12 @@ def _search(args: argparse.Namespace) -> int:
                             genome_chars=max(console.width - 70, 16) if narrow else None))
     if narrow:
         console.print("genomes shortened to fit the terminal: full ones in leaderboard.csv")
-    html_path, _ = write_report(settings.run_dir, df)
+    from search.plan import format_duration
+    from training import resolve_device
+
+    html_path, _ = write_report(settings.run_dir, df, run_info={
+        "wall time of this command": format_duration(time.monotonic() - started),
+        "device": f"{resolve_device(settings.device)}, {settings.workers} worker(s)"})
     console.print(f"leaderboard: {settings.run_dir / 'leaderboard.csv'}   report: {html_path}")
     return code
 

@@ -23,7 +23,7 @@ from search.ranking import RANK_RULE
 __all__ = ["write_report", "plot_accuracy_vs_params", "plot_best_so_far", "plot_final_curves"]
 
 _STATUS_STYLE = {"complete": ("tab:blue", "o", "trained"), "reused": ("tab:blue", "o", None),
-                 "pruned": ("tab:orange", "s", "pruned (partial training)"),
+                 "pruned": ("tab:orange", "s", "pruned (accuracy when stopped)"),
                  "diverged": ("tab:purple", "v", "diverged"), "rejected": ("tab:red", "x", "rejected (over budget)")}
 
 
@@ -53,16 +53,26 @@ def pareto_front(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot_accuracy_vs_params(df: pd.DataFrame, budget: int | None, target: float | None):
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    """Trained (complete / pruned / diverged) trials at their accuracy; rejected ones on a strip below the axis
+    break, with their own marker; the target line stays in view; the legend sits outside the points."""
+    fig, ax = plt.subplots(figsize=(9, 4.5))
     trained_acc = df.loc[df["status"].isin(["complete", "pruned", "diverged"]), "val_acc"].dropna()
-    floor = (trained_acc.min() if len(trained_acc) else 0.0) - 1.0
+    values = [*trained_acc.tolist(), *([target] if target is not None else [])]
+    low, high = (min(values), max(values)) if values else (0.0, 100.0)
+    span = max(high - low, 1.0)
+    strip = low - 0.12 * span  # where trials without an accuracy are drawn
     for status, (color, marker, label) in _STATUS_STYLE.items():
         rows = df[(df["status"] == status) & df["params"].notna()]
         if rows.empty or label is None:
             continue
-        y = rows["val_acc"].fillna(floor) if status != "rejected" else pd.Series([floor] * len(rows), index=rows.index)
+        if status == "rejected":
+            y, label = pd.Series([strip] * len(rows), index=rows.index), "rejected, no accuracy (bottom strip)"
+        else:
+            y = rows["val_acc"].fillna(strip)
         ax.scatter(rows["params"], y, c=color, marker=marker, s=28, alpha=0.75,
                    label=f"{label} ({len(rows)})")
+    ax.axhline(low - 0.06 * span, color="grey", lw=0.6, ls="-")
+    ax.set_ylim(strip - 0.06 * span, high + 0.06 * span)
     front = pareto_front(df)
     if not front.empty:
         ax.step(front["params"], front["val_acc"], where="post", color="black", lw=1.2, label="Pareto front")
@@ -70,9 +80,10 @@ def plot_accuracy_vs_params(df: pd.DataFrame, budget: int | None, target: float 
         ax.axvline(budget, color="tab:red", ls="--", lw=1, label=f"budget {budget:,}")
     if target is not None:
         ax.axhline(target, color="tab:green", ls=":", lw=1, label=f"target {target}%")
-    _finish(ax, "parameters", "validation accuracy (%)",
-            "Validation accuracy vs parameters (rejected shown on the bottom line)")
-    ax.legend(fontsize=8, loc="best")
+    _finish(ax, "parameters", "validation accuracy (%)", "Validation accuracy vs parameters")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    fig.tight_layout()
     return fig
 
 
@@ -109,27 +120,76 @@ def plot_final_curves(finals: dict, df: pd.DataFrame):
     return fig
 
 
+GENOME_LEGEND = ("Genome tokens: block name, then fields that differ from their defaults: "
+                 "_c out channels, _k kernel, _s stride, _p padding (psame = same), _d dilation, _g groups, "
+                 "_b bias (b0 = none), _o order (c conv, b BatchNorm, a activation, d dropout; _oc = conv only), "
+                 "_a activation, _r dropout rate. The first token is the input: i<channels>x<height>x<width>n<classes>.")
+
+
 def _table(df: pd.DataFrame, css: str = "t") -> str:
     return df.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.2f}", border=0, classes=css)
 
 
+def _thousands(v) -> str:
+    return "" if v is None or pd.isna(v) else f"{int(v):,}"
+
+
 def _top(df: pd.DataFrame, n: int = 10) -> pd.DataFrame:
-    cols = ["rank", "trial", "params", "val_acc", "rf", "macs", "test_acc_mean", "test_acc_std", "test_acc_min",
-            "meets_target", "genome"]
+    """The best ranked rows with the console's column names, units and thousands separators."""
+    names = {"rank": "rank", "trial": "trial", "params": "params", "val_acc": "val acc (%)", "epochs": "epochs",
+             "rf": "RF (px)", "macs": "MACs", "test_acc_mean": "test mean (%)", "test_acc_std": "test std",
+             "test_acc_min": "test min (%)", "meets_target": "meets target", "genome": "genome"}
     top = df[df["rank"].notna()].head(n)
-    top = top[[c for c in cols if c in top.columns]].copy()
-    for column in ("rank", "trial", "params", "rf", "macs"):
+    top = top[[c for c in names if c in top.columns]].copy()
+    if "test_acc_mean" in top.columns and top["test_acc_mean"].isna().all():  # no final evaluation: no empty columns
+        top = top.drop(columns=[c for c in ("test_acc_mean", "test_acc_std", "test_acc_min", "meets_target")
+                                if c in top.columns])
+    for column in ("rank", "trial", "epochs", "rf"):
         top[column] = top[column].astype("Int64")
-    return top
+    for column in ("params", "macs"):
+        top[column] = top[column].map(_thousands)
+    return top.rename(columns=names)
 
 
 def _winner_table(genome_text: str) -> pd.DataFrame:
     analysis = analyze(Genome.from_string(genome_text))
-    rows = [{"#": r.index, "layer": r.token, "output shape": str(list(r.output_shape)), "params": r.params,
-             "RF": r.receptive_field, "MACs": r.macs} for r in analysis.layers]
+    rows = [{"#": r.index, "layer": r.token, "output shape": str(list(r.output_shape)), "params": f"{r.params:,}",
+             "RF (px)": r.receptive_field, "MACs": f"{r.macs:,}"} for r in analysis.layers]
     rows.append({"#": "", "layer": "total", "output shape": str(list(analysis.output_shape)),
-                 "params": analysis.params, "RF": analysis.receptive_field, "MACs": analysis.macs})
+                 "params": f"{analysis.params:,}", "RF (px)": analysis.receptive_field, "MACs": f"{analysis.macs:,}"})
     return pd.DataFrame(rows)
+
+
+def headline(df: pd.DataFrame, settings: dict, finals: dict) -> list[str]:
+    """The answer to the user's question, in plain sentences: target met or not, the best design, fidelity."""
+    target = settings.get("target")
+    ranked = df[df["rank"].notna()].sort_values("rank")
+    trained = df[df["status"].isin(["complete", "pruned", "diverged", "oom"])]
+    if ranked.empty:
+        return [f"No trial completed its training yet ({len(trained)} trained partly, "
+                f"{int((df['status'] == 'rejected').sum())} rejected)."]
+    best = ranked.iloc[0]
+    epochs, images = best.get("epochs"), best.get("images")
+    fidelity = f"{int(epochs)} epochs" + (f" x {int(images):,} training images" if pd.notna(images) else "")
+    design = (f"trial {int(best['trial'])}: {int(best['params']):,} params, validation accuracy "
+              f"{float(best['val_acc']):.2f}% after {fidelity}")
+    final = finals.get(str(int(best["trial"])))
+    if final:
+        test = (f"test accuracy {final['test_acc_mean']:.2f} ± {final['test_acc_std']:.2f}% "
+                f"(min {final['test_acc_min']:.2f}%) over {len(final.get('seeds', []))} seed(s), retrained from scratch")
+        verdict = ("no target set" if target is None else
+                   f"target {target}% {'MET' if final['test_acc_mean'] >= target else 'NOT met'} on the test mean")
+        lines = [f"Best design, {design}; {test}: {verdict}."]
+    else:
+        on_val = ("no target set" if target is None else
+                  f"target {target}% {'met' if float(best['val_acc']) >= target else 'NOT met'} on validation")
+        lines = [f"Best design, {design}: {on_val}.",
+                 "Final evaluation skipped (--final-top 0 or not run yet): no test accuracy. "
+                 "Run --finalize to retrain the best designs over seeds on the full training set."]
+    pruned = int((df["status"] == "pruned").sum())
+    lines.append(f"Search fidelity: trials that survived the pruner trained {fidelity}; {pruned} trial(s) were "
+                 f"stopped earlier and are not ranked.")
+    return lines
 
 
 def _markdown(df: pd.DataFrame) -> str:
@@ -143,10 +203,19 @@ def _markdown(df: pd.DataFrame) -> str:
     return "\n".join([header, sep] + ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)])
 
 
-def write_report(run_dir: str | Path, df: pd.DataFrame | None = None) -> tuple[Path, Path]:
+def _exported(run_dir: Path) -> dict[str, str]:
+    """Where the finalists' exported files are."""
+    folders = sorted((run_dir / "final").glob("trial*")) if (run_dir / "final").is_dir() else []
+    return {f"exported ({folder.name})": ", ".join(sorted(p.name for p in folder.iterdir())) + f" in {folder}"
+            for folder in folders}
+
+
+def write_report(run_dir: str | Path, df: pd.DataFrame | None = None, run_info: dict | None = None
+                 ) -> tuple[Path, Path]:
     """Write ``report.html`` and ``report.md`` in ``run_dir``; returns their paths.
 
     ``df`` is the leaderboard frame when the caller has it; otherwise ``leaderboard.csv`` is read.
+    ``run_info`` (e.g. wall time, device) is shown under the settings.
     """
     run_dir = Path(run_dir)
     df = read_leaderboard(run_dir / "leaderboard.csv") if df is None else df
@@ -157,38 +226,50 @@ def write_report(run_dir: str | Path, df: pd.DataFrame | None = None) -> tuple[P
     counts = df["status"].value_counts().to_dict()
     top = _top(df)
     winner = top.iloc[0]["genome"] if len(top) else None
+    summary = headline(df, settings, finals)
     images = {"Validation accuracy vs parameters": _png(plot_accuracy_vs_params(df, budget, target)),
               "Best so far": _png(plot_best_so_far(df))}
     if finals:
         images["Finalists per epoch"] = _png(plot_final_curves(finals, df))
     shown = {k: settings.get(k) for k in ("study", "dataset", "budget", "min_rf", "max_macs", "target", "trials",
-                                          "epochs", "sampler", "pruner", "workers", "train_subset", "seed")}
+                                          "epochs", "min_epochs", "sampler", "pruner", "workers", "train_subset",
+                                          "seed")}
+    shown = {k: (f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else v) for k, v in shown.items()}
+    info = {**(run_info or {}), **_exported(run_dir)}
     name = html.escape(str(settings.get("study", run_dir.name)))
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>BudgetNAS report: {name}</title>",
              "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
              "table.t{border-collapse:collapse;font-size:13px;margin:.5em 0 1.5em}"
              "table.t td,table.t th{border-bottom:1px solid #ddd;padding:3px 8px;text-align:right}"
              "table.g td:last-child{text-align:left;font-family:monospace;font-size:12px;word-break:break-all}"
+             "table.w td:nth-child(2){text-align:left;font-family:monospace;font-size:12px}"
+             ".headline{font-size:17px;background:#f5f8ff;border-left:4px solid #3a6ff7;padding:.6em 1em}"
+             ".legend{font-size:12px;color:#555}"
              "code{background:#f3f3f3;padding:1px 4px}img{max-width:100%}</style></head><body>",
              f"<h1>BudgetNAS report: {name}</h1>",
+             "<div class='headline'>" + "".join(f"<p>{html.escape(line)}</p>" for line in summary) + "</div>",
              "<h2>Search settings</h2><p>" + ", ".join(f"<b>{k}</b> {html.escape(str(v))}" for k, v in shown.items()
                                                         if v is not None) + "</p>",
-             "<p>Trials: " + ", ".join(f"{v} {html.escape(str(k))}" for k, v in counts.items()) + "</p>",
-             f"<p>Ranking: {html.escape(RANK_RULE)}. Test accuracy comes from retraining the finalists from scratch "
-             "on the full training set.</p>",
-             "<h2>Top 10</h2>", _table(top, "t g")]
+             "<p>Trials: " + ", ".join(f"{v:,} {html.escape(str(k))}" for k, v in counts.items()) + "</p>"]
+    if info:
+        parts.append("<p>" + "<br>".join(f"<b>{html.escape(k)}</b> {html.escape(str(v))}" for k, v in info.items())
+                     + "</p>")
+    parts += [f"<p>Ranking: {html.escape(RANK_RULE)}. Test accuracy comes from retraining the finalists from scratch "
+              "on the full training set.</p>",
+              "<h2>Top 10</h2>", _table(top, "t g"), f"<p class='legend'>{html.escape(GENOME_LEGEND)}</p>"]
     if winner:
-        parts += [f"<h2>Winner</h2><p><code>{html.escape(winner)}</code></p>", _table(_winner_table(winner))]
+        parts += [f"<h2>Best design</h2><p><code>{html.escape(winner)}</code></p>", _table(_winner_table(winner), "t w")]
     for title, data in images.items():
         parts.append(f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>")
     parts.append("</body></html>")
     html_path = run_dir / "report.html"
     html_path.write_text("\n".join(parts))
 
-    md = [f"# BudgetNAS report: {settings.get('study', run_dir.name)}", "",
-          ", ".join(f"**{k}** {v}" for k, v in shown.items() if v is not None), "", "## Top 10", "", _markdown(top)]
+    md = [f"# BudgetNAS report: {settings.get('study', run_dir.name)}", "", *[f"> {line}" for line in summary], "",
+          ", ".join(f"**{k}** {v}" for k, v in shown.items() if v is not None), "",
+          *[f"- **{k}** {v}" for k, v in info.items()], "", "## Top 10", "", _markdown(top), "", GENOME_LEGEND]
     if winner:
-        md += ["", "## Winner", "", f"`{winner}`", "", _markdown(_winner_table(winner))]
+        md += ["", "## Best design", "", f"`{winner}`", "", _markdown(_winner_table(winner))]
     md_path = run_dir / "report.md"
     md_path.write_text("\n".join(md) + "\n")
     return html_path, md_path

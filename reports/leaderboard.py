@@ -22,6 +22,7 @@ __all__ = ["COLUMNS", "FINAL_COLUMNS", "LeaderboardWriter", "load_finals", "rank
 
 COLUMNS = ["rank", "trial", "status", "genome", "params", "rf", "macs", "val_acc", "best_epoch", "epochs", "images",
            "seconds", "device", "seed", "reasons", "hash", "val_meets_target"]
+INTEGER_COLUMNS = ["trial", "params", "rf", "macs", "best_epoch", "epochs", "images", "seed"]
 # Filled in for the finalists (retrained on the full training set over several seeds, test set).
 FINAL_COLUMNS = ["test_acc_mean", "test_acc_std", "test_acc_min", "meets_target"]
 
@@ -43,6 +44,8 @@ def trials_frame(study: Any, target: float | None = None, finals: dict | None = 
             "reasons": a.get("reasons"), "hash": a.get("hash"),
         })
     df = pd.DataFrame(rows, columns=[c for c in COLUMNS if c not in ("rank", "val_meets_target")])
+    for column in INTEGER_COLUMNS:  # nullable: a missing value must not turn 5 into 5.0 in the CSV
+        df[column] = pd.array(pd.to_numeric(df[column], errors="coerce"), dtype="Int64")
     df = rank_trials(df, target)
     for key in FINAL_COLUMNS:
         df[key] = pd.Series([None] * len(df), dtype="object")

@@ -6,6 +6,7 @@ import os
 import random
 import re
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -185,7 +186,6 @@ def _storage(settings: SearchSettings) -> optuna.storages.BaseStorage:
 
         from search.recovery import retry_trial
 
-        import warnings
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # heartbeat options are marked experimental
             return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=settings.heartbeat_s,
@@ -229,4 +229,17 @@ def open_study(settings: SearchSettings, worker: int = 0) -> optuna.Study:
         for key, value in wanted.items():
             study.set_user_attr(key, value)
         study.set_user_attr("target", settings.target)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # experimental in Optuna, but what optuna-dashboard reads
+            study.set_metric_names(metric_names(settings))
     return study
+
+
+def metric_names(settings: SearchSettings) -> list[str]:
+    """What the study's values mean, for optuna-dashboard."""
+    if settings.multi_objective:
+        return ["val_acc (%)", "params"]
+    if settings.target is None:
+        return ["val_acc (%)"]
+    return [f"score: val_acc (%), above {settings.target} = {settings.target} + 1 - params/budget"]
+

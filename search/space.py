@@ -14,7 +14,7 @@ from typing import Any
 from blocks.genome import Genome, InputSpec, Layer, make_layer
 from budgets import Limits, totals
 
-__all__ = ["sample_genome", "fit_to_limits", "sample_hparams", "MIN_WIDTH"]
+__all__ = ["sample_genome", "fit_to_limits", "fitted_widths", "sample_hparams", "MIN_WIDTH"]
 
 MIN_WIDTH = 4  # channels; widths are even numbers >= this
 
@@ -123,6 +123,12 @@ def fit_to_limits(bp: dict, spec: InputSpec, limits: Limits, steps: int = 14) ->
     if best is None:  # even the narrowest design (every width MIN_WIDTH) is over: the checker will say why
         return _build(bp, spec, 0.0), 0.0
     return best, lo
+
+
+def fitted_widths(params: dict, scale: float) -> dict[str, int]:
+    """The widths a trial's genome was actually built with (sampled widths x the repair scale), per stage."""
+    return {f"{name}_fitted": _even(value * scale) for name, value in params.items()
+            if name.endswith("_width") and name.startswith("s")}
 
 
 def sample_genome(trial: Any, spec: InputSpec, limits: Limits, repair: bool = True) -> tuple[Genome, float]:

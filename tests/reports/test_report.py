@@ -51,7 +51,7 @@ def test_report_is_self_contained_with_plots_and_tables(searched):
     assert len(images) == 3  # accuracy vs params, best so far, finalists per epoch
     assert all(base64.b64decode(data)[:8] == b"\x89PNG\r\n\x1a\n" for data in images)
     assert "http://" not in page and "https://" not in page
-    assert "Top 10" in page and "Winner" in page and "Search settings" in page
+    assert "Top 10" in page and "Best design" in page and "Search settings" in page
     md = md_path.read_text()
     assert "## Top 10" in md and "| rank |" in md
 
@@ -93,3 +93,39 @@ def test_final_evaluation_logs_notebook_lines_and_writes_artifacts(tmp_path):
                                          "metrics.csv"}
     metrics = pd.read_csv(tmp_path / "metrics.csv")
     assert list(metrics["seed"]) == [0, 0, 1, 1] and {"train_loss", "test_acc"} <= set(metrics.columns)
+
+
+def _board(val_acc: float, trial: int = 3) -> pd.DataFrame:
+    return pd.DataFrame([{"rank": 1, "trial": trial, "status": "complete", "params": 4900, "val_acc": val_acc,
+                          "epochs": 15, "images": 55000},
+                         {"rank": None, "trial": 4, "status": "pruned", "params": 4000, "val_acc": 80.0,
+                          "epochs": 1, "images": 55000}])
+
+
+def test_headline_when_the_target_is_missed_and_no_final_evaluation_ran():
+    from reports.html import headline
+
+    lines = headline(_board(91.1), {"target": 99.4}, {})
+    assert "4,900 params, validation accuracy 91.10% after 15 epochs x 55,000 training images" in lines[0]
+    assert "target 99.4% NOT met on validation" in lines[0]
+    assert "Final evaluation skipped" in lines[1] and "1 trial(s) were stopped earlier" in lines[2]
+
+
+def test_headline_when_the_target_is_met_on_the_test_mean():
+    from reports.html import headline
+
+    finals = {"3": {"test_acc_mean": 99.45, "test_acc_std": 0.03, "test_acc_min": 99.41, "seeds": [0, 1, 2]}}
+    lines = headline(_board(99.5), {"target": 99.4}, finals)
+    assert "test accuracy 99.45 ± 0.03% (min 99.41%) over 3 seed(s)" in lines[0]
+    assert "target 99.4% MET on the test mean" in lines[0]
+
+
+def test_report_reads_well(searched):
+    html_path, md_path = write_report(searched.run_dir, run_info={"wall time": "0:01:02", "device": "cpu"})
+    page = html_path.read_text()
+    assert "class='headline'" in page and "wall time" in page and "exported (trial" in page
+    assert "_r dropout rate" in page and "RF (px)" in page and "MACs" in page
+    assert re.search(r"<td>\d{1,3},\d{3}</td>", page)  # thousands separators
+    board = pd.read_csv(searched.run_dir / "leaderboard.csv", dtype=str)
+    for column in ("trial", "params", "rf", "macs", "best_epoch", "epochs", "images", "seed"):
+        assert not board[column].dropna().str.contains(".", regex=False).any(), column  # no 5.0 for 5
