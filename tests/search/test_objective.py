@@ -48,7 +48,7 @@ def test_score_rewards_smaller_models_once_the_target_is_met():
 
 @pytest.mark.parametrize("kw,expected", [
     ({"sampler": "cmaes"}, "unknown sampler 'cmaes'; choose from tpe, nsga2, random"),
-    ({"pruner": "asha"}, "unknown pruner 'asha'; choose from median, hyperband, none"),
+    ({"pruner": "asha"}, "unknown pruner 'asha'; choose from sha, median, hyperband, none"),
     ({"budget": 0}, "--budget must be > 0"),
     ({"target": 120.0}, "--target is a validation accuracy in percent"),
     ({"study": "a/b"}, "--study 'a/b': use letters"),
@@ -56,3 +56,20 @@ def test_score_rewards_smaller_models_once_the_target_is_met():
 def test_bad_settings(kw, expected):
     with pytest.raises(SearchError, match=expected.replace("(", r"\(").replace(")", r"\)")):
         settings(**kw)
+
+
+def test_fitted_widths_are_recorded_beside_the_sampled_ones():
+    big = {**PARAMS, "s0_width": 40, "s1_width": 40}
+    trial = optuna.trial.FixedTrial(big)
+    Objective(settings(budget=1500), tiny_splits(), log=lambda s: None)(trial)
+    attrs = trial.user_attrs
+    assert attrs["width_scale"] < 1
+    assert attrs["s0_width_fitted"] < 40 and attrs["s1_width_fitted"] < 40 and "s0_transition_width_fitted" in attrs
+    assert f"conv_c{attrs['s0_width_fitted']}_k3" in attrs["genome"]
+
+
+def test_metric_names_say_what_the_value_is(tmp_path):
+    from search.settings import open_study
+
+    study = open_study(settings(target=99.4, out=str(tmp_path), study="names"))
+    assert study.metric_names == ["score: val_acc (%), above 99.4 = 99.4 + 1 - params/budget"]
