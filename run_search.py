@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     final.add_argument("--seeds", type=_positive_int, default=3, help="training seeds 0..N-1 (default 3)")
     final.add_argument("--checkpoint", metavar="PATH",
                        help="with --reproduce: evaluate this checkpoint on the test set instead of training")
+    final.add_argument("--export", choices=["onnx"],
+                       help="with --reproduce: also write model.onnx (of --checkpoint, or of the retrained model); "
+                            "needs pip install -e '.[onnx]'")
     final.add_argument("--final-top", type=int, default=3, metavar="K",
                        help=f"after a search, retrain the top K (ranked: {RANK_RULE}) on the full training set "
                             "(default 3; 0 = skip)")
@@ -237,7 +240,7 @@ def _check_modes(args: argparse.Namespace) -> None:
     if args.rank is not None and args.trial is not None:
         raise UsageError("--rank and --trial both pick a leaderboard row; give one")
     for option, needs in (("json", "describe"), ("checkpoint", "reproduce"), ("rank", "reproduce"),
-                          ("trial", "reproduce")):
+                          ("trial", "reproduce"), ("export", "reproduce")):
         if getattr(args, option) not in (None, False) and getattr(args, needs) is None:
             raise UsageError(f"--{option} only applies with --{needs}")
 
@@ -350,7 +353,7 @@ def _reproduce(args: argparse.Namespace) -> int:
     console = make_console()
     render_summary(analyze(source.genome), check(source.genome, _limits(args)), _limits(args), console)
     if args.checkpoint:
-        model, _ = load_checkpoint(args.checkpoint, source.genome)  # refuses another genome's weights
+        model, checkpoint = load_checkpoint(args.checkpoint, source.genome)  # refuses another genome's weights
         bad = non_finite_parameters(model)
         if bad:
             console.print(f"[yellow]warning: {args.checkpoint} holds NaN or inf in {len(bad)} tensor(s) "
@@ -358,13 +361,24 @@ def _reproduce(args: argparse.Namespace) -> int:
         full = load_splits(dataset, args.data_dir, device=resolve_device(device), val_size=0)
         loss, acc = evaluate(model.to(full.device), full.test_x, full.test_y, full.mean, full.std)
         console.print(f"checkpoint {args.checkpoint}: test loss {loss:.4f}, test accuracy {acc:.2f}%")
+        if args.export == "onnx":
+            from pathlib import Path
+
+            from reports.export import export_onnx
+
+            normalize = (checkpoint.get("train_config") or {}).get("normalize") or {"mean": full.mean, "std": full.std}
+            out_dir = Path(args.out) / source.name
+            out_dir.mkdir(parents=True, exist_ok=True)
+            export_onnx(model, source.genome, out_dir / "model.onnx", normalize["mean"], normalize["std"])
+            console.print(f"written: {out_dir / 'model.onnx'}")
         return 0
     seeds = list(range(args.seeds))
     final, out_dir = reproduce(source, seeds=seeds, epochs=args.epochs or 15, dataset=dataset,
-                               data_dir=args.data_dir, device=device, out=args.out, log=console.print)
+                               data_dir=args.data_dir, device=device, out=args.out, log=console.print,
+                               require_onnx=args.export == "onnx")
     console.print(f"[bold]{source.name}: {final.params:,} params, test accuracy {final.mean:.2f} ± {final.std:.2f} % "
                   f"(min {final.min:.2f} %) over seeds {seeds}[/]")
-    console.print(f"written: {out_dir}/ (checkpoint_seed*.pt, model.ts, model.py, metrics.csv)")
+    console.print(f"written: {out_dir}/ ({', '.join(sorted(p.name for p in out_dir.iterdir()))})")
     return 0
 
 

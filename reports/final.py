@@ -14,7 +14,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from blocks import Genome
-from reports.export import export_torchscript, save_checkpoint, standalone_source
+from reports.export import ExportError, export_onnx, export_torchscript, save_checkpoint, standalone_source
 from reports.leaderboard import load_finals, save_finals
 from training import EpochMetrics, Splits, TrainConfig, TrainResult, load_splits, resolve_device, train
 
@@ -85,8 +85,12 @@ def final_evaluation(genome: Genome, full: Splits, epochs: int, seeds: list[int]
     return final
 
 
-def write_artifacts(out_dir: Path, genome: Genome, final: FinalResult, full: Splits) -> list[Path]:
-    """checkpoint_seed<N>.pt per seed, model.ts (first seed), model.py and metrics.csv under ``out_dir``."""
+def write_artifacts(out_dir: Path, genome: Genome, final: FinalResult, full: Splits,
+                    log: Callable[[str], None] = print, require_onnx: bool = False) -> list[Path]:
+    """checkpoint_seed<N>.pt per seed, model.ts and model.onnx (first seed), model.py and metrics.csv.
+
+    Without the optional ONNX packages, model.onnx is skipped with one line (an error if ``require_onnx``).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     results = final.runs
@@ -99,6 +103,13 @@ def write_artifacts(out_dir: Path, genome: Genome, final: FinalResult, full: Spl
     if results:
         export_torchscript(results[0].model, out_dir / "model.ts")
         written.append(out_dir / "model.ts")
+        try:
+            export_onnx(results[0].model, genome, out_dir / "model.onnx", full.mean, full.std)
+            written.append(out_dir / "model.onnx")
+        except ExportError as e:
+            if require_onnx:
+                raise
+            log(f"model.onnx not written: {e}")
     (out_dir / "model.py").write_text(standalone_source(genome, mean=full.mean, std=full.std))
     written.append(out_dir / "model.py")
     rows = [{"seed": seed, **epoch} for seed, epochs in zip(final.seeds, final.per_seed) for epoch in epochs]

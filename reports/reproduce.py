@@ -78,12 +78,12 @@ def _settings_beside(leaderboard: Path) -> dict:
 
 
 def reproduce(source: Source, *, seeds: list[int], epochs: int, dataset: str, data_dir: str, device: str,
-              out: str, log: Callable[[str], None] = print) -> tuple[FinalResult, Path]:
+              out: str, log: Callable[[str], None] = print, require_onnx: bool = False) -> tuple[FinalResult, Path]:
     """Retrain over ``seeds`` and write ``<out>/<name>/``; returns the result and that folder."""
     full = load_splits(dataset, data_dir, device=resolve_device(device), val_size=0)
     final = final_evaluation(source.genome, full, epochs, seeds, TrainConfig(device=device), log=log)
     out_dir = Path(out) / source.name
-    write_artifacts(out_dir, source.genome, final, full)
+    write_artifacts(out_dir, source.genome, final, full, log=log, require_onnx=require_onnx)
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return final, out_dir

@@ -74,4 +74,67 @@ def test_standalone_source_uses_explicit_constructors_and_names_the_normalisatio
     assert "nn.BatchNorm2d(8, eps=1e-05, momentum=0.1)" in source
     assert "nn.Conv2d(1, 8, 3, stride=1, padding=0, dilation=1, groups=1, bias=False)" in source
     assert "track_running_stats" not in source and "affine" not in source  # no repr of the installed torch
-    assert "mean (0.1307,), std (0.3081,)" in source
+    assert "MEAN = (0.1307,)" in source and "STD = (0.3081,)" in source and "def preprocess(" in source
+
+
+def _onnxruntime():
+    import os
+
+    try:
+        import onnxruntime
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("CI must install the onnx extra (pip install -e '.[test,onnx]')")
+        pytest.skip("onnxruntime not installed (pip install -e '.[onnx]')")
+    return onnxruntime
+
+
+ONNX_GENOMES = [*(p for p in ZOO), "i1x12x12n4-conv_c8_k3_aprelu-res_c8-max_k2-dws_c8_psame_r0.1-res_c12_s2-gap-conv_c4_k1_oc"]
+
+
+@pytest.mark.parametrize("source", ONNX_GENOMES, ids=lambda s: getattr(s, "stem", "res-dws"))
+def test_onnx_export_matches_pytorch_with_a_dynamic_batch_and_metadata(source, tmp_path):
+    ort = _onnxruntime()
+    import onnx
+
+    from reports.export import export_onnx
+
+    genome = load_genome(source)
+    torch.manual_seed(0)
+    model = build_model(genome).eval()
+    export_onnx(model, genome, tmp_path / "model.onnx", [0.1307], [0.3081])
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"))
+    for batch in (1, 7):
+        x = torch.randn(batch, genome.input.channels, genome.input.height, genome.input.width)
+        out = session.run(None, {"images": x.numpy()})[0]
+        assert out.shape == (batch, genome.input.classes)
+        assert abs(out - model(x).detach().numpy()).max() < 1e-4
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "model.onnx")).metadata_props}
+    assert meta["input"] == "images" and meta["normalize_mean"] == "0.130700" and meta["normalize_std"] == "0.308100"
+    assert meta["genome"] == genome.to_string()
+
+
+def test_missing_onnx_extra_is_one_clear_line(monkeypatch, tmp_path):
+    import sys
+
+    from reports.export import ExportError, export_onnx
+
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if not installed
+    genome = load_genome(ZOO[0])
+    with pytest.raises(ExportError, match=r"pip install -e '\.\[onnx\]'"):
+        export_onnx(build_model(genome), genome, tmp_path / "m.onnx", [0.5], [0.5])
+
+
+def test_model_py_preprocess_takes_raw_pixels(tmp_path):
+    genome = load_genome(ZOO[1])
+    (tmp_path / "model.py").write_text(standalone_source(genome, mean=(0.1307,), std=(0.3081,)))
+    module = _load_source(tmp_path / "model.py")
+    assert module.MEAN == (0.1307,) and module.STD == (0.3081,)
+    raw = torch.randint(0, 256, (3, 1, 28, 28), dtype=torch.uint8)
+    expected = (raw.float() / 255 - 0.1307) / 0.3081
+    assert torch.allclose(module.preprocess(raw), expected)
+    torch.manual_seed(0)
+    model = build_model(genome).eval()
+    standalone = module.build().eval()
+    standalone.load_state_dict(model.state_dict())
+    assert torch.allclose(standalone(module.preprocess(raw)), model(expected), atol=1e-6)
