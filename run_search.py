@@ -122,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="minimum receptive field of the last feature map; 'auto' = input size")
     limits.add_argument("--max-macs", type=_positive_int, metavar="MACS",
                         help="maximum multiply-accumulates per image")
+    limits.add_argument("--max-ram", type=_positive_int, metavar="BYTES",
+                        help="maximum peak activation memory for one image at inference (see --precision)")
+    limits.add_argument("--max-flash", type=_positive_int, metavar="BYTES", help="maximum bytes of weights")
+    limits.add_argument("--precision", choices=["int8", "fp32"], default="int8",
+                        help="bytes per value for --max-ram / --max-flash and their columns (default int8, as "
+                             "deployed on a microcontroller)")
     return parser
 
 
@@ -132,7 +138,8 @@ def _limits(args: argparse.Namespace):
         min_rf = parse_min_rf(args.min_rf)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    return Limits(max_params=args.budget, min_rf=min_rf, max_macs=args.max_macs)
+    return Limits(max_params=args.budget, min_rf=min_rf, max_macs=args.max_macs, max_ram=args.max_ram,
+                  max_flash=args.max_flash, precision=args.precision)
 
 
 def _device(name: str) -> str:
@@ -259,9 +266,12 @@ def _describe(args: argparse.Namespace) -> int:
         analysis = analyze(genome)
     except GenomeError as e:
         raise e.with_source(_source_name(args.describe)) from None
-    verdict = check(genome, _limits(args))
+    verdict_limits = _limits(args)
+    verdict = check(genome, verdict_limits)
     if args.json:
-        print(json.dumps({**analysis.to_dict(), "violations": list(verdict.violations), "ok": verdict.ok}))
+        print(json.dumps({**analysis.to_dict(), "ram_bytes": verdict.ram, "flash_bytes": verdict.flash,
+                          "precision": verdict_limits.precision, "violations": list(verdict.violations),
+                          "ok": verdict.ok}))
     else:
         render_summary(analysis, verdict, _limits(args))
     return 0 if verdict.ok else 1
@@ -280,13 +290,14 @@ def _search(args: argparse.Namespace) -> int:
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own lines say what happened to each trial
     limits = _limits(args)
-    if args.budget is None and args.max_macs is None:
-        raise UsageError("give a limit to search under: --budget PARAMS (and/or --max-macs)")
+    if args.budget is None and args.max_macs is None and args.max_ram is None and args.max_flash is None:
+        raise UsageError("give a limit to search under: --budget PARAMS (and/or --max-macs, --max-ram, --max-flash)")
     if args.final_top < 0:
         raise UsageError(f"--final-top must be >= 0, got {args.final_top}")
     console = make_console()
     settings = SearchSettings(
-        budget=args.budget, min_rf=limits.min_rf, max_macs=args.max_macs, target=args.target,
+        budget=args.budget, min_rf=limits.min_rf, max_macs=args.max_macs, max_ram=args.max_ram,
+        max_flash=args.max_flash, precision=args.precision, target=args.target,
         dataset=_dataset(args.dataset or "mnist"), data_dir=args.data_dir, trials=args.trials, timeout=args.timeout,
         epochs=args.epochs or 15, min_epochs=args.min_epochs, sampler=args.sampler, pruner=args.pruner, storage=args.storage, study=args.study,
         workers=_worker_count(args.workers, _device(args.device), console.print), device=args.device, seed=args.seed,

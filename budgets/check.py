@@ -5,18 +5,53 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from blocks.genome import Genome
-from budgets.costs import totals
+from budgets.costs import Totals, totals
 
-__all__ = ["Limits", "Verdict", "check", "parse_min_rf"]
+__all__ = ["BYTES_PER_VALUE", "Limits", "Verdict", "check", "parse_min_rf"]
+
+BYTES_PER_VALUE = {"int8": 1, "fp32": 4}
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Hard limits; ``None`` means no limit. ``min_rf="auto"`` means the input size (max of H, W)."""
+    """Hard limits; ``None`` means no limit. ``min_rf="auto"`` means the input size (max of H, W).
+
+    ``max_ram``: peak activation bytes for one image at inference; ``max_flash``: bytes of the weights;
+    both at ``precision`` (int8 as deployed on a microcontroller, or fp32).
+    """
 
     max_params: int | None = None
     min_rf: int | str | None = None
     max_macs: int | None = None
+    max_ram: int | None = None
+    max_flash: int | None = None
+    precision: str = "int8"
+
+    def __post_init__(self) -> None:
+        if self.precision not in BYTES_PER_VALUE:
+            raise ValueError(f"--precision must be one of {', '.join(BYTES_PER_VALUE)}, got {self.precision!r}")
+
+    def ram_bytes(self, t: Totals) -> int:
+        return t.peak_activation * BYTES_PER_VALUE[self.precision]
+
+    def flash_bytes(self, t: Totals) -> int:
+        return t.params * BYTES_PER_VALUE[self.precision]
+
+    def violations(self, t: Totals, genome: Genome, repairable_only: bool = False) -> list[str]:
+        """Every limit ``t`` breaks, as text; ``repairable_only``: only those narrower widths can fix."""
+        out = []
+        if self.max_params is not None and t.params > self.max_params:
+            out.append(f"params {t.params:,} > budget {self.max_params:,}")
+        required = None if repairable_only else self.required_rf(genome)
+        if required is not None and t.receptive_field < required:
+            out.append(f"receptive field {t.receptive_field} < required {required}")
+        if self.max_macs is not None and t.macs > self.max_macs:
+            out.append(f"MACs {t.macs:,} > limit {self.max_macs:,}")
+        if self.max_ram is not None and self.ram_bytes(t) > self.max_ram:
+            out.append(f"ram {self.ram_bytes(t):,} B > {self.max_ram:,} B ({self.precision})")
+        if self.max_flash is not None and self.flash_bytes(t) > self.max_flash:
+            out.append(f"flash {self.flash_bytes(t):,} B > {self.max_flash:,} B ({self.precision})")
+        return out
 
     def required_rf(self, genome: Genome) -> int | None:
         if self.min_rf == "auto":
@@ -33,6 +68,10 @@ class Limits:
             parts.append(f"receptive field >= {rf}")
         if self.max_macs is not None:
             parts.append(f"MACs <= {self.max_macs:,}")
+        if self.max_ram is not None:
+            parts.append(f"ram <= {self.max_ram:,} B ({self.precision})")
+        if self.max_flash is not None:
+            parts.append(f"flash <= {self.max_flash:,} B ({self.precision})")
         return ", ".join(parts) or "no limits"
 
 
@@ -44,6 +83,8 @@ class Verdict:
     macs: int
     receptive_field: int
     violations: tuple[str, ...] = field(default_factory=tuple)
+    ram: int = 0  # bytes of peak activations at the limits' precision
+    flash: int = 0  # bytes of weights at the limits' precision
 
     @property
     def ok(self) -> bool:
@@ -55,16 +96,9 @@ class Verdict:
 
 def check(genome: Genome, limits: Limits) -> Verdict:
     """Analytic check, no model built; raises ``GenomeError`` if the genome itself is malformed."""
-    params, macs, rf = totals(genome)
-    violations = []
-    if limits.max_params is not None and params > limits.max_params:
-        violations.append(f"params {params:,} > budget {limits.max_params:,}")
-    required = limits.required_rf(genome)
-    if required is not None and rf < required:
-        violations.append(f"receptive field {rf} < required {required}")
-    if limits.max_macs is not None and macs > limits.max_macs:
-        violations.append(f"MACs {macs:,} > limit {limits.max_macs:,}")
-    return Verdict(params, macs, rf, tuple(violations))
+    t = totals(genome)
+    return Verdict(t.params, t.macs, t.receptive_field, tuple(limits.violations(t, genome)), limits.ram_bytes(t),
+                   limits.flash_bytes(t))
 
 
 def parse_min_rf(text: str | None) -> int | str | None:

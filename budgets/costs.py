@@ -18,7 +18,7 @@ from typing import Any, Callable, NamedTuple
 
 from blocks.genome import BLOCK_TYPES, Genome, GenomeError, Layer
 
-__all__ = ["Analysis", "Cost", "LayerCost", "analyze", "totals", "COST_FUNCTIONS"]
+__all__ = ["Analysis", "Cost", "LayerCost", "Totals", "analyze", "totals", "COST_FUNCTIONS"]
 
 Shape = tuple  # (C, H, W) for feature maps, (F,) after ``flat`` / ``fc``
 
@@ -34,6 +34,7 @@ class LayerCost:
     params: int
     macs: int
     receptive_field: int
+    activation: int = 0  # values alive at once while this layer runs, one image
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class Analysis:
     macs: int
     receptive_field: int
     output_shape: Shape
+    peak_activation: int = 0  # values: the largest ``activation`` of any layer
 
     @property
     def input_shape(self) -> Shape:
@@ -61,23 +63,34 @@ class Analysis:
             "params": self.params,
             "receptive_field": self.receptive_field,
             "macs": self.macs,
+            "peak_activation_values": self.peak_activation,
             "layers": [
                 {"index": r.index, "type": r.type, "token": r.token, "output_shape": list(r.output_shape),
-                 "params": r.params, "macs": r.macs, "receptive_field": r.receptive_field}
+                 "params": r.params, "macs": r.macs, "receptive_field": r.receptive_field,
+                 "activation_values": r.activation}
                 for r in self.layers
             ],
         }
 
 
 class Cost(NamedTuple):
-    """What one layer does to the walk: its output shape, its own params and MACs, and the receptive field
-    and jump (input pixels between neighbouring outputs) after it."""
+    """What one layer does to the walk: its output shape, its own params and MACs, the receptive field and
+    jump (input pixels between neighbouring outputs) after it, and ``peak``: activation values alive at
+    once while it runs, for one image (see ``analyze``)."""
 
     shape: Shape
     params: int
     macs: int
     rf: int
     jump: int
+    peak: int
+
+
+def _numel(shape: Shape) -> int:
+    n = 1
+    for size in shape:
+        n *= size
+    return n
 
 
 # A cost function maps (layer, index, in_shape, rf, jump) -> Cost.
@@ -142,7 +155,7 @@ def _conv(layer: Layer, index: int, shape: Shape, rf: int, jump: int) -> Cost:
     weights = cout * (cin // groups) * k * k
     params = _unit_params(layer.order, cin, cout, weights, layer.bias, layer.act)
     rf += layer.dilation * (k - 1) * jump
-    return Cost((cout, ho, wo), params, weights * ho * wo, rf, jump * layer.stride)
+    return Cost((cout, ho, wo), params, weights * ho * wo, rf, jump * layer.stride, _numel(shape) + cout * ho * wo)
 
 
 @_register("dws")
@@ -155,7 +168,9 @@ def _dws(layer: Layer, index: int, shape: Shape, rf: int, jump: int) -> Cost:
     pointwise = _unit_params(unit_order, cin, cout, cin * cout, layer.bias, layer.act)
     macs = ho * wo * cin * (k * k + cout)
     rf += layer.dilation * (k - 1) * jump
-    return Cost((cout, ho, wo), depthwise + pointwise, macs, rf, jump * layer.stride)
+    mid = cin * ho * wo  # the depthwise output, alive with the input, then with the output
+    return Cost((cout, ho, wo), depthwise + pointwise, macs, rf, jump * layer.stride,
+                max(_numel(shape) + mid, mid + cout * ho * wo))
 
 
 @_register("res")
@@ -172,13 +187,27 @@ def _res(layer: Layer, index: int, shape: Shape, rf: int, jump: int) -> Cost:
         params += _unit_params(unit_order.replace("a", ""), cin, cout, cin * cout, layer.bias, layer.act)
         macs += ho * wo * cin * cout
     rf += d * (k - 1) * jump + d * (k - 1) * jump * s  # main branch: two kxk convs, the second after the stride
-    return Cost((cout, ho, wo), params, macs, rf, jump * s)
+    return Cost((cout, ho, wo), params, macs, rf, jump * s, _res_peak(unit_order, _numel(shape), cout * ho * wo,
+                                                                    projection=s != 1 or cin != cout))
+
+
+def _res_peak(order: str, x: int, out: int, projection: bool) -> int:
+    """Values alive at once in a residual block: its input ``x`` is held for the shortcut throughout, so a norm
+    or activation applied to it before a conv (pre-activation orders) makes a copy instead of running in place."""
+    pre = order.index("c") > 0  # b / a before the conv: the held input is copied
+    peak = x + 2 * out  # second conv: input held, its input (first conv's output) and its output
+    if pre:
+        peak = max(peak, 2 * x + out)  # first conv: held input, its pre-activated copy and its output
+    if projection:
+        plain = order.replace("a", "")
+        peak = max(peak, (2 * x if plain.index("c") > 0 else x) + 2 * out)  # main output, (copy of) input, shortcut
+    return peak
 
 
 def _pool(layer: Layer, index: int, shape: Shape, rf: int, jump: int) -> Cost:
     c, h, w = _spatial(layer, index, shape)
     ho, wo = _slide(layer, index, h, w, layer.kernel, layer.stride, layer.pad, 1)
-    return Cost((c, ho, wo), 0, 0, rf + (layer.kernel - 1) * jump, jump * layer.stride)
+    return Cost((c, ho, wo), 0, 0, rf + (layer.kernel - 1) * jump, jump * layer.stride, _numel(shape) + c * ho * wo)
 
 
 COST_FUNCTIONS["max"] = COST_FUNCTIONS["avg"] = _pool
@@ -187,15 +216,13 @@ COST_FUNCTIONS["max"] = COST_FUNCTIONS["avg"] = _pool
 @_register("gap")
 def _gap(layer: Layer, index: int, shape: Shape, rf: int, jump: int) -> Cost:
     c, _, _ = _spatial(layer, index, shape)
-    return Cost((c, 1, 1), 0, 0, rf, 0)  # jump 0: later layers add nothing to the receptive field
+    return Cost((c, 1, 1), 0, 0, rf, 0, _numel(shape) + c)  # jump 0: later layers add nothing to the RF
 
 
 @_register("flat")
 def _flat(layer: Layer, index: int, shape: Shape, rf: int, jump: int) -> Cost:
-    features = 1
-    for size in shape:
-        features *= size
-    return Cost((features,), 0, 0, rf, 0)
+    features = _numel(shape)
+    return Cost((features,), 0, 0, rf, 0, features)  # a view: no new tensor
 
 
 @_register("fc")
@@ -204,14 +231,14 @@ def _fc(layer: Layer, index: int, shape: Shape, rf: int, jump: int) -> Cost:
         _fail(layer, index, None, f"fc needs flat features but gets a {shape} map; put 'flat' before it")
     fin, fout = shape[0], layer.out
     params = _unit_params(layer.order, fin, fout, fin * fout, layer.bias, layer.act)
-    return Cost((fout,), params, fin * fout, rf, jump)
+    return Cost((fout,), params, fin * fout, rf, jump, fin + fout)
 
 
 @_register("lsm")
 def _lsm(layer: Layer, index: int, shape: Shape, rf: int, jump: int) -> Cost:
     if len(shape) == 3 and shape[1:] != (1, 1):
         _fail(layer, index, None, f"lsm needs class scores but gets a {shape} map; put a head (gap, flat+fc) first")
-    return Cost(shape[:1], 0, 0, rf, jump)
+    return Cost(shape[:1], 0, 0, rf, jump, 2 * shape[0])
 
 
 assert set(COST_FUNCTIONS) == set(BLOCK_TYPES), "every block type needs a cost function"
@@ -227,30 +254,44 @@ def _head_check(genome: Genome, shape: Shape) -> Shape:
                       block=genome.layers[-1].type)
 
 
-def _walk(genome: Genome, rows: list | None) -> tuple[int, int, int, Shape]:
-    """One pass over the layers: (params, macs, receptive field, output shape); per-layer rows if asked."""
+class Totals(NamedTuple):
+    params: int
+    macs: int
+    receptive_field: int
+    peak_activation: int  # values alive at once at the busiest layer, one image
+
+
+def _walk(genome: Genome, rows: list | None) -> tuple[Totals, Shape]:
+    """One pass over the layers: totals and the output shape; per-layer rows if asked."""
     spec = genome.input
     shape: Shape = (spec.channels, spec.height, spec.width)
     rf, jump = 1, 1
-    total_params = total_macs = 0
+    total_params = total_macs = peak = 0
     for index, layer in enumerate(genome.layers):
         cost = COST_FUNCTIONS[layer.type](layer, index, shape, rf, jump)
         shape, rf, jump = cost.shape, cost.rf, cost.jump
         total_params += cost.params
         total_macs += cost.macs
+        peak = max(peak, cost.peak)
         if rows is not None:
-            rows.append(LayerCost(index, layer.type, layer.token(), shape, cost.params, cost.macs, rf))
-    return total_params, total_macs, rf, _head_check(genome, shape)
+            rows.append(LayerCost(index, layer.type, layer.token(), shape, cost.params, cost.macs, rf, cost.peak))
+    return Totals(total_params, total_macs, rf, peak), _head_check(genome, shape)
 
 
 def analyze(genome: Genome) -> Analysis:
-    """Per-layer output shape, params, MACs and receptive field; raises GenomeError on a bad structure."""
+    """Per-layer output shape, params, MACs, receptive field and activation values; raises GenomeError on a bad
+    structure.
+
+    Activation memory (one image, inference): a layer holds its input and its output at once, except that
+    BatchNorm, activations and dropout run in place and ``flat`` is a view; a ``dws`` block holds its
+    depthwise output with its input, then with its output; a ``res`` block keeps its input for the shortcut
+    while its main branch holds two maps of the output size.
+    """
     rows: list[LayerCost] = []
-    params, macs, rf, output = _walk(genome, rows)
-    return Analysis(genome, tuple(rows), params, macs, rf, output)
+    t, output = _walk(genome, rows)
+    return Analysis(genome, tuple(rows), t.params, t.macs, t.receptive_field, output, t.peak_activation)
 
 
-def totals(genome: Genome) -> tuple[int, int, int]:
-    """``(params, macs, receptive_field)`` without the per-layer rows: the fast path the search uses."""
-    params, macs, rf, _ = _walk(genome, None)
-    return params, macs, rf
+def totals(genome: Genome) -> Totals:
+    """``(params, macs, receptive_field, peak_activation)`` without the per-layer rows: the search's fast path."""
+    return _walk(genome, None)[0]

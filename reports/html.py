@@ -137,7 +137,7 @@ def _thousands(v) -> str:
 def _top(df: pd.DataFrame, n: int = 10) -> pd.DataFrame:
     """The best ranked rows with the console's column names, units and thousands separators."""
     names = {"rank": "rank", "trial": "trial", "params": "params", "val_acc": "val acc (%)", "epochs": "epochs",
-             "rf": "RF (px)", "macs": "MACs", "test_acc_mean": "test mean (%)", "test_acc_std": "test std",
+             "rf": "RF (px)", "macs": "MACs", "ram": "RAM (B)", "flash": "flash (B)", "test_acc_mean": "test mean (%)", "test_acc_std": "test std",
              "test_acc_min": "test min (%)", "meets_target": "meets target", "genome": "genome"}
     top = df[df["rank"].notna()].head(n)
     top = top[[c for c in names if c in top.columns]].copy()
@@ -146,8 +146,9 @@ def _top(df: pd.DataFrame, n: int = 10) -> pd.DataFrame:
                                 if c in top.columns])
     for column in ("rank", "trial", "epochs", "rf"):
         top[column] = top[column].astype("Int64")
-    for column in ("params", "macs"):
-        top[column] = top[column].map(_thousands)
+    for column in ("params", "macs", "ram", "flash"):
+        if column in top.columns:
+            top[column] = top[column].map(_thousands)
     return top.rename(columns=names)
 
 

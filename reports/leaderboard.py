@@ -20,9 +20,9 @@ from search.ranking import rank_key
 __all__ = ["COLUMNS", "FINAL_COLUMNS", "LeaderboardWriter", "load_finals", "rank_trials", "read_leaderboard", "save_finals",
            "top_table", "trials_frame", "write_leaderboard"]
 
-COLUMNS = ["rank", "trial", "status", "genome", "params", "rf", "macs", "val_acc", "best_epoch", "epochs", "images",
+COLUMNS = ["rank", "trial", "status", "genome", "params", "rf", "macs", "ram", "flash", "val_acc", "best_epoch", "epochs", "images",
            "seconds", "device", "seed", "reasons", "hash", "val_meets_target"]
-INTEGER_COLUMNS = ["trial", "params", "rf", "macs", "best_epoch", "epochs", "images", "seed"]
+INTEGER_COLUMNS = ["trial", "params", "rf", "macs", "ram", "flash", "best_epoch", "epochs", "images", "seed"]
 # Filled in for the finalists (retrained on the full training set over several seeds, test set).
 FINAL_COLUMNS = ["test_acc_mean", "test_acc_std", "test_acc_min", "meets_target"]
 
@@ -39,7 +39,7 @@ def trials_frame(study: Any, target: float | None = None, finals: dict | None = 
             status = "running"
         rows.append({
             "trial": t.number, "status": status, "genome": a.get("genome"), "params": a.get("params"),
-            "rf": a.get("rf"), "macs": a.get("macs"), "val_acc": a.get("val_acc"), "best_epoch": a.get("best_epoch"),
+            "rf": a.get("rf"), "macs": a.get("macs"), "ram": a.get("ram"), "flash": a.get("flash"), "val_acc": a.get("val_acc"), "best_epoch": a.get("best_epoch"),
             "epochs": a.get("epochs"), "images": a.get("images"), "seconds": a.get("seconds"), "device": a.get("device"), "seed": a.get("seed"),
             "reasons": a.get("reasons"), "hash": a.get("hash"),
         })

@@ -114,7 +114,8 @@ class Objective:
         except GenomeError as e:  # the space produced a structurally invalid design
             raise _Infeasible([str(e)], 1.0) from None
         _set_attrs(trial, {"genome": genome.to_string(), "hash": genome.hash, "params": verdict.params,
-                           "rf": verdict.receptive_field, "macs": verdict.macs, "width_scale": scale,
+                           "rf": verdict.receptive_field, "macs": verdict.macs, "ram": verdict.ram,
+                           "flash": verdict.flash, "width_scale": scale,
                            **fitted_widths(trial.params, scale)})
         if not verdict.ok:
             budget = self.settings.budget

@@ -24,7 +24,8 @@ PRUNERS = ("sha", "median", "hyperband", "none")
 # What a lost race between workers creating the same tables / study looks like (then: try again).
 _CREATION_RACE = ("already exists", "IntegrityError", "UniqueViolation", "UNIQUE constraint", "duplicate key")
 # Study attributes that must match when a study is resumed.
-_IDENTITY = ("dataset", "budget", "min_rf", "max_macs", "objectives")
+_BEFORE_RECORDED = {"precision": "int8"}  # identity fields added later, as they were before
+_IDENTITY = ("dataset", "budget", "min_rf", "max_macs", "max_ram", "max_flash", "precision", "objectives")
 
 
 class SearchError(BudgetNASError):
@@ -38,6 +39,9 @@ class SearchSettings:
     budget: int | None = 8000  # max params
     min_rf: int | str | None = None
     max_macs: int | None = None
+    max_ram: int | None = None  # bytes of peak activations, at ``precision``
+    max_flash: int | None = None  # bytes of weights, at ``precision``
+    precision: str = "int8"
     target: float | None = None  # validation accuracy, percent
     dataset: str = "mnist"
     data_dir: str = "data"
@@ -68,7 +72,7 @@ class SearchSettings:
             raise SearchError(f"unknown sampler {self.sampler!r}; choose from {', '.join(SAMPLERS)}")
         if self.pruner not in PRUNERS:
             raise SearchError(f"unknown pruner {self.pruner!r}; choose from {', '.join(PRUNERS)}")
-        for name in ("budget", "max_macs", "trials", "epochs", "min_epochs", "workers", "train_subset", "timeout"):
+        for name in ("budget", "max_macs", "max_ram", "max_flash", "trials", "epochs", "min_epochs", "workers", "train_subset", "timeout"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise SearchError(f"--{name.replace('_', '-')} must be > 0, got {value}")
@@ -86,7 +90,8 @@ class SearchSettings:
 
     @property
     def limits(self) -> Limits:
-        return Limits(max_params=self.budget, min_rf=self.min_rf, max_macs=self.max_macs)
+        return Limits(max_params=self.budget, min_rf=self.min_rf, max_macs=self.max_macs, max_ram=self.max_ram,
+                      max_flash=self.max_flash, precision=self.precision)
 
     @property
     def run_dir(self) -> Path:
@@ -102,6 +107,7 @@ class SearchSettings:
 
     def identity(self) -> dict[str, Any]:
         return {"dataset": self.dataset, "budget": self.budget, "min_rf": self.min_rf, "max_macs": self.max_macs,
+                "max_ram": self.max_ram, "max_flash": self.max_flash, "precision": self.precision,
                 "objectives": "val_acc,params" if self.multi_objective else "score"}
 
     def to_dict(self) -> dict[str, Any]:
@@ -221,7 +227,8 @@ def open_study(settings: SearchSettings, worker: int = 0) -> optuna.Study:
     known = study.user_attrs
     wanted = settings.identity()
     if "dataset" in known:
-        conflicts = [f"{k} {known.get(k)!r} (this run: {wanted[k]!r})" for k in _IDENTITY if known.get(k) != wanted[k]]
+        recorded = {k: known.get(k, _BEFORE_RECORDED.get(k)) for k in _IDENTITY}  # studies of older versions
+        conflicts = [f"{k} {recorded[k]!r} (this run: {wanted[k]!r})" for k in _IDENTITY if recorded[k] != wanted[k]]
         if conflicts:
             raise SearchError(f"study {settings.study!r} in {redact(settings.storage_url)} was created with "
                               f"{'; '.join(conflicts)}; use another --study name")

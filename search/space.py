@@ -102,11 +102,9 @@ def _build(bp: dict, spec: InputSpec, scale: float) -> Genome:
 
 
 def fit_to_limits(bp: dict, spec: InputSpec, limits: Limits, steps: int = 14) -> tuple[Genome, float]:
-    """The widest uniform width scale in (0, 1] whose genome fits params / MACs; (genome, scale)."""
+    """The widest uniform width scale in (0, 1] whose genome fits params / MACs / RAM / flash; (genome, scale)."""
     def fits(genome: Genome) -> bool:
-        params, macs, _ = totals(genome)
-        return ((limits.max_params is None or params <= limits.max_params)
-                and (limits.max_macs is None or macs <= limits.max_macs))
+        return not limits.violations(totals(genome), genome, repairable_only=True)
 
     full = _build(bp, spec, 1.0)
     if fits(full):
