@@ -35,13 +35,13 @@ class TrainConfig:
     epochs: int = 15
     batch_size: int = 128  # images per optimizer step
     optimizer: str = "sgd"  # sgd | adam | adamw
-    lr: float = 0.05  # peak learning rate (onecycle) or initial one (step)
+    lr: float = 0.1  # peak learning rate (onecycle) or initial one (step); measured in BENCHMARKS.md
     momentum: float = 0.9  # sgd only
     nesterov: bool = True  # sgd only
     weight_decay: float = 1e-4  # L2 for sgd/adam, decoupled for adamw; conv / linear weights only
     decay_norm_bias: bool = False  # also decay BatchNorm / PReLU weights and biases (off: nanoGPT-style groups)
     schedule: str = "onecycle"  # onecycle | step
-    warmup_frac: float = 0.2  # onecycle: share of steps spent rising to the peak
+    warmup_frac: float = 0.25  # onecycle: share of steps spent rising to the peak
     step_epochs: int = 5  # step: decay every this many epochs
     step_gamma: float = 0.1  # step: multiply the LR by this at each decay
     label_smoothing: float = 0.0
