@@ -82,10 +82,10 @@ def calibrate(genome, spec, device: str, images: int, eval_images: int, steps: i
     from blocks import build_model
 
     dev = torch.device(device)
-    model = build_model(genome).to(dev).to(memory_format=torch.channels_last)
+    layout = torch.channels_last if dev.type == "cuda" else torch.contiguous_format  # as the engine trains
+    model = build_model(genome).to(dev).to(memory_format=layout)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x = torch.randn(batch_size, spec.channels, spec.height, spec.width, device=dev).contiguous(
-        memory_format=torch.channels_last)
+    x = torch.randn(batch_size, spec.channels, spec.height, spec.width, device=dev).contiguous(memory_format=layout)
     y = torch.randint(0, spec.classes, (batch_size,), device=dev)
 
     def step() -> None:

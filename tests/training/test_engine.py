@@ -109,3 +109,19 @@ def test_weight_decay_skips_norm_and_bias_parameters():
     assert sum(p.numel() for p in no_decay["params"]) == 8 + 2 * 8 + 2 * 8 + 1 + 4  # biases, 2 BatchNorms, PReLU
     everything, _ = parameter_groups(model, 1e-4, decay_norm_bias=True)
     assert len(everything["params"]) == len(list(model.parameters()))
+
+
+def test_strided_residual_trains_on_cpu_without_crashing():
+    """channels_last on CPU made this genome's backward corrupt the heap (torch 2.14.1): run it in a subprocess."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    code = ("import torch; from blocks import Genome; from training import TrainConfig, train; "
+            "from tests.synthetic import tiny_splits; torch.set_num_threads(1); "
+            "g = Genome.from_string('i1x12x12n4-conv_c6_k3-res_c12_s2-gap-conv_c4_k1_oc'); "
+            "r = train(g, tiny_splits(), TrainConfig(device='cpu', epochs=2, batch_size=128), progress=False); "
+            "print(r.status)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "complete", out.stderr[-500:]
