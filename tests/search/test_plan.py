@@ -14,11 +14,11 @@ def test_expected_epochs_under_successive_halving():
 
 def test_plan_counts_search_and_final_epochs_and_estimates_the_time():
     plan = Plan(trials=10, epochs_per_trial=2.5, search_epoch_s=30.0, workers=2, final_runs=6, final_epochs=15,
-                final_epoch_s=40.0, device="cpu, 1 thread(s)")
+                final_epoch_s=40.0, device="cpu, 1 thread(s) per worker")
     assert plan.search_epochs == 25 and plan.total_epochs == 25 + 90
     assert plan.seconds == 25 * 30 / 2 + 90 * 40
     lines = plan.lines()
-    assert lines[0] == "device: cpu, 1 thread(s), 2 worker(s)"
+    assert lines[0] == "device: cpu, 1 thread(s) per worker, 2 worker(s)"
     assert "up to 10 trained trials x ~2.5 epochs" in lines[1] and "6 final run(s) x 15 epochs" in lines[1]
     assert "~115 epochs in all" in lines[1]
     assert f"~{format_duration(plan.seconds)}" in lines[2] and "--final-top 0" in lines[2]
