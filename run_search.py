@@ -32,6 +32,15 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("budgetnas")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
 def _workers(text: str) -> str:
     return text if text == "auto" else str(_positive_int(text))
 
@@ -53,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     mode = parser.add_argument_group("modes")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     mode.add_argument("--describe", metavar="GENOME",
                       help="print the layer table, totals and verdict of a genome (.json file or compact string)")
     mode.add_argument("--json", action="store_true", help="with --describe: print one JSON object instead")
@@ -286,7 +296,7 @@ def _search(args: argparse.Namespace) -> int:
     from reports.leaderboard import LeaderboardWriter, top_table, write_leaderboard
     from reports.summary import make_console
     from search.ranking import RANK_RULE
-    from search.runner import enqueue_genomes, run_search
+    from search.runner import enqueue_genomes, run_search, trained_count
     from search.settings import SearchSettings, open_study, redact, study_exists
 
     import optuna
@@ -313,6 +323,12 @@ def _search(args: argparse.Namespace) -> int:
     if args.finalize and not study_exists(settings):
         raise UsageError(f"--finalize: no study {settings.study!r} in {redact(settings.storage_url)}; "
                          "check --study / --out / --storage")
+    resumed = study.get_trials(deepcopy=False)
+    if resumed:
+        statuses = [t.user_attrs.get("status") if t.state.name != "FAIL" else "failed" for t in resumed]
+        console.print(f"resuming study {settings.study}: {trained_count(resumed)} trained, "
+                      f"{statuses.count('rejected')} rejected, {statuses.count('failed')} failed, "
+                      f"{statuses.count('pruned')} pruned")
     console.print(f"study {settings.study} in {redact(settings.storage_url)}: {settings.limits.describe()}, "
                   f"{settings.trials} trials x {settings.epochs} epochs, sampler {settings.sampler}, "
                   f"pruner {settings.pruner}, {settings.workers} worker(s)")

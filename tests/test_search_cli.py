@@ -157,3 +157,19 @@ def test_full_cli_run_with_two_workers_finals_and_report(tmp_path):
     assert (run_dir / "final").is_dir() and "Top 10 of study w2" in result.stdout
     assert "plan: up to 4 trained trials x ~1.0 epochs each" in result.stdout and "2 final run(s) x 1 epochs" in result.stdout
     assert "estimate: ~" in result.stdout and "elapsed" in result.stdout
+
+
+@pytest.mark.slow
+def test_a_rerun_says_it_resumes_and_version(tmp_path):
+    from tests.synthetic import write_idx
+
+    write_idx(tmp_path / "data" / "MNIST" / "raw", n_train=6000, n_test=100)
+    args = ["--budget", "3000", "--epochs", "1", "--sampler", "random", "--final-top", "0", "--data-dir",
+            str(tmp_path / "data"), "--out", str(tmp_path / "runs"), "--study", "again", "--device", "cpu"]
+    first = cli(*args, "--trials", "1")
+    assert first.returncode == 0 and "resuming" not in first.stdout
+    second = cli(*args, "--trials", "2")
+    assert second.returncode == 0, second.stderr[-1000:]
+    assert "resuming study again: 1 trained, 0 rejected, 0 failed, 0 pruned" in second.stdout
+    version = cli("--version")
+    assert version.returncode == 0 and version.stdout.startswith("run_search.py ")
