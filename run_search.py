@@ -312,7 +312,8 @@ def _search(args: argparse.Namespace) -> int:
         budget=args.budget, min_rf=limits.min_rf, max_macs=args.max_macs, max_ram=args.max_ram,
         max_flash=args.max_flash, precision=args.precision, target=args.target,
         dataset=_dataset(args.dataset or "mnist"), data_dir=args.data_dir, trials=args.trials, timeout=args.timeout,
-        epochs=args.epochs or 15, min_epochs=args.min_epochs, sampler=args.sampler, pruner=args.pruner, storage=args.storage, study=args.study,
+        epochs=args.epochs or 15, min_epochs=args.min_epochs, sampler=args.sampler, pruner=args.pruner,
+        storage=args.storage, study=args.study,
         workers=_worker_count(args.workers, _device(args.device), console.print), device=args.device, seed=args.seed,
         out=args.out,
         train_subset=args.train_subset, tune_hparams=args.tune_hparams, repair=not args.no_repair,
@@ -323,18 +324,18 @@ def _search(args: argparse.Namespace) -> int:
     if args.finalize and not study_exists(settings):
         raise UsageError(f"--finalize: no study {settings.study!r} in {redact(settings.storage_url)}; "
                          "check --study / --out / --storage")
-    resumed = study.get_trials(deepcopy=False)
-    if resumed:
-        statuses = [t.user_attrs.get("status") if t.state.name != "FAIL" else "failed" for t in resumed]
-        console.print(f"resuming study {settings.study}: {trained_count(resumed)} trained, "
-                      f"{statuses.count('rejected')} rejected, {statuses.count('failed')} failed, "
-                      f"{statuses.count('pruned')} pruned")
     console.print(f"study {settings.study} in {redact(settings.storage_url)}: {settings.limits.describe()}, "
                   f"{settings.trials} trials x {settings.epochs} epochs, sampler {settings.sampler}, "
                   f"pruner {settings.pruner}, {settings.workers} worker(s)")
     started = time.monotonic()
     warm_starts = _warm_starts(args.enqueue or [], settings.dataset)
     study = open_study(settings)  # the one study object of this command
+    resumed = study.get_trials(deepcopy=False)
+    if resumed:
+        statuses = [t.user_attrs.get("status") if t.state.name != "FAIL" else "failed" for t in resumed]
+        console.print(f"resuming study {settings.study}: {trained_count(resumed)} trained, "
+                      f"{statuses.count('rejected')} rejected, {statuses.count('failed')} failed, "
+                      f"{statuses.count('pruned')} pruned")
     if warm_starts and not args.finalize:
         queued = enqueue_genomes(study, warm_starts, console.print)
         console.print(f"--enqueue: {queued} design(s) queued to be evaluated first")

@@ -22,6 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.resumable import add_arguments, pending, save  # noqa: E402
+
 PROXIES = {"e1": (1, None), "e3": (3, None), "e1-sub10k": (1, 10000), "e3-sub10k": (3, 10000), "full15": (15, None)}
 RUNGS = (1, 3, 9)
 
@@ -63,11 +65,8 @@ def _table(out: Path) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default="data")
-    parser.add_argument("--out", default="benchmarks/results/proxy")
+    add_arguments(parser, "benchmarks/results/proxy")
     parser.add_argument("--designs", type=int, default=12)
-    parser.add_argument("--shard", default="0/1", help="K/N: run every N-th run starting at K")
-    parser.add_argument("--table", action="store_true")
     args = parser.parse_args()
     out = Path(args.out)
     if args.table:
@@ -79,14 +78,9 @@ def main() -> None:
     from training import TrainConfig, load_splits, train
 
     torch.set_num_threads(1)
-    k, n = (int(v) for v in args.shard.split("/"))
     splits = load_splits("mnist", args.data_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    jobs = [(i, g, p) for p in PROXIES for i, g in enumerate(designs(args.designs))]
-    for j, (i, genome, proxy) in enumerate(jobs):
-        path = out / f"d{i:02d}__{proxy}.json"
-        if j % n != k or path.exists():
-            continue
+    jobs = ((f"d{i:02d}__{p}", (i, g, p)) for p in PROXIES for i, g in enumerate(designs(args.designs)))
+    for path, (i, genome, proxy) in pending(jobs, out, args.shard):
         epochs, subset = PROXIES[proxy]
         start = time.time()
         result = train(Genome.from_string(genome), splits.subset(subset, seed=0), TrainConfig(epochs=epochs,
@@ -94,9 +88,7 @@ def main() -> None:
         run = {"design": i, "genome": genome, "params": result.params, "proxy": proxy, "epochs": epochs,
                "images": subset or len(splits.train_y), "val": [m.val_acc for m in result.epochs],
                "seconds": round(time.time() - start, 1), "status": result.status, "date": time.strftime("%Y-%m-%d")}
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(run, indent=1))
-        tmp.replace(path)
+        save(path, run)
         print(f"design {i} ({result.params:,} params) {proxy}: val {run['val'][-1]:.2f} ({run['seconds']:.0f} s)",
               flush=True)
 

@@ -21,6 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.resumable import add_arguments, pending, save  # noqa: E402
+
 DESIGNS = {
     "zoo8k": "zoo/mnist_8k_gap.json",
     "hand5k": "i1x28x28n10-conv_c8_k3_r0.05-conv_c12_k3_r0.05-max_k2-conv_c8_k1-conv_c12_k3_r0.05"
@@ -61,15 +63,12 @@ def _table(out: Path) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default="data")
-    parser.add_argument("--out", default="benchmarks/results/recipe")
+    add_arguments(parser, "benchmarks/results/recipe")
     parser.add_argument("--designs", nargs="*", default=list(DESIGNS))
     parser.add_argument("--recipes", nargs="*", default=list(RECIPES))
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--shard", default="0/1", help="K/N: run every N-th run starting at K (parallel processes)")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--table", action="store_true", help="print the Markdown summary of finished runs and exit")
     args = parser.parse_args()
     out = Path(args.out)
     if args.table:
@@ -81,13 +80,9 @@ def main() -> None:
     from training import TrainConfig, load_splits, train
 
     torch.set_num_threads(args.threads)
-    k, n = (int(v) for v in args.shard.split("/"))
     splits = load_splits("mnist", args.data_dir, device="cpu")
-    out.mkdir(parents=True, exist_ok=True)
-    for i, (design, recipe, seed) in enumerate(_runs(args.designs, args.recipes, args.seeds)):
-        path = out / f"{design}__{recipe}__s{seed}.json"
-        if i % n != k or path.exists():
-            continue
+    jobs = ((f"{d}__{r}__s{s}", (d, r, s)) for d, r, s in _runs(args.designs, args.recipes, args.seeds))
+    for path, (design, recipe, seed) in pending(jobs, out, args.shard):
         config = TrainConfig(epochs=args.epochs, seed=seed, device="cpu", evaluate_test=True, **RECIPES[recipe])
         start = time.time()
         result = train(load_genome(DESIGNS[design]), splits, config, progress=False)
@@ -96,9 +91,7 @@ def main() -> None:
                "config": result.config, "epochs": [{"epoch": m.epoch, "val_acc": m.val_acc, "test_acc": m.test_acc,
                                                     "train_loss": m.train_loss} for m in result.epochs],
                "host_cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d")}
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(run, indent=1))
-        tmp.replace(path)
+        save(path, run)
         last = result.epochs[-1]
         print(f"{design} {recipe} seed {seed}: val {last.val_acc:.2f} test {last.test_acc:.2f} "
               f"({run['seconds']:.0f} s)", flush=True)

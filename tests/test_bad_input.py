@@ -1,7 +1,6 @@
 """Issue 9's bad inputs: each is one line on stderr, the right exit code, and no side effect."""
 
 import json
-import struct
 import subprocess
 import sys
 
