@@ -171,7 +171,8 @@ def headline(df: pd.DataFrame, settings: dict, finals: dict) -> list[str]:
                 f"{int((df['status'] == 'rejected').sum())} rejected)."]
     best = ranked.iloc[0]
     epochs, images = best.get("epochs"), best.get("images")
-    fidelity = f"{int(epochs)} epochs" + (f" x {int(images):,} training images" if pd.notna(images) else "")
+    fidelity = f"{int(epochs)} epoch{'s' if int(epochs) != 1 else ''}" + (
+        f" x {int(images):,} training images" if pd.notna(images) else "")
     design = (f"trial {int(best['trial'])}: {int(best['params']):,} params, validation accuracy "
               f"{float(best['val_acc']):.2f}% after {fidelity}")
     final = finals.get(str(int(best["trial"])))
@@ -242,7 +243,8 @@ def write_report(run_dir: str | Path, df: pd.DataFrame | None = None, run_info: 
              "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
              "table.t{border-collapse:collapse;font-size:13px;margin:.5em 0 1.5em}"
              "table.t td,table.t th{border-bottom:1px solid #ddd;padding:3px 8px;text-align:right}"
-             "table.g td:last-child{text-align:left;font-family:monospace;font-size:12px;word-break:break-all}"
+             "table.g td:last-child,table.g th:last-child{text-align:left;font-family:monospace;font-size:12px;"
+             "word-break:break-all}"
              "table.w td:nth-child(2){text-align:left;font-family:monospace;font-size:12px}"
              ".headline{font-size:17px;background:#f5f8ff;border-left:4px solid #3a6ff7;padding:.6em 1em}"
              ".legend{font-size:12px;color:#555}"
