@@ -1,6 +1,7 @@
 """Issue 9's bad inputs: each is one line on stderr, the right exit code, and no side effect."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -164,3 +165,24 @@ def test_a_full_disk_is_one_line_naming_the_file_and_keeps_completed_trials(tmp_
 
     study = open_study(SearchSettings(budget=3000, out=str(tmp_path / "runs"), study="full"))
     assert sum(t.user_attrs.get("status") == "complete" for t in study.get_trials()) >= 2
+
+
+def test_reproduce_checkpoint_with_export_onnx(tmp_path):
+    if not os.environ.get("CI"):  # CI installs the [onnx] extra and must run this
+        pytest.importorskip("onnx")
+    from blocks import Genome, build_model
+    from reports.export import save_checkpoint
+
+    write_idx(tmp_path / "data" / "MNIST" / "raw", n_train=50, n_test=10)
+    genome = Genome.from_string("i1x28x28n10-conv_c8_k3-gap-conv_c10_k1_oc")
+    save_checkpoint(tmp_path / "c.pt", build_model(genome), genome,
+                    {"normalize": {"mean": [0.1307], "std": [0.3081]}}, 0, [])
+    result = cli("--reproduce", str(_leaderboard(tmp_path)), "--checkpoint", str(tmp_path / "c.pt"), "--export", "onnx",
+                 "--data-dir", str(tmp_path / "data"), "--device", "cpu", "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr[-1500:]
+    import onnx
+
+    written = tmp_path / "out" / "s-rank1" / "model.onnx"
+    meta = {p.key: p.value for p in onnx.load(str(written)).metadata_props}
+    assert meta["normalize_mean"] == "0.130700" and meta["input"] == "images"
+    one_line(cli("--describe", "zoo/lenet5.json", "--export", "onnx"), 2, "--export only applies with --reproduce")
