@@ -205,19 +205,17 @@ def _plan(settings, args: argparse.Namespace):
     from training import DATASETS, resolve_device
 
     device = resolve_device(settings.device)
-    spec = DATASETS[settings.dataset].spec
-    train_images = {"mnist": 60000, "fashion-mnist": 60000, "cifar10": 50000}[settings.dataset]
-    search_images = min(settings.train_subset or train_images, train_images - settings.val_size)
+    info = DATASETS[settings.dataset]
+    search_images = min(settings.train_subset or info.train_images, info.train_images - settings.val_size)
     threads = torch.get_num_threads()
-    worker_threads = threads
-    if settings.workers > 1 and device.type == "cpu":
-        worker_threads = max(1, (os.cpu_count() or 1) // settings.workers)
-        torch.set_num_threads(worker_threads)
+    worker_threads = settings.threads_per_worker if device.type == "cpu" and settings.threads_per_worker else threads
+    torch.set_num_threads(worker_threads)
     probe = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=settings.seed))
-    designs = [sample_genome(probe.ask(), spec, settings.limits)[0] for _ in range(2)]
-    search_s = sum(calibrate(g, spec, str(device), search_images, settings.val_size) for g in designs) / len(designs)
+    designs = [sample_genome(probe.ask(), info.spec, settings.limits)[0] for _ in range(2)]
+    per_image = sum(calibrate(g, info.spec, device) for g in designs) / len(designs)
     torch.set_num_threads(threads)
-    final_s = search_s * (train_images + 10000 / 3) / (search_images + settings.val_size / 3)
+    search_s = per_image * (search_images + settings.val_size / 3)  # a forward pass: about a third of a step
+    final_s = per_image * (info.train_images + info.test_images / 3)
     name = (torch.cuda.get_device_name(device) if device.type == "cuda"
             else f"{device.type}, {worker_threads} thread(s) per worker")
     return Plan(settings.trials, expected_epochs(settings.pruner, settings.min_epochs, settings.epochs), search_s,

@@ -73,34 +73,21 @@ class Plan:
         ]
 
 
-def calibrate(genome, spec, device: str, images: int, eval_images: int, steps: int = 12,
-              batch_size: int = 128) -> float:
-    """Seconds for one epoch of ``images`` training images plus ``eval_images`` evaluated, from timed steps."""
+def calibrate(genome, spec, device, steps: int = 12, batch_size: int = 128) -> float:
+    """Seconds per training image of ``genome``: ``steps`` steps of the real engine (its layout, augmentation
+    and optimizer) on random images on ``device``."""
     import torch
-    import torch.nn.functional as F
 
-    from blocks import build_model
+    from training import Splits, TrainConfig, Trainer
 
-    dev = torch.device(device)
-    layout = torch.channels_last if dev.type == "cuda" else torch.contiguous_format  # as the engine trains
-    model = build_model(genome).to(dev).to(memory_format=layout)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x = torch.randn(batch_size, spec.channels, spec.height, spec.width, device=dev).contiguous(memory_format=layout)
-    y = torch.randint(0, spec.classes, (batch_size,), device=dev)
-
-    def step() -> None:
-        loss = F.cross_entropy(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    step()
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
+    device = torch.device(device)
+    n = batch_size * steps
+    images = torch.randint(0, 256, (n, spec.channels, spec.height, spec.width), dtype=torch.uint8, device=device)
+    labels = torch.randint(0, spec.classes, (n,), device=device)
+    none_x, none_y = images[:0], labels[:0]
+    splits = Splits("calibration", spec, images, labels, none_x, none_y, none_x, none_y, (0.5,) * spec.channels,
+                    (0.25,) * spec.channels)
+    trainer = Trainer(genome, splits, TrainConfig(epochs=1, batch_size=batch_size, device=device.type))
     start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-    per_image = (time.perf_counter() - start) / (steps * batch_size)
-    return per_image * (images + eval_images / 3)  # a forward pass is about a third of a training step
+    trainer.train_epoch()  # reads the loss back at the end, so an accelerator is synchronised
+    return (time.perf_counter() - start) / n

@@ -16,7 +16,6 @@ The search knows nothing of reports: whoever runs it attaches Optuna-style callb
 from __future__ import annotations
 
 import multiprocessing
-import os
 import queue
 import time
 import warnings
@@ -288,9 +287,9 @@ def run_worker(settings: SearchSettings, worker: int = 0, *, study: optuna.Study
     trials this worker trained. Ctrl-C propagates after the current trial is failed.
     """
     log = log or _console_log()
-    if settings.workers > 1:
+    if settings.threads_per_worker:
         import torch
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.workers))
+        torch.set_num_threads(settings.threads_per_worker)
     study = study or open_study(settings, worker)
     fail_orphans(study, log)
     splits = splits if splits is not None else _load_data(settings, worker)

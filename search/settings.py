@@ -94,6 +94,11 @@ class SearchSettings:
                       max_flash=self.max_flash, precision=self.precision)
 
     @property
+    def threads_per_worker(self) -> int | None:
+        """CPU threads of each worker process when there are several (None: leave torch's default)."""
+        return max(1, (os.cpu_count() or 1) // self.workers) if self.workers > 1 else None
+
+    @property
     def run_dir(self) -> Path:
         return Path(self.out) / self.study
 

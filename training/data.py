@@ -23,14 +23,18 @@ class _DatasetInfo:
     folder: str  # where torchvision keeps the files under the data dir
     files: tuple[str, ...]
     spec: InputSpec
+    train_images: int  # size of the official training set (before the validation split)
+    test_images: int
 
 
 _IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 DATASETS: dict[str, _DatasetInfo] = {
-    "mnist": _DatasetInfo("MNIST", "MNIST/raw", _IDX_FILES, InputSpec(1, 28, 28, 10)),
-    "fashion-mnist": _DatasetInfo("FashionMNIST", "FashionMNIST/raw", _IDX_FILES, InputSpec(1, 28, 28, 10)),
+    "mnist": _DatasetInfo("MNIST", "MNIST/raw", _IDX_FILES, InputSpec(1, 28, 28, 10), 60000, 10000),
+    "fashion-mnist": _DatasetInfo("FashionMNIST", "FashionMNIST/raw", _IDX_FILES, InputSpec(1, 28, 28, 10), 60000,
+                                  10000),
     "cifar10": _DatasetInfo("CIFAR10", "cifar-10-batches-py",
-                            tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",), InputSpec(3, 32, 32, 10)),
+                            tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",), InputSpec(3, 32, 32, 10),
+                            50000, 10000),
 }
 
 
