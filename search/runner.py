@@ -182,13 +182,17 @@ class Objective:
 class WorkerProgress:
     """The worker's own after-trial callback: counts, one log line per trial, and the stop conditions."""
 
-    def __init__(self, settings: SearchSettings, worker: int, log: Callable[[str], None]) -> None:
+    # Statuses that, repeated this many times in a row, mean the worker can make no progress: why, what to do.
+    _FRUITLESS = {"rejected": "over the limits ({reasons}); loosen --budget / --min-rf / --max-macs",
+                  "reused": "genomes trained before; the sampler has converged (raise --budget or start a new --study)"}
+
+    def __init__(self, settings: SearchSettings, worker: int, log: Callable[[str], None], trained_at_start: int) -> None:
         self.settings, self.worker, self.log = settings, worker, log
         self.mine = 0  # trials this worker trained
-        self.rejected_in_a_row = self.reused_in_a_row = 0
+        self.last_status, self.in_a_row = "", 0
         self.target_seen = False
         self.start = time.monotonic()
-        self.trained_at_start: int | None = None
+        self.trained_at_start = trained_at_start  # for the ETA: trials finished before this worker started
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         fail_orphans(study, self.log)  # a sibling worker on this host that died: retry its trial now
@@ -197,8 +201,7 @@ class WorkerProgress:
         if status in TRAINED:
             self.mine += 1
         self.log_trial(trials, trial, status)
-        if self.too_many_rejections(status, trial) or self.too_many_repeats(status) or self.target_stop(trial) \
-                or trained_count(trials) >= self.settings.trials:
+        if self.fruitless(status, trial) or self.target_stop(trial) or trained_count(trials) >= self.settings.trials:
             study.stop()
 
     def log_trial(self, trials: list, trial: optuna.trial.FrozenTrial, status: str) -> None:
@@ -211,7 +214,6 @@ class WorkerProgress:
         detail = attrs.get("reasons") if status == "rejected" else (
             f"val {val:.2f}% after {attrs.get('epochs')} epoch(s)" if val is not None else "")
         done = trained_count(trials)
-        self.trained_at_start = done - (status in TRAINED) if self.trained_at_start is None else self.trained_at_start
         epochs = sum(t.user_attrs.get("epochs") or 0 for t in trials if t.user_attrs.get("status") in TRAINED)
         elapsed = time.monotonic() - self.start
         new = done - self.trained_at_start
@@ -222,20 +224,14 @@ class WorkerProgress:
                  + (f"best val at {self.settings.epochs} epochs {best:.2f}%" if best is not None else "no full run yet")
                  + f" | {format_duration(elapsed)} elapsed{eta}")
 
-    def too_many_rejections(self, status: str, trial: optuna.trial.FrozenTrial) -> bool:
-        self.rejected_in_a_row = self.rejected_in_a_row + 1 if status == "rejected" else 0
-        if self.rejected_in_a_row < self.settings.max_rejections_in_a_row:
+    def fruitless(self, status: str, trial: optuna.trial.FrozenTrial) -> bool:
+        """True after ``max_rejections_in_a_row`` rejected (or reused) proposals in a row; says why."""
+        self.in_a_row = self.in_a_row + 1 if status == self.last_status else 1
+        self.last_status = status
+        if status not in self._FRUITLESS or self.in_a_row < self.settings.max_rejections_in_a_row:
             return False
-        self.log(f"[w{self.worker}] stopping: the last {self.rejected_in_a_row} proposals were all over the limits "
-                 f"({trial.user_attrs.get('reasons')}); loosen --budget / --min-rf / --max-macs")
-        return True
-
-    def too_many_repeats(self, status: str) -> bool:
-        self.reused_in_a_row = self.reused_in_a_row + 1 if status == "reused" else 0
-        if self.reused_in_a_row < self.settings.max_rejections_in_a_row:
-            return False
-        self.log(f"[w{self.worker}] stopping: the last {self.reused_in_a_row} proposals were all genomes trained "
-                 "before; the sampler has converged (raise --budget or start a new --study)")
+        why = self._FRUITLESS[status].format(reasons=trial.user_attrs.get("reasons"))
+        self.log(f"[w{self.worker}] stopping: the last {self.in_a_row} proposals were all {why}")
         return True
 
     def target_stop(self, trial: optuna.trial.FrozenTrial) -> bool:
@@ -294,9 +290,10 @@ def run_worker(settings: SearchSettings, worker: int = 0, *, study: optuna.Study
     fail_orphans(study, log)
     splits = splits if splits is not None else _load_data(settings, worker)
     objective = Objective(settings, splits, study, log, train_fn)
-    progress = WorkerProgress(settings, worker, log)
+    trained_before = trained_count(study.get_trials(deepcopy=False))
+    progress = WorkerProgress(settings, worker, log, trained_before)
     start = time.monotonic()
-    if trained_count(study.get_trials(deepcopy=False)) < settings.trials:
+    if trained_before < settings.trials:
         study.optimize(objective, n_trials=None, timeout=settings.timeout, callbacks=[progress, *callbacks],
                        gc_after_trial=False, catch=())
     log(f"[w{worker}] done: trained {progress.mine} trial(s) in {time.monotonic() - start:.0f} s")
