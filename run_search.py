@@ -464,21 +464,19 @@ def _os_reason(e: OSError) -> str:
 
 
 def _guarded(settings, step):
-    """Run ``step()``; a storage or disk failure becomes one ``RunError`` line naming the file."""
+    """Run ``step()``; a storage failure becomes one ``RunError`` line naming the storage."""
     from optuna.exceptions import StorageInternalError
 
     from search.settings import redact
 
     try:
         return step()
-    except StorageInternalError as e:
+    except StorageInternalError as e:  # (an OSError, say a full disk writing a CSV, is main()'s one line)
         cause = e.__cause__ or e.__context__ or e
         orig = getattr(cause, "orig", None) or cause
         reason = f"{type(orig).__name__}: {str(orig).splitlines()[0][:200]}"
         raise RunError(f"storage {redact(settings.storage_url)} failed ({reason}); "
                        "completed trials are kept") from None
-    except OSError as e:
-        raise RunError(_os_reason(e)) from None
 
 
 if __name__ == "__main__":

@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import sys
-
 from rich.console import Console
 from rich.table import Table
 
 from budgets import BYTES_PER_VALUE, Analysis, Limits, Verdict
+from search.console import make_console  # re-exported: the one console of the CLI
 
 __all__ = ["make_console", "render_summary", "summary_table"]
-
-
-def make_console() -> Console:
-    """On a terminal, rich's shared console (so the training progress bar and log lines share one live
-    display); into a file or pipe (CI logs, tee), a wide console that wraps nothing mid-token."""
-    if sys.stdout.isatty():
-        from rich import get_console
-        return get_console()
-    return Console(soft_wrap=True, width=200)
 
 
 def summary_table(analysis: Analysis, bytes_per_value: int = 1, precision: str = "int8") -> Table:

@@ -27,6 +27,7 @@ from optuna.trial import TrialState
 
 from blocks import BudgetNASError, Genome, GenomeError
 from budgets import Verdict, check
+from search.console import make_console
 from search.plan import format_duration
 from search.ranking import score
 from search.recovery import OWNER_KEY, fail_orphans, owner_token
@@ -301,14 +302,8 @@ def run_worker(settings: SearchSettings, worker: int = 0, *, study: optuna.Study
 
 
 def _console_log() -> Callable[[str], None]:
-    """Lines wrapped at word boundaries to the terminal's width (rich), as plain text."""
-    import sys
-
-    from rich import get_console
-    from rich.console import Console
-
-    # On a terminal, rich's shared console, which the training progress bar also uses; a log file keeps whole lines.
-    console = get_console() if sys.stdout.isatty() else Console(soft_wrap=True)
+    """Log lines as plain text (no markup) through the command's console."""
+    console = make_console()
     return lambda line: console.print(line, markup=False, highlight=False)
 
 

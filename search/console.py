@@ -1,0 +1,19 @@
+"""The console every line of the command goes through (rich; no torch or optuna imported)."""
+
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+
+__all__ = ["make_console"]
+
+
+def make_console() -> Console:
+    """On a terminal, rich's shared console (so the training progress bar and log lines share one live
+    display, and lines wrap at word boundaries); into a file or pipe (CI logs, tee), a wide console that
+    wraps nothing mid-token."""
+    if sys.stdout.isatty():
+        from rich import get_console
+        return get_console()
+    return Console(soft_wrap=True, width=200)
