@@ -138,6 +138,20 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+class _Normalize:
+    """Per-channel ``(x - mean) / std`` of a float batch in [0, 1], in the training memory layout."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], device: torch.device,
+                 memory_format: torch.memory_format) -> None:
+        shape = (1, len(mean), 1, 1)
+        self.mean = torch.tensor(list(mean), device=device).view(shape)
+        self.std = torch.tensor(list(std), device=device).view(shape)
+        self.memory_format = memory_format
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return ((x - self.mean) / self.std).contiguous(memory_format=self.memory_format)
+
+
 class Trainer:
     """Owns the model, optimizer, schedule and RNG of one run over resident ``Splits``."""
 
@@ -162,9 +176,7 @@ class Trainer:
         self.optimizer = self._optimizer()
         self.scheduler = self._scheduler()
         self.steps_done = 0
-        shape = (1, splits.spec.channels, 1, 1)
-        self.mean = torch.tensor(splits.mean, device=self.device).view(shape)
-        self.std = torch.tensor(splits.std, device=self.device).view(shape)
+        self.normalize = _Normalize(splits.mean, splits.std, self.device, self.memory_format)
         mode = config.augment
         if mode == "auto":
             mode = "affine" if splits.spec.channels == 1 else "cropflip"
@@ -197,7 +209,7 @@ class Trainer:
         x = images.float().div_(255)  # (N, C, H, W) in [0, 1]
         if self.augment:
             x = augment_batch(x, self.generator, **self.augment)
-        return ((x - self.mean) / self.std).contiguous(memory_format=self.memory_format)
+        return self.normalize(x)
 
     def _autocast(self):
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda and self.config.amp)
@@ -246,12 +258,10 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, mean:
     """
     model.eval()
     device = images.device
-    shape = (1, images.shape[1], 1, 1)
-    mean_t = torch.tensor(list(mean), device=device).view(shape)
-    std_t = torch.tensor(list(std), device=device).view(shape)
+    normalize = _Normalize(mean, std, device, memory_format)
     loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.int64)
     for start in range(0, len(labels), batch_size):
-        x = ((images[start:start + batch_size].float().div_(255) - mean_t) / std_t).contiguous(memory_format=memory_format)
+        x = normalize(images[start:start + batch_size].float().div_(255))
         y = labels[start:start + batch_size]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             logits = model(x)
