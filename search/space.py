@@ -9,6 +9,7 @@ repaired by width and is left to the checker.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from blocks.genome import Genome, InputSpec, Layer, make_layer
@@ -17,6 +18,8 @@ from budgets import Limits, totals
 __all__ = ["sample_genome", "fit_to_limits", "fitted_widths", "sample_hparams", "MIN_WIDTH"]
 
 MIN_WIDTH = 4  # channels; widths are even numbers >= this
+MAX_SCALE = 8.0  # the most a sampled width is scaled up to fill the budget
+FILL_RANGE = (0.6, 1.0)  # share of the parameter budget a design is scaled to
 
 
 def _even(x: float) -> int:
@@ -30,6 +33,7 @@ def _blueprint(trial: Any) -> dict:
         "order": trial.suggest_categorical("order", ["cba", "cab"]),
         "dropout": trial.suggest_categorical("dropout", [0.0, 0.02, 0.05, 0.1]),
         "head": trial.suggest_categorical("head", ["gap_conv", "conv_gap"]),
+        "fill": trial.suggest_float("fill", *FILL_RANGE, step=0.05),
         "stages": [],
     }
     for s in range(stages):
@@ -101,15 +105,20 @@ def _build(bp: dict, spec: InputSpec, scale: float) -> Genome:
     return Genome(spec, tuple(layers))
 
 
-def fit_to_limits(bp: dict, spec: InputSpec, limits: Limits, steps: int = 14) -> tuple[Genome, float]:
-    """The widest uniform width scale in (0, 1] whose genome fits params / MACs / RAM / flash; (genome, scale)."""
-    def fits(genome: Genome) -> bool:
-        return not limits.violations(totals(genome), genome, repairable_only=True)
+def fit_to_limits(bp: dict, spec: InputSpec, limits: Limits, steps: int = 16) -> tuple[Genome, float]:
+    """The widest uniform width scale in (0, MAX_SCALE] whose genome fits ``bp['fill']`` x the param budget
+    and the MACs / RAM / flash limits; (genome, scale). Without a param budget the scale is at most 1."""
+    sized = limits
+    if limits.max_params is not None:
+        sized = replace(limits, max_params=int(limits.max_params * bp.get("fill", 1.0)))
 
-    full = _build(bp, spec, 1.0)
-    if fits(full):
-        return full, 1.0
-    lo, hi = 0.0, 1.0
+    def fits(genome: Genome) -> bool:
+        return not sized.violations(totals(genome), genome, repairable_only=True)
+
+    lo, hi = 0.0, MAX_SCALE if limits.max_params is not None else 1.0
+    best = _build(bp, spec, hi)
+    if fits(best):
+        return best, hi
     best = None
     for _ in range(steps):
         mid = (lo + hi) / 2

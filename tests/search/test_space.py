@@ -36,10 +36,10 @@ def test_without_repair_the_checker_rejects_and_says_why():
 
 
 def test_fixed_trial_gives_the_expected_design():
-    params = {"stages": 2, "order": "cba", "dropout": 0.05, "head": "gap_conv", "s0_blocks": 2, "s0_width": 16,
+    params = {"stages": 2, "order": "cba", "dropout": 0.05, "head": "gap_conv", "fill": 1.0, "s0_blocks": 2, "s0_width": 16,
               "s0_pad": "valid", "s0_kernel": 3, "s0_down": "max_1x1", "s0_transition_width": 8,
               "s1_blocks": 2, "s1_width": 16, "s1_type": "conv", "s1_pad": "valid", "dilate_last": False}
-    genome, scale = sample_genome(optuna.trial.FixedTrial(params), MNIST, Limits(max_params=100_000))
+    genome, scale = sample_genome(optuna.trial.FixedTrial(params), MNIST, Limits())  # no param budget: no scale-up
     assert scale == 1.0
     assert genome.to_string() == ("i1x28x28n10-conv_c16_k3_r0.05-conv_c16_k3_r0.05-max_k2-conv_c8_k1"
                                   "-conv_c16_k3_r0.05-conv_c16_k3_r0.05-gap-conv_c10_k1_b0_oc")
@@ -48,7 +48,7 @@ def test_fixed_trial_gives_the_expected_design():
 def test_fit_to_limits_honours_macs_too():
     from search.space import _blueprint
 
-    trial = optuna.trial.FixedTrial({"stages": 2, "order": "cba", "dropout": 0.0, "head": "conv_gap",
+    trial = optuna.trial.FixedTrial({"stages": 2, "order": "cba", "dropout": 0.0, "head": "conv_gap", "fill": 1.0,
                                      "s0_blocks": 3, "s0_width": 40, "s0_pad": "same", "s0_kernel": 5,
                                      "s0_down": "stride", "s0_transition_width": 8, "s1_blocks": 3,
                                      "s1_width": 40, "s1_type": "res", "s1_pad": "same", "dilate_last": True})
@@ -56,6 +56,20 @@ def test_fit_to_limits_honours_macs_too():
     genome, scale = fit_to_limits(_blueprint(trial), MNIST, limits)
     verdict = check(genome, limits)
     assert verdict.ok and scale < 1.0
+
+
+@pytest.mark.parametrize("fill", [0.6, 1.0])
+def test_narrow_designs_are_scaled_up_to_their_share_of_the_budget(fill):
+    from search.space import _blueprint
+
+    trial = optuna.trial.FixedTrial({"stages": 2, "order": "cba", "dropout": 0.0, "head": "gap_conv", "fill": fill,
+                                     "s0_blocks": 2, "s0_width": 8, "s0_pad": "valid", "s0_kernel": 3,
+                                     "s0_down": "max", "s0_transition_width": 8, "s1_blocks": 2,
+                                     "s1_width": 8, "s1_type": "conv", "s1_pad": "valid", "dilate_last": False})
+    genome, scale = fit_to_limits(_blueprint(trial), MNIST, Limits(max_params=20_000))
+    params = check(genome, Limits()).params
+    assert scale > 1.0
+    assert 0.85 * fill * 20_000 < params <= fill * 20_000
 
 
 def test_small_inputs_stay_valid():
