@@ -6,7 +6,10 @@
 Part 1 runs the search in this process (one worker) with every step timed: data loading (once per
 worker), model build, training steps, validation, storage round trips and leaderboard writing.
 Part 2 runs the same search through the CLI at each ``--workers`` value and reports trials/hour.
-Every run uses the same seed, fidelity and real MNIST; run it alone on the machine.
+Every run trains the same designs (``--designs`` genomes sampled once from the space at the budget
+and queued with ``--enqueue``, so each layout trains exactly these), at the same fidelity on real
+MNIST; run it alone on the machine. ``--epochs 3`` gives longer trials, where a worker's start-up
+(importing torch, loading the data) weighs less.
 """
 
 from __future__ import annotations
@@ -22,27 +25,52 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 # The issue's reference search: 8 trials, 1 epoch, 15,000 training images, budget 8,000.
-SEARCH = ["--budget", "8000", "--trials", "8", "--epochs", "1", "--train-subset", "15000", "--sampler", "tpe",
-          "--pruner", "none", "--final-top", "0", "--device", "cpu", "--seed", "0"]
+BUDGET, SUBSET = 8000, 15000
 
 
-def _split(data_dir: str, out: Path) -> dict[str, float]:
+def designs(n: int, seed: int = 0) -> list[str]:
+    """``n`` designs sampled from the search space at the budget (random sampler, fixed seed)."""
+    import optuna
+
+    from blocks import InputSpec
+    from budgets import Limits, check
+    from search.space import sample_genome
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    genomes: list[str] = []
+    while len(genomes) < n:
+        genome, _ = sample_genome(study.ask(), InputSpec(1, 28, 28, 10), Limits(max_params=BUDGET))
+        if check(genome, Limits(max_params=BUDGET)).ok:
+            genomes.append(genome.to_string())
+    return genomes
+
+
+def _search_args(genomes: list[str], epochs: int) -> list[str]:
+    return ["--budget", str(BUDGET), "--trials", str(len(genomes)), "--epochs", str(epochs), "--train-subset",
+            str(SUBSET), "--sampler", "tpe", "--pruner", "none", "--final-top", "0", "--device", "cpu",
+            "--seed", "0", "--enqueue", *genomes]
+
+
+def _split(data_dir: str, out: Path, genomes: list[str], epochs: int) -> dict[str, float]:
     """One worker in-process, every step timed; returns seconds per step and the trial count."""
     import optuna
     import torch
 
     from reports.leaderboard import write_leaderboard
-    from search.runner import run_worker
+    from blocks import Genome
+    from search.runner import enqueue_genomes, run_worker
     from search.settings import SearchSettings, open_study
     from training import load_splits, train
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     torch.set_num_threads(1)
-    settings = SearchSettings(budget=8000, trials=8, epochs=1, train_subset=15000, sampler="tpe", pruner="none",
+    settings = SearchSettings(budget=BUDGET, trials=len(genomes), epochs=epochs, train_subset=SUBSET, sampler="tpe",
+                              pruner="none",
                               device="cpu", seed=0, data_dir=data_dir, out=str(out), study="split")
     t = {"data loading": 0.0, "model build": 0.0, "training steps": 0.0, "validation": 0.0, "leaderboard": 0.0}
     start = time.perf_counter()
-    splits = load_splits("mnist", data_dir, val_size=settings.val_size).subset(15000, seed=0)
+    splits = load_splits("mnist", data_dir, val_size=settings.val_size).subset(SUBSET, seed=0)
     t["data loading"] = time.perf_counter() - start
 
     def timed_train(*args, **kwargs):
@@ -58,6 +86,7 @@ def _split(data_dir: str, out: Path) -> dict[str, float]:
         t["leaderboard"] += time.perf_counter() - t0
 
     study = open_study(settings)
+    enqueue_genomes(study, [Genome.from_string(g) for g in genomes], log=lambda line: None)
     trained = run_worker(settings, study=study, splits=splits, log=lambda line: None,
                          callbacks=[timed_leaderboard], train_fn=timed_train)
     total = time.perf_counter() - start
@@ -65,9 +94,10 @@ def _split(data_dir: str, out: Path) -> dict[str, float]:
     return {**t, "total": total, "trials": trained}
 
 
-def _cli(data_dir: str, out: Path, workers: str) -> tuple[float, int]:
+def _cli(data_dir: str, out: Path, workers: str, genomes: list[str], epochs: int) -> tuple[float, int]:
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, str(ROOT / "run_search.py"), *SEARCH, "--workers", workers,
+    result = subprocess.run([sys.executable, str(ROOT / "run_search.py"), *_search_args(genomes, epochs),
+                             "--workers", workers,
                              "--data-dir", data_dir, "--out", str(out), "--study", f"w{workers}"],
                             capture_output=True, text=True, cwd=ROOT)
     if result.returncode != 0:
@@ -83,18 +113,22 @@ def main() -> None:
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--workers", nargs="*", default=["1", "2"])
     parser.add_argument("--skip-split", action="store_true")
+    parser.add_argument("--designs", type=int, default=8, help="trials (the same designs at every layout)")
+    parser.add_argument("--epochs", type=int, default=1)
     args = parser.parse_args()
+    genomes = designs(args.designs)
+    print(f"{len(genomes)} designs at budget {BUDGET:,}, {args.epochs} epoch(s) on {SUBSET:,} images each")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         if not args.skip_split:
-            split = _split(args.data_dir, out)
+            split = _split(args.data_dir, out, genomes, args.epochs)
             print(f"one worker in-process: {split['trials']} trials in {split['total']:.1f} s "
                   f"= {3600 * split['trials'] / split['total']:.0f} trials/hour")
             for step, seconds in split.items():
                 if step not in ("total", "trials"):
                     print(f"  {step:32s} {seconds:7.1f} s  {100 * seconds / split['total']:5.1f}%")
         for workers in args.workers:
-            seconds, trials = _cli(args.data_dir, out, workers)
+            seconds, trials = _cli(args.data_dir, out, workers, genomes, args.epochs)
             print(f"CLI --workers {workers}: {trials} trials in {seconds:.1f} s (process start and data loading "
                   f"included) = {3600 * trials / seconds:.0f} trials/hour", flush=True)
 
