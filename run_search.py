@@ -211,7 +211,7 @@ def _plan(settings, args: argparse.Namespace):
     worker_threads = settings.threads_per_worker if device.type == "cpu" and settings.threads_per_worker else threads
     torch.set_num_threads(worker_threads)
     probe = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=settings.seed))
-    designs = [sample_genome(probe.ask(), info.spec, settings.limits)[0] for _ in range(2)]
+    designs = [sample_genome(probe.ask(), info.spec, settings.limits).genome for _ in range(2)]
     per_image = sum(calibrate(g, info.spec, device) for g in designs) / len(designs)
     torch.set_num_threads(threads)
     search_s = per_image * (search_images + settings.val_size / 3)  # a forward pass: about a third of a step

@@ -44,7 +44,7 @@ def designs(n: int, out: Path, seed: int = 0) -> list[str]:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     budgets = [3000 + (5000 * i) // max(n - 1, 1) for i in range(n)]  # 3,000 .. 8,000
-    genomes = [sample_genome(study.ask(), InputSpec(1, 28, 28, 10), Limits(max_params=b))[0].to_string() for b in budgets]
+    genomes = [sample_genome(study.ask(), InputSpec(1, 28, 28, 10), Limits(max_params=b)).genome.to_string() for b in budgets]
     out.mkdir(parents=True, exist_ok=True)
     saved.write_text(json.dumps(genomes, indent=1))
     return genomes

@@ -40,7 +40,7 @@ def designs(n: int, seed: int = 0) -> list[str]:
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     genomes: list[str] = []
     while len(genomes) < n:
-        genome, _ = sample_genome(study.ask(), InputSpec(1, 28, 28, 10), Limits(max_params=BUDGET))
+        genome = sample_genome(study.ask(), InputSpec(1, 28, 28, 10), Limits(max_params=BUDGET)).genome
         if check(genome, Limits(max_params=BUDGET)).ok:
             genomes.append(genome.to_string())
     return genomes

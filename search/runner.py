@@ -32,7 +32,7 @@ from search.plan import format_duration
 from search.ranking import score
 from search.recovery import OWNER_KEY, fail_orphans, owner_token
 from search.settings import SearchError, SearchSettings, open_study
-from search.space import fitted_widths, sample_genome, sample_hparams
+from search.space import sample_genome, sample_hparams
 from training import EpochMetrics, Splits, TrainConfig, TrainResult, load_splits, resolve_device, train
 
 __all__ = ["TRAINED", "Callback", "Objective", "TrainFn", "WorkerProgress", "enqueue_genomes", "run_search",
@@ -107,16 +107,17 @@ class Objective:
         try:
             enqueued = trial.user_attrs.get(ENQUEUED_KEY)
             if enqueued:  # a warm start (--enqueue): taken as it is, not sampled
-                genome, scale = Genome.from_string(enqueued), 1.0
+                genome, scale, widths = Genome.from_string(enqueued), 1.0, {}
             else:
-                genome, scale = sample_genome(trial, self.splits.spec, self.limits, repair=self.settings.repair)
+                genome, scale, widths = sample_genome(trial, self.splits.spec, self.limits,
+                                                      repair=self.settings.repair)
             verdict = check(genome, self.limits)
         except GenomeError as e:  # the space produced a structurally invalid design
             raise _Infeasible([str(e)], 1.0) from None
         _set_attrs(trial, {"genome": genome.to_string(), "hash": genome.hash, "params": verdict.params,
                            "rf": verdict.receptive_field, "macs": verdict.macs, "ram": verdict.ram,
                            "flash": verdict.flash, "width_scale": scale,
-                           **fitted_widths(trial.params, scale)})
+                           **{f"{name}_fitted": width for name, width in widths.items()}})
         if not verdict.ok:
             budget = self.settings.budget
             raise _Infeasible(list(verdict.violations), max(verdict.params / budget - 1 if budget else 0.0, 1e-3))

@@ -10,16 +10,23 @@ repaired by width and is left to the checker.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from blocks.genome import Genome, InputSpec, Layer, make_layer
 from budgets import Limits, totals
 
-__all__ = ["sample_genome", "fit_to_limits", "fitted_widths", "sample_hparams", "MIN_WIDTH"]
+__all__ = ["Fitted", "sample_genome", "fit_to_limits", "sample_hparams", "MIN_WIDTH"]
 
 MIN_WIDTH = 4  # channels; widths are even numbers >= this
 MAX_SCALE = 8.0  # the most a sampled width is scaled up to fill the budget
 FILL_RANGE = (0.6, 1.0)  # share of the parameter budget a design is scaled to
+
+
+class Fitted(NamedTuple):
+    """A sampled design fitted to the limits: the genome, the uniform width scale, the widths it was built with."""
+    genome: Genome
+    scale: float
+    widths: dict[str, int]  # by the sampled parameter's name: s0_width, s0_transition_width, ...
 
 
 def _even(x: float) -> int:
@@ -53,8 +60,18 @@ def _blueprint(trial: Any) -> dict:
     return bp
 
 
-def _build(bp: dict, spec: InputSpec, scale: float) -> Genome:
-    """Genome of a blueprint with every width multiplied by ``scale``; pads 'same' when the map gets small."""
+def _widths(bp: dict, scale: float) -> dict[str, int]:
+    """Every sampled width multiplied by ``scale`` (even, >= MIN_WIDTH), by parameter name."""
+    widths = {}
+    for s, stage in enumerate(bp["stages"]):
+        widths[f"s{s}_width"] = _even(stage["width"] * scale)
+        if "down" in stage:
+            widths[f"s{s}_transition_width"] = _even(stage["transition"] * scale)
+    return widths
+
+
+def _build(bp: dict, spec: InputSpec, widths: dict[str, int]) -> Genome:
+    """Genome of a blueprint with the given widths (``_widths``); pads 'same' when the map gets small."""
     layers: list[Layer] = []
     size = min(spec.height, spec.width)
     common = {"order": bp["order"]}
@@ -66,7 +83,7 @@ def _build(bp: dict, spec: InputSpec, scale: float) -> Genome:
 
     stride_next = False
     for s, stage in enumerate(bp["stages"]):
-        width = _even(stage["width"] * scale)
+        width = widths[f"s{s}_width"]
         for b in range(stage["blocks"]):
             kind = stage["type"]
             k = stage["kernel"] if b == 0 else 3
@@ -94,7 +111,7 @@ def _build(bp: dict, spec: InputSpec, scale: float) -> Genome:
                 add("max", {"kernel": 2})
                 size //= 2
                 if stage["down"] == "max_1x1":
-                    add("conv", {"out": _even(stage["transition"] * scale), "kernel": 1, "order": bp["order"]})
+                    add("conv", {"out": widths[f"s{s}_transition_width"], "kernel": 1, "order": bp["order"]})
     classes = spec.classes
     if bp["head"] == "gap_conv":
         add("gap", {})
@@ -105,44 +122,47 @@ def _build(bp: dict, spec: InputSpec, scale: float) -> Genome:
     return Genome(spec, tuple(layers))
 
 
-def fit_to_limits(bp: dict, spec: InputSpec, limits: Limits, steps: int = 16) -> tuple[Genome, float]:
-    """The widest uniform width scale in (0, MAX_SCALE] whose genome fits ``bp['fill']`` x the param budget
-    and the MACs / RAM / flash limits; (genome, scale). Without a param budget the scale is at most 1."""
+def fit_to_limits(bp: dict, spec: InputSpec, limits: Limits, steps: int = 16) -> Fitted:
+    """The widest design of blueprint ``bp`` within ``bp['fill']`` x the param budget and the MACs / RAM / flash
+    limits: the widest uniform width scale in (0, MAX_SCALE] (at most 1 without a param budget), then single
+    widths widened by 2 channels, last stage first, while the design fits."""
     sized = limits
     if limits.max_params is not None:
         sized = replace(limits, max_params=int(limits.max_params * bp.get("fill", 1.0)))
 
-    def fits(genome: Genome) -> bool:
-        return not sized.violations(totals(genome), genome, repairable_only=True)
+    def fits(widths: dict[str, int]) -> Genome | None:
+        genome = _build(bp, spec, widths)
+        return None if sized.violations(totals(genome), genome, repairable_only=True) else genome
 
     lo, hi = 0.0, MAX_SCALE if limits.max_params is not None else 1.0
-    best = _build(bp, spec, hi)
-    if fits(best):
-        return best, hi
+    if (genome := fits(_widths(bp, hi))) is not None:
+        return Fitted(genome, hi, _widths(bp, hi))
     best = None
     for _ in range(steps):
         mid = (lo + hi) / 2
-        genome = _build(bp, spec, mid)
-        if fits(genome):
+        if (genome := fits(_widths(bp, mid))) is not None:
             lo, best = mid, genome
         else:
             hi = mid
+    widths = _widths(bp, lo)
     if best is None:  # even the narrowest design (every width MIN_WIDTH) is over: the checker will say why
-        return _build(bp, spec, 0.0), 0.0
-    return best, lo
+        return Fitted(_build(bp, spec, widths), 0.0, widths)
+    widened = True
+    while widened:
+        widened = False
+        for name in reversed(list(widths)):
+            wider = {**widths, name: widths[name] + 2}
+            genome = fits(wider)
+            if genome is not None and genome != best:  # a width the design does not use changes nothing
+                best, widths, widened = genome, wider, True
+    return Fitted(best, lo, widths)
 
 
-def fitted_widths(params: dict, scale: float) -> dict[str, int]:
-    """The widths a trial's genome was actually built with (sampled widths x the repair scale), per stage."""
-    return {f"{name}_fitted": _even(value * scale) for name, value in params.items()
-            if name.endswith("_width") and name.startswith("s")}
-
-
-def sample_genome(trial: Any, spec: InputSpec, limits: Limits, repair: bool = True) -> tuple[Genome, float]:
-    """Sample a genome for ``spec``; with ``repair`` its widths are scaled to fit ``limits``. (genome, scale)."""
+def sample_genome(trial: Any, spec: InputSpec, limits: Limits, repair: bool = True) -> Fitted:
+    """Sample a genome for ``spec``; with ``repair`` its widths are fitted to ``limits`` (``fit_to_limits``)."""
     bp = _blueprint(trial)
     if not repair:
-        return _build(bp, spec, 1.0), 1.0
+        return Fitted(_build(bp, spec, _widths(bp, 1.0)), 1.0, _widths(bp, 1.0))
     return fit_to_limits(bp, spec, limits)
 
 

@@ -43,7 +43,7 @@ def test_rerunning_resumes_the_study(tmp_path):
 def test_same_genome_is_not_trained_twice(tmp_path):
     s = SearchSettings(**tiny_settings(tmp_path, trials=2))
     study = open_study(s)
-    fixed = {"stages": 2, "order": "cba", "dropout": 0.0, "head": "gap_conv", "s0_blocks": 1, "s0_width": 8,
+    fixed = {"stages": 2, "order": "cba", "dropout": 0.0, "head": "gap_conv", "fill": 1.0, "s0_blocks": 1, "s0_width": 8,
              "s0_pad": "same", "s0_kernel": 3, "s0_down": "max", "s0_transition_width": 8, "s1_blocks": 1,
              "s1_width": 8, "s1_type": "conv", "s1_pad": "same", "dilate_last": False}
     study.enqueue_trial(fixed)
