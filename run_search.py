@@ -195,7 +195,7 @@ def _worker_count(requested: str, device: str, log) -> int:
     return count
 
 
-def _plan(settings, args: argparse.Namespace):
+def _plan(settings, args: argparse.Namespace, trained: int = 0):
     """The plan of this command, with per-epoch times measured on a few steps of designs from the space."""
     import optuna
     import torch
@@ -218,8 +218,8 @@ def _plan(settings, args: argparse.Namespace):
     final_s = per_image * (info.train_images + info.test_images / 3)
     name = (torch.cuda.get_device_name(device) if device.type == "cuda"
             else f"{device.type}, {worker_threads} thread(s) per worker")
-    return Plan(settings.trials, expected_epochs(settings.pruner, settings.min_epochs, settings.epochs), search_s,
-                settings.workers, args.final_top * args.seeds, args.final_epochs, final_s, name)
+    return Plan(max(settings.trials - trained, 0), expected_epochs(settings.pruner, settings.min_epochs, settings.epochs), search_s,
+                settings.workers, args.final_top * args.seeds, args.final_epochs, final_s, name, trained)
 
 
 def _warm_starts(sources: list[str], dataset: str) -> list:
@@ -316,9 +316,6 @@ def _search(args: argparse.Namespace) -> int:
         out=args.out,
         train_subset=args.train_subset, tune_hparams=args.tune_hparams, repair=not args.no_repair,
         stop_at_target=args.stop_at_target)
-    if not args.finalize:
-        for line in _plan(settings, args).lines():
-            console.print(line)
     if args.finalize and not study_exists(settings):
         raise UsageError(f"--finalize: no study {settings.study!r} in {redact(settings.storage_url)}; "
                          "check --study / --out / --storage")
@@ -334,6 +331,9 @@ def _search(args: argparse.Namespace) -> int:
         console.print(f"resuming study {settings.study}: {trained_count(resumed)} trained, "
                       f"{statuses.count('rejected')} rejected, {statuses.count('failed')} failed, "
                       f"{statuses.count('pruned')} pruned")
+    if not args.finalize:
+        for line in _plan(settings, args, trained_count(resumed)).lines():
+            console.print(line)
     if warm_starts and not args.finalize:
         queued = enqueue_genomes(study, warm_starts, console.print)
         console.print(f"--enqueue: {queued} design(s) queued to be evaluated first")

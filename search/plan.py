@@ -38,7 +38,7 @@ def format_duration(seconds: float) -> str:
 class Plan:
     """The work of one search command, in epochs, and its estimated wall time."""
 
-    trials: int
+    trials: int  # still to train
     epochs_per_trial: float  # expected, after the pruner
     search_epoch_s: float  # one training epoch of a trial (training split, plus validation)
     workers: int
@@ -46,6 +46,7 @@ class Plan:
     final_epochs: int
     final_epoch_s: float  # one epoch on the full training set, plus the test set
     device: str
+    trained: int = 0  # already in a resumed study
 
     @property
     def search_epochs(self) -> float:
@@ -65,7 +66,8 @@ class Plan:
                   if self.final_runs else "no final evaluation (--final-top 0)")
         return [
             f"device: {self.device}, {self.workers} worker(s)",
-            f"plan: up to {self.trials} trained trials x ~{self.epochs_per_trial:.1f} epochs each after pruning "
+            f"plan: up to {self.trials} {'more ' if self.trained else ''}trained trials"
+            f"{f' ({self.trained} already trained)' if self.trained else ''} x ~{self.epochs_per_trial:.1f} epochs each after pruning "
             f"(~{self.search_epochs:.0f} epochs), {finals}: ~{self.total_epochs:.0f} epochs in all",
             f"estimate: ~{format_duration(self.seconds)} at ~{self.search_epoch_s:.0f} s per search epoch "
             f"(measured here just now); cheaper: fewer --trials, --timeout SECONDS, --train-subset N, "

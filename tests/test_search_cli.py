@@ -171,5 +171,6 @@ def test_a_rerun_says_it_resumes_and_version(tmp_path):
     second = cli(*args, "--trials", "2")
     assert second.returncode == 0, second.stderr[-1000:]
     assert "resuming study again: 1 trained, 0 rejected, 0 failed, 0 pruned" in second.stdout
+    assert "plan: up to 1 more trained trials (1 already trained) x" in second.stdout  # not 2 more
     version = cli("--version")
     assert version.returncode == 0 and version.stdout.startswith("run_search.py ")
