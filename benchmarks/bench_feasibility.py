@@ -55,9 +55,10 @@ def main() -> None:
     feasible = sum(s != "rejected" for s in statuses)
     params = sorted(t.user_attrs["params"] for t in study.trials if t.user_attrs.get("status") != "rejected")
     median = params[len(params) // 2] if params else 0
+    low = params[len(params) // 10] if params else 0
     print(f"budget {args.budget:,}, sampler {args.sampler}, repair {'off' if args.no_repair else 'on'}: "
           f"{feasible}/{len(statuses)} feasible = {100 * feasible / len(statuses):.1f}%, "
-          f"median feasible params {median:,}")
+          f"feasible params: median {median:,}, 10th percentile {low:,}, min {params[0] if params else 0:,}")
 
 
 if __name__ == "__main__":

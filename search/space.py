@@ -19,7 +19,7 @@ __all__ = ["Fitted", "sample_genome", "fit_to_limits", "sample_hparams", "MIN_WI
 
 MIN_WIDTH = 4  # channels; widths are even numbers >= this
 MAX_SCALE = 8.0  # the most a sampled width is scaled up to fill the budget
-FILL_RANGE = (0.6, 1.0)  # share of the parameter budget a design is scaled to
+FILL_RANGE = (0.8, 1.0)  # share of the parameter budget a design is scaled to
 
 
 class Fitted(NamedTuple):

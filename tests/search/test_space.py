@@ -58,7 +58,7 @@ def test_fit_to_limits_honours_macs_too():
     assert verdict.ok and scale < 1.0
 
 
-@pytest.mark.parametrize("fill", [0.6, 1.0])
+@pytest.mark.parametrize("fill", [0.8, 1.0])
 def test_narrow_designs_are_scaled_up_to_their_share_of_the_budget(fill):
     from search.space import _blueprint
 
