@@ -76,6 +76,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_arguments(parser, "benchmarks/results/proxy")
     parser.add_argument("--designs", type=int, default=12)
+    parser.add_argument("--proxies", nargs="+", choices=list(PROXIES), default=list(PROXIES),
+                        help="run only these settings (e.g. the cheap ones in a second process)")
     args = parser.parse_args()
     out = Path(args.out)
     if args.table:
@@ -88,7 +90,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     splits = load_splits("mnist", args.data_dir)
-    jobs = ((f"d{i:02d}__{p}", (i, g, p)) for p in PROXIES for i, g in enumerate(designs(args.designs, out)))
+    jobs = ((f"d{i:02d}__{p}", (i, g, p)) for p in args.proxies for i, g in enumerate(designs(args.designs, out)))
     for path, (i, genome, proxy) in pending(jobs, out, args.shard):
         epochs, subset = PROXIES[proxy]
         start = time.time()
