@@ -1,7 +1,7 @@
 """Proxy validity: how well cheap training runs rank designs against their 15-epoch validation accuracy.
 
     python benchmarks/bench_proxy.py --data-dir ../shared/data --out benchmarks/results/proxy [--shard 0/2]
-    python benchmarks/bench_proxy.py --out benchmarks/results/proxy --table      # Spearman / Kendall per proxy
+    python benchmarks/bench_proxy.py --out benchmarks/results/proxy --table      # Spearman / Kendall (scipy: [bench])
 
 Samples ``--designs`` genomes from the search space (random sampler, fixed seed, budgets spread over
 3k-8k params), then trains each at every proxy setting and at the full 15 epochs. One JSON per finished
@@ -51,7 +51,10 @@ def designs(n: int, out: Path, seed: int = 0) -> list[str]:
 
 
 def _table(out: Path) -> str:
-    from scipy.stats import kendalltau, spearmanr
+    try:
+        from scipy.stats import kendalltau, spearmanr
+    except ImportError:
+        raise SystemExit("--table needs scipy: pip install -e '.[bench]'") from None
 
     runs = [json.loads(p.read_text()) for p in sorted(out.glob("d*__*.json"))]
     full = {r["design"]: r for r in runs if r["proxy"] == "full15"}
