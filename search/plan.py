@@ -62,12 +62,12 @@ class Plan:
         return search + self.final_runs * self.final_epochs * self.final_epoch_s
 
     def lines(self) -> list[str]:
+        more, already = ("more ", f" ({self.trained} already trained)") if self.trained else ("", "")
         finals = (f"then {self.final_runs} final run(s) x {self.final_epochs} epochs on the full training set"
                   if self.final_runs else "no final evaluation (--final-top 0)")
         return [
             f"device: {self.device}, {self.workers} worker(s)",
-            f"plan: up to {self.trials} {'more ' if self.trained else ''}trained trials"
-            f"{f' ({self.trained} already trained)' if self.trained else ''} x ~{self.epochs_per_trial:.1f} epochs each after pruning "
+            f"plan: up to {self.trials} {more}trained trials{already} x ~{self.epochs_per_trial:.1f} epochs each after pruning "
             f"(~{self.search_epochs:.0f} epochs), {finals}: ~{self.total_epochs:.0f} epochs in all",
             f"estimate: ~{format_duration(self.seconds)} at ~{self.search_epoch_s:.0f} s per search epoch "
             f"(measured here just now); cheaper: fewer --trials, --timeout SECONDS, --train-subset N, "

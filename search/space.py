@@ -135,8 +135,9 @@ def fit_to_limits(bp: dict, spec: InputSpec, limits: Limits, steps: int = 16) ->
         return None if sized.violations(totals(genome), genome, repairable_only=True) else genome
 
     lo, hi = 0.0, MAX_SCALE if limits.max_params is not None else 1.0
-    if (genome := fits(_widths(bp, hi))) is not None:
-        return Fitted(genome, hi, _widths(bp, hi))
+    widths = _widths(bp, hi)
+    if (genome := fits(widths)) is not None:
+        return Fitted(genome, hi, widths)
     best = None
     for _ in range(steps):
         mid = (lo + hi) / 2
