@@ -197,11 +197,10 @@ def _worker_count(requested: str, device: str, log) -> int:
 
 def _plan(settings, args: argparse.Namespace, trained: int = 0):
     """The plan of this command, with per-epoch times measured on a few steps of designs from the space."""
-    import optuna
     import torch
 
     from search.plan import Plan, calibrate, expected_epochs
-    from search.space import sample_genome
+    from search.space import random_designs
     from training import DATASETS, resolve_device
 
     device = resolve_device(settings.device)
@@ -210,8 +209,7 @@ def _plan(settings, args: argparse.Namespace, trained: int = 0):
     threads = torch.get_num_threads()
     worker_threads = settings.threads_per_worker if device.type == "cpu" and settings.threads_per_worker else threads
     torch.set_num_threads(worker_threads)
-    probe = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=settings.seed))
-    designs = [sample_genome(probe.ask(), info.spec, settings.limits).genome for _ in range(2)]
+    designs = random_designs(info.spec, [settings.limits] * 2, seed=settings.seed)
     per_image = sum(calibrate(g, info.spec, device) for g in designs) / len(designs)
     torch.set_num_threads(threads)
     search_s = per_image * (search_images + settings.val_size / 3)  # a forward pass: about a third of a step

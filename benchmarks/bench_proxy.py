@@ -35,16 +35,13 @@ def designs(n: int, out: Path, seed: int = 0) -> list[str]:
     saved = out / "designs.json"
     if saved.exists():
         return json.loads(saved.read_text())[:n]
-    import optuna
-
     from blocks import InputSpec
     from budgets import Limits
-    from search.space import sample_genome
+    from search.space import random_designs
 
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     budgets = [3000 + (5000 * i) // max(n - 1, 1) for i in range(n)]  # 3,000 .. 8,000
-    genomes = [sample_genome(study.ask(), InputSpec(1, 28, 28, 10), Limits(max_params=b)).genome.to_string() for b in budgets]
+    genomes = [g.to_string() for g in random_designs(InputSpec(1, 28, 28, 10), [Limits(max_params=b) for b in budgets],
+                                                     seed)]
     out.mkdir(parents=True, exist_ok=True)
     saved.write_text(json.dumps(genomes, indent=1))
     return genomes

@@ -30,20 +30,11 @@ BUDGET, SUBSET = 8000, 15000
 
 def designs(n: int, seed: int = 0) -> list[str]:
     """``n`` designs sampled from the search space at the budget (random sampler, fixed seed)."""
-    import optuna
-
     from blocks import InputSpec
-    from budgets import Limits, check
-    from search.space import sample_genome
+    from budgets import Limits
+    from search.space import random_designs
 
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-    genomes: list[str] = []
-    while len(genomes) < n:
-        genome = sample_genome(study.ask(), InputSpec(1, 28, 28, 10), Limits(max_params=BUDGET)).genome
-        if check(genome, Limits(max_params=BUDGET)).ok:
-            genomes.append(genome.to_string())
-    return genomes
+    return [g.to_string() for g in random_designs(InputSpec(1, 28, 28, 10), [Limits(max_params=BUDGET)] * n, seed)]
 
 
 def _search_args(genomes: list[str], epochs: int) -> list[str]:

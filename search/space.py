@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 from blocks.genome import Genome, InputSpec, Layer, make_layer
 from budgets import Limits, totals
 
-__all__ = ["Fitted", "sample_genome", "fit_to_limits", "sample_hparams", "MIN_WIDTH"]
+__all__ = ["Fitted", "random_designs", "sample_genome", "fit_to_limits", "sample_hparams", "MIN_WIDTH"]
 
 MIN_WIDTH = 4  # channels; widths are even numbers >= this
 MAX_SCALE = 8.0  # the most a sampled width is scaled up to fill the budget
@@ -165,6 +165,15 @@ def sample_genome(trial: Any, spec: InputSpec, limits: Limits, repair: bool = Tr
     if not repair:
         return Fitted(_build(bp, spec, _widths(bp, 1.0)), 1.0, _widths(bp, 1.0))
     return fit_to_limits(bp, spec, limits)
+
+
+def random_designs(spec: InputSpec, limits: list[Limits], seed: int = 0) -> list[Genome]:
+    """One fitted design per entry of ``limits``, from Optuna's random sampler with a fixed seed: the same
+    probes every time (the plan's calibration, benchmarks)."""
+    import optuna
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    return [sample_genome(study.ask(), spec, entry).genome for entry in limits]
 
 
 def sample_hparams(trial: Any) -> dict:
