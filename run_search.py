@@ -102,8 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="full training epochs of a trial that survives the pruner (default 15), or of "
                              "--reproduce (default 15)")
     search.add_argument("--min-epochs", type=_positive_int, default=1,
-                        help="sha / hyperband: epochs at the first rung (default 1); a third go on at each rung "
+                        help="epochs at the pruner's first rung (default 1); a third go on at each rung "
                              "(1, 3, 9, ... epochs)")
+    search.add_argument("--rungs", choices=("separate", "inline"), default="separate",
+                        help="separate (default): each rung is its own short run with its own lr schedule (1 and 3 "
+                             "epochs before a 15-epoch run), which ranks designs better (BENCHMARKS.md, proxy "
+                             "validity); inline: the rungs are epochs of the one full-length run (cheaper)")
     search.add_argument("--enqueue", nargs="+", metavar="GENOME",
                         help="warm starts evaluated first: genome .json files, compact strings, or a leaderboard "
                              ".csv (its top 3); designs already in the study are not trained again")
@@ -216,7 +220,8 @@ def _plan(settings, args: argparse.Namespace, trained: int = 0):
     final_s = per_image * (info.train_images + info.test_images / 3)
     name = (torch.cuda.get_device_name(device) if device.type == "cuda"
             else f"{device.type}, {worker_threads} thread(s) per worker")
-    return Plan(max(settings.trials - trained, 0), expected_epochs(settings.pruner, settings.min_epochs, settings.epochs), search_s,
+    return Plan(max(settings.trials - trained, 0), expected_epochs(settings.pruner, settings.min_epochs, settings.epochs,
+                                                                    settings.rungs), search_s,
                 settings.workers, args.final_top * args.seeds, args.final_epochs, final_s, name, trained)
 
 
@@ -308,7 +313,8 @@ def _search(args: argparse.Namespace) -> int:
         budget=args.budget, min_rf=limits.min_rf, max_macs=args.max_macs, max_ram=args.max_ram,
         max_flash=args.max_flash, precision=args.precision, target=args.target,
         dataset=_dataset(args.dataset or "mnist"), data_dir=args.data_dir, trials=args.trials, timeout=args.timeout,
-        epochs=args.epochs or 15, min_epochs=args.min_epochs, sampler=args.sampler, pruner=args.pruner,
+        epochs=args.epochs or 15, min_epochs=args.min_epochs, rungs=args.rungs, sampler=args.sampler,
+        pruner=args.pruner,
         storage=args.storage, study=args.study,
         workers=_worker_count(args.workers, _device(args.device), console.print), device=args.device, seed=args.seed,
         out=args.out,
@@ -319,7 +325,7 @@ def _search(args: argparse.Namespace) -> int:
                          "check --study / --out / --storage")
     console.print(f"study {settings.study} in {redact(settings.storage_url)}: {settings.limits.describe()}, "
                   f"{settings.trials} trials x {settings.epochs} epochs, sampler {settings.sampler}, "
-                  f"pruner {settings.pruner}, {settings.workers} worker(s)")
+                  f"pruner {settings.pruner} ({settings.rungs} rungs), {settings.workers} worker(s)")
     started = time.monotonic()
     warm_starts = _warm_starts(args.enqueue or [], settings.dataset)
     study = open_study(settings)  # the one study object of this command

@@ -9,14 +9,36 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-__all__ = ["Plan", "calibrate", "expected_epochs", "format_duration"]
+__all__ = ["Plan", "calibrate", "expected_epochs", "format_duration", "rung_epochs"]
 
 _REDUCTION = 3  # sha: a third of the trials go on at each rung
 
 
-def expected_epochs(pruner: str, min_epochs: int, epochs: int) -> float:
-    """Mean epochs a trial trains under ``pruner`` (successive halving: a third survive each rung)."""
-    if pruner not in ("sha", "hyperband") or min_epochs >= epochs:
+def rung_epochs(min_epochs: int, epochs: int) -> list[int]:
+    """Epochs of the separate short runs that serve as rungs: ``min_epochs`` x 1, 3, 9, ... while a rung
+    costs at most a third of the full run (15 epochs from 1: rungs of 1 and 3 epochs)."""
+    rungs, rung = [], min_epochs
+    while rung * _REDUCTION <= epochs:
+        rungs.append(rung)
+        rung *= _REDUCTION
+    return rungs
+
+
+def expected_epochs(pruner: str, min_epochs: int, epochs: int, rungs: str = "inline") -> float:
+    """Mean epochs a trial trains under ``pruner`` (successive halving: a third survive each rung).
+
+    ``rungs="separate"``: each rung is its own short run, and survivors of the last rung train ``epochs``
+    from scratch; ``"inline"``: the rungs are epochs of the one full-length run.
+    """
+    if pruner == "none" or min_epochs >= epochs:
+        return float(epochs)
+    if rungs == "separate":
+        total, survivors = 0.0, 1.0
+        for rung in rung_epochs(min_epochs, epochs):
+            total += survivors * rung
+            survivors /= 2 if pruner == "median" else _REDUCTION
+        return total + survivors * epochs
+    if pruner not in ("sha", "hyperband"):
         return float(epochs)
     total, rung, survivors = 0.0, 0, 1.0
     start = 0

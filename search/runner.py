@@ -28,7 +28,7 @@ from optuna.trial import TrialState
 from blocks import BudgetNASError, Genome, GenomeError
 from budgets import Verdict, check
 from search.console import make_console
-from search.plan import format_duration
+from search.plan import format_duration, rung_epochs
 from search.ranking import score
 from search.recovery import OWNER_KEY, fail_orphans, owner_token
 from search.settings import SearchError, SearchSettings, open_study
@@ -154,18 +154,41 @@ class Objective:
         return None
 
     def train(self, trial: Any, genome: Genome) -> TrainResult:
-        """Train with per-epoch reports to the pruner (none after the last epoch: a finished run is kept)."""
+        """Train, reporting to the pruner; a trial that survives every rung trains ``epochs`` and is kept.
+
+        ``rungs="separate"``: each rung is a short run with its own schedule (``search.plan.rung_epochs``),
+        whose final validation accuracy is reported; the full run is not pruned. ``"inline"``: every epoch
+        of the full run is reported (none after the last: a finished run is kept).
+        """
         s = self.settings
         config = TrainConfig(**{"epochs": s.epochs, "seed": s.seed, "device": s.device, **s.train_overrides,
                                 **(sample_hparams(trial) if s.tune_hparams else {})})
+        pruning = s.pruner != "none" and not s.multi_objective and self.study is not None
+        if pruning and s.rungs == "separate":
+            return self._train_in_rungs(trial, genome, config)
 
         def on_epoch(m: EpochMetrics) -> str | None:
-            if s.multi_objective or self.study is None:
+            if not pruning:
                 return None
             trial.report(m.val_acc, m.epoch)
             return "pruned" if m.epoch < config.epochs and trial.should_prune() else None
 
         return self.train_fn(genome, self.splits, config, on_epoch=on_epoch)
+
+    def _train_in_rungs(self, trial: Any, genome: Genome, config: TrainConfig) -> TrainResult:
+        spent, rung_accs = 0.0, {}
+        for epochs in rung_epochs(self.settings.min_epochs, config.epochs):
+            short = self.train_fn(genome, self.splits, replace(config, epochs=epochs))
+            spent += short.seconds
+            if short.status != "complete":
+                return replace(short, seconds=spent)
+            rung_accs[str(epochs)] = final_acc = short.epochs[-1].val_acc
+            trial.set_user_attr("rungs", rung_accs)
+            trial.report(final_acc, epochs)
+            if trial.should_prune():
+                return replace(short, status="pruned", seconds=spent)
+        full = self.train_fn(genome, self.splits, config)
+        return replace(full, seconds=spent + full.seconds)
 
     def record(self, trial: Any, verdict: Verdict, result: TrainResult) -> Any:
         val_acc = result.best_val_acc or 0.0

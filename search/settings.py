@@ -16,11 +16,12 @@ import optuna
 from blocks import BudgetNASError
 from budgets import Limits
 
-__all__ = ["SearchError", "SearchSettings", "SAMPLERS", "PRUNERS", "cpu_worker_cap", "make_sampler", "make_pruner",
+__all__ = ["SearchError", "SearchSettings", "SAMPLERS", "PRUNERS", "RUNGS", "cpu_worker_cap", "make_sampler", "make_pruner",
            "open_study", "redact", "study_exists"]
 
 SAMPLERS = ("tpe", "nsga2", "random")
 PRUNERS = ("sha", "median", "hyperband", "none")
+RUNGS = ("separate", "inline")  # what a rung measures: a short run with its own schedule, or epochs of the full run
 # What a lost race between workers creating the same tables / study looks like (then: try again).
 _CREATION_RACE = ("already exists", "IntegrityError", "UniqueViolation", "UNIQUE constraint", "duplicate key")
 # Study attributes that must match when a study is resumed.
@@ -51,6 +52,7 @@ class SearchSettings:
     min_epochs: int = 1  # sha / hyperband: the first rung
     sampler: str = "tpe"
     pruner: str = "sha"  # successive halving over epochs: rungs at min_epochs * 3^k, survivors train all epochs
+    rungs: str = "separate"  # separate: each rung is its own short run (search.plan.rung_epochs); inline: epochs of one run
     storage: str | None = None  # Optuna storage URL; default sqlite:///<out>/<study>/study.db
     study: str | None = None  # default <dataset>-b<budget>
     workers: int = 1
@@ -72,6 +74,8 @@ class SearchSettings:
             raise SearchError(f"unknown sampler {self.sampler!r}; choose from {', '.join(SAMPLERS)}")
         if self.pruner not in PRUNERS:
             raise SearchError(f"unknown pruner {self.pruner!r}; choose from {', '.join(PRUNERS)}")
+        if self.rungs not in RUNGS:
+            raise SearchError(f"unknown --rungs {self.rungs!r}; choose from {', '.join(RUNGS)}")
         for name in ("budget", "max_macs", "max_ram", "max_flash", "trials", "epochs", "min_epochs", "workers", "train_subset", "timeout"):
             value = getattr(self, name)
             if value is not None and value <= 0:

@@ -1,6 +1,6 @@
 import pytest
 
-from search.plan import Plan, expected_epochs, format_duration
+from search.plan import Plan, expected_epochs, format_duration, rung_epochs
 
 
 def test_expected_epochs_under_successive_halving():
@@ -10,6 +10,18 @@ def test_expected_epochs_under_successive_halving():
     assert expected_epochs("sha", 1, 15) == pytest.approx(1 + 2 / 3 + 6 / 9 + 6 / 27)
     assert expected_epochs("sha", 3, 3) == 3
     assert expected_epochs("sha", 2, 5) == pytest.approx(2 + 3 / 3)
+
+
+def test_separate_rungs_are_short_runs_of_at_most_a_third_of_the_full_run():
+    assert rung_epochs(1, 15) == [1, 3]
+    assert rung_epochs(1, 27) == [1, 3, 9]
+    assert rung_epochs(2, 5) == []
+    assert rung_epochs(1, 3) == [1]
+    # everyone runs 1 epoch, a third a 3-epoch run, a ninth the 15-epoch run from scratch
+    assert expected_epochs("sha", 1, 15, rungs="separate") == pytest.approx(1 + 3 / 3 + 15 / 9)
+    assert expected_epochs("median", 1, 15, rungs="separate") == pytest.approx(1 + 3 / 2 + 15 / 4)
+    assert expected_epochs("sha", 2, 5, rungs="separate") == 5
+    assert expected_epochs("none", 1, 15, rungs="separate") == 15
 
 
 def test_plan_counts_search_and_final_epochs_and_estimates_the_time():

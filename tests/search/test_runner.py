@@ -243,3 +243,56 @@ def test_ram_limit_is_repaired_by_width_and_rejections_name_it(tmp_path):
     s, study = run(tmp_path, trials=2, budget=6000, max_ram=1500, repair=False, study="ram-norepair")
     reasons = [t.user_attrs.get("reasons", "") for t in study.get_trials() if t.user_attrs["status"] == "rejected"]
     assert any(r.startswith("ram ") and "B > 1,500 B (int8)" in r for r in reasons)
+
+
+class _ScriptedTrainer:
+    """A stand-in for ``training.train``: records each run's epochs and whether it could be pruned; the
+    accuracy depends on the design and the run's length only, so rung values are known."""
+
+    def __init__(self):
+        self.runs = []  # (genome hash, epochs, on_epoch given)
+
+    def __call__(self, genome, splits, config, on_epoch=None):
+        from training import EpochMetrics, TrainResult
+
+        self.runs.append((genome.hash, config.epochs, on_epoch is not None))
+        quality = int(genome.hash[:4], 16) / 0xFFFF
+        epochs = [EpochMetrics(e, 1.0, 50.0, 1.0, 50 + 40 * quality + e) for e in range(1, config.epochs + 1)]
+        return TrainResult("complete", epochs, 2.0, "cpu", config.seed, 0, {"epochs": config.epochs})
+
+
+def test_separate_rungs_are_short_runs_and_survivors_train_the_full_run_unpruned(tmp_path):
+    s = SearchSettings(**tiny_settings(tmp_path, trials=9, epochs=9, pruner="sha", study="rungs"))
+    trainer = _ScriptedTrainer()
+    run_worker(s, splits=tiny_splits(), log=lambda line: None, train_fn=trainer)
+    trials = [t for t in open_study(s).get_trials() if t.user_attrs.get("status") in ("complete", "pruned")]
+    assert len(trials) == 9
+    runs = {}
+    for genome_hash, epochs, pruned_inline in trainer.runs:
+        assert not pruned_inline  # the rungs are whole runs; the full run is never cut short
+        runs.setdefault(genome_hash, []).append(epochs)
+    for t in trials:
+        lengths = runs[t.user_attrs["hash"]]
+        assert lengths in ([1], [1, 3], [1, 3, 9])  # rungs of 1 and 3 epochs (at most a third of 9), then 9
+        assert set(t.intermediate_values) == {e for e in lengths if e < 9}
+        for e in t.intermediate_values:  # each rung reports its own run's final accuracy
+            assert t.intermediate_values[e] == t.user_attrs["rungs"][str(e)] == 50 + 40 * int(t.user_attrs["hash"][:4], 16) / 0xFFFF + e
+        assert t.user_attrs["seconds"] == 2.0 * len(lengths)  # all its runs
+        if t.user_attrs["status"] == "complete":
+            assert lengths == [1, 3, 9] and t.user_attrs["epochs"] == 9
+        else:
+            assert t.user_attrs["epochs"] == lengths[-1] < 9
+    assert any(t.user_attrs["status"] == "pruned" for t in trials)
+    assert any(t.user_attrs["status"] == "complete" for t in trials)
+
+
+def test_inline_rungs_report_every_epoch_of_the_one_full_run(tmp_path):
+    s = SearchSettings(**tiny_settings(tmp_path, trials=3, epochs=9, pruner="sha", rungs="inline", study="inline"))
+    trainer = _ScriptedTrainer()
+    run_worker(s, splits=tiny_splits(), log=lambda line: None, train_fn=trainer)
+    assert trainer.runs and all(epochs == 9 and pruned_inline for _, epochs, pruned_inline in trainer.runs)
+
+
+def test_unknown_rungs_mode_is_a_clear_error(tmp_path):
+    with pytest.raises(SearchError, match="unknown --rungs 'sometimes'"):
+        SearchSettings(**tiny_settings(tmp_path, rungs="sometimes"))
