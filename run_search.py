@@ -117,9 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--storage", metavar="URL",
                         help="Optuna storage URL (default: sqlite file under --out/<study>/)")
     search.add_argument("--study", help="study name (default <dataset>-b<budget>); the same name resumes it")
-    search.add_argument("--workers", type=_workers, default="1", metavar="N|auto",
-                        help="local worker processes; auto = one single-threaded worker per core on CPU (capped by "
-                             "free memory), one per GPU (default 1)")
+    search.add_argument("--workers", type=_workers, default="auto", metavar="N|auto",
+                        help="local worker processes; auto (default) = one single-threaded worker per core on CPU "
+                             "(capped by free memory), one per GPU")
     search.add_argument("--device", default="auto", help="auto (default: cuda, then mps, then cpu), cuda, mps or cpu")
     search.add_argument("--seed", type=int, default=0, help="sampler and training seed (default 0)")
     search.add_argument("--out", default="runs", help="output directory (default runs/)")

@@ -139,12 +139,21 @@ def test_workers_are_capped_to_the_machine(capsys):
     assert run_search._worker_count("auto", "cpu", lines.append) >= 1 and len(lines) == 1
 
 
+def test_workers_default_to_auto_one_per_core():
+    import run_search
+    from search.settings import cpu_worker_cap
+
+    args = run_search.build_parser().parse_args(["--budget", "8000"])
+    assert args.workers == "auto"
+    assert run_search._worker_count(args.workers, "cpu", print) == cpu_worker_cap()[0]
+
+
 @pytest.mark.slow
 def test_a_full_disk_is_one_line_naming_the_file_and_keeps_completed_trials(tmp_path):
     """RLIMIT_FSIZE stands in for a full disk: writes past the limit fail with EFBIG, as ENOSPC would."""
     write_idx(tmp_path / "data" / "MNIST" / "raw", n_train=6000, n_test=100)
     args = ["--budget", "3000", "--epochs", "1", "--sampler", "random", "--final-top", "0", "--data-dir",
-            str(tmp_path / "data"), "--out", str(tmp_path / "runs"), "--study", "full", "--device", "cpu"]
+            str(tmp_path / "data"), "--out", str(tmp_path / "runs"), "--study", "full", "--device", "cpu", "--workers", "1"]
     assert cli(*args, "--trials", "2").returncode == 0
     db = tmp_path / "runs" / "full" / "study.db"
     limit = db.stat().st_size + 4096

@@ -21,7 +21,7 @@ def cli(*args, **kw):
 def test_real_mnist_proxy_search_then_ctrl_c(mnist_dir, tmp_path):
     args = [sys.executable, str(ROOT / "run_search.py"), "--budget", "8000", "--target", "99.4", "--trials", "50",
             "--epochs", "2", "--train-subset", "4000", "--data-dir", str(mnist_dir), "--out", str(tmp_path),
-            "--study", "e2e", "--device", "cpu", "--final-top", "0"]
+            "--study", "e2e", "--device", "cpu", "--final-top", "0", "--workers", "1"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     lines = []
@@ -165,7 +165,7 @@ def test_a_rerun_says_it_resumes_and_version(tmp_path):
 
     write_idx(tmp_path / "data" / "MNIST" / "raw", n_train=6000, n_test=100)
     args = ["--budget", "3000", "--epochs", "1", "--sampler", "random", "--final-top", "0", "--data-dir",
-            str(tmp_path / "data"), "--out", str(tmp_path / "runs"), "--study", "again", "--device", "cpu"]
+            str(tmp_path / "data"), "--out", str(tmp_path / "runs"), "--study", "again", "--device", "cpu", "--workers", "1"]
     first = cli(*args, "--trials", "1")
     assert first.returncode == 0 and "resuming" not in first.stdout
     second = cli(*args, "--trials", "2")

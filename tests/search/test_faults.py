@@ -91,7 +91,7 @@ def _cli_search(tmp_path, study: str) -> subprocess.Popen:
     write_idx(tmp_path / "data" / "MNIST" / "raw", n_train=6000, n_test=500)
     args = [sys.executable, str(ROOT / "run_search.py"), "--budget", "3000", "--trials", "20", "--epochs", "3",
             "--sampler", "random", "--final-top", "0", "--data-dir", str(tmp_path / "data"), "--out",
-            str(tmp_path / "runs"), "--study", study, "--device", "cpu"]
+            str(tmp_path / "runs"), "--study", study, "--device", "cpu", "--workers", "1"]
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
