@@ -222,7 +222,7 @@ def _plan(settings, args: argparse.Namespace, trained: int = 0):
             else f"{device.type}, {worker_threads} thread(s) per worker")
     return Plan(max(settings.trials - trained, 0), expected_epochs(settings.pruner, settings.min_epochs, settings.epochs,
                                                                     settings.rungs), search_s,
-                settings.workers, args.final_top * args.seeds, args.final_epochs, final_s, name, trained)
+                settings.workers, args.final_top * args.seeds, args.final_epochs, final_s, name, trained, settings.timeout)
 
 
 def _warm_starts(sources: list[str], dataset: str) -> list:

@@ -69,6 +69,7 @@ class Plan:
     final_epoch_s: float  # one epoch on the full training set, plus the test set
     device: str
     trained: int = 0  # already in a resumed study
+    timeout: float | None = None  # --timeout: workers start no trial after this many seconds
 
     @property
     def search_epochs(self) -> float:
@@ -79,9 +80,14 @@ class Plan:
         return self.search_epochs + self.final_runs * self.final_epochs
 
     @property
-    def seconds(self) -> float:
+    def search_seconds(self) -> float:
+        """The search part, capped by ``timeout`` (the trials running at the deadline still finish)."""
         search = self.search_epochs * self.search_epoch_s / self.workers
-        return search + self.final_runs * self.final_epochs * self.final_epoch_s
+        return min(search, self.timeout) if self.timeout is not None else search
+
+    @property
+    def seconds(self) -> float:
+        return self.search_seconds + self.final_runs * self.final_epochs * self.final_epoch_s
 
     def lines(self) -> list[str]:
         more, already = ("more ", f" ({self.trained} already trained)") if self.trained else ("", "")
@@ -92,7 +98,10 @@ class Plan:
             f"plan: up to {self.trials} {more}trained trials{already} x ~{self.epochs_per_trial:.1f} epochs each after pruning "
             f"(~{self.search_epochs:.0f} epochs), {finals}: ~{self.total_epochs:.0f} epochs in all",
             f"estimate: ~{format_duration(self.seconds)} at ~{self.search_epoch_s:.0f} s per search epoch "
-            f"(measured here just now); cheaper: fewer --trials, --timeout SECONDS, --train-subset N, "
+            f"(measured here just now)"
+            + (f", the search cut at --timeout {format_duration(self.timeout)}"
+               if self.timeout is not None and self.search_seconds == self.timeout else "")
+            + "; cheaper: fewer --trials, --timeout SECONDS, --train-subset N, "
             f"--epochs / --final-epochs, --final-top 0",
         ]
 

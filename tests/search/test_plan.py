@@ -35,3 +35,13 @@ def test_plan_counts_search_and_final_epochs_and_estimates_the_time():
     assert "~115 epochs in all" in lines[1]
     assert f"~{format_duration(plan.seconds)}" in lines[2] and "--final-top 0" in lines[2]
     assert format_duration(3725) == "1:02:05"
+
+
+def test_timeout_caps_the_search_part_of_the_estimate_and_says_so():
+    plan = Plan(trials=200, epochs_per_trial=3.7, search_epoch_s=47.0, workers=1, final_runs=3, final_epochs=15,
+                final_epoch_s=50.0, device="cpu", timeout=3900)
+    assert plan.search_seconds == 3900 and plan.seconds == 3900 + 3 * 15 * 50
+    assert "the search cut at --timeout 1:05:00" in plan.lines()[2]
+    short = Plan(trials=2, epochs_per_trial=1, search_epoch_s=10.0, workers=1, final_runs=0, final_epochs=15,
+                 final_epoch_s=50.0, device="cpu", timeout=3900)
+    assert short.search_seconds == 20 and "--timeout" not in short.lines()[2].split(";")[0]
