@@ -124,9 +124,13 @@ class SearchSettings:
 
 
 def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
-    """The sampler; tpe and nsga2 learn from rejected trials through ``trial.set_constraint``."""
+    """The sampler; tpe and nsga2 learn from rejected trials through ``trial.set_constraint``.
+
+    TPE's constant liar counts the trials other workers are running as bad, so parallel workers (the
+    default ``--workers auto``) do not propose the same region at once.
+    """
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=10)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=10, constant_liar=True)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=20)
     return optuna.samplers.RandomSampler(seed=seed)

@@ -296,3 +296,9 @@ def test_inline_rungs_report_every_epoch_of_the_one_full_run(tmp_path):
 def test_unknown_rungs_mode_is_a_clear_error(tmp_path):
     with pytest.raises(SearchError, match="unknown --rungs 'sometimes'"):
         SearchSettings(**tiny_settings(tmp_path, rungs="sometimes"))
+
+
+def test_tpe_keeps_parallel_workers_apart_with_the_constant_liar():
+    from search.settings import make_sampler
+
+    assert make_sampler("tpe", 0)._constant_liar  # running trials count as bad: no twin proposals from two workers
