@@ -21,7 +21,7 @@ __all__ = ["COLUMNS", "FINAL_COLUMNS", "LeaderboardWriter", "load_finals", "rank
            "top_table", "trials_frame", "write_leaderboard"]
 
 COLUMNS = ["rank", "trial", "status", "genome", "params", "rf", "macs", "ram", "flash", "val_acc", "best_epoch", "epochs", "images",
-           "seconds", "device", "seed", "reasons", "hash", "val_meets_target"]
+           "rung_val", "seconds", "device", "seed", "reasons", "hash", "val_meets_target"]
 INTEGER_COLUMNS = ["trial", "params", "rf", "macs", "ram", "flash", "best_epoch", "epochs", "images", "seed"]
 # Filled in for the finalists (retrained on the full training set over several seeds, test set).
 FINAL_COLUMNS = ["test_acc_mean", "test_acc_std", "test_acc_min", "meets_target"]
@@ -40,7 +40,8 @@ def trials_frame(study: Any, target: float | None = None, finals: dict | None = 
         rows.append({
             "trial": t.number, "status": status, "genome": a.get("genome"), "params": a.get("params"),
             "rf": a.get("rf"), "macs": a.get("macs"), "ram": a.get("ram"), "flash": a.get("flash"), "val_acc": a.get("val_acc"), "best_epoch": a.get("best_epoch"),
-            "epochs": a.get("epochs"), "images": a.get("images"), "seconds": a.get("seconds"), "device": a.get("device"), "seed": a.get("seed"),
+            "epochs": a.get("epochs"), "images": a.get("images"), "rung_val": _rung_text(a.get("rungs")),
+            "seconds": a.get("seconds"), "device": a.get("device"), "seed": a.get("seed"),
             "reasons": a.get("reasons"), "hash": a.get("hash"),
         })
     df = pd.DataFrame(rows, columns=[c for c in COLUMNS if c not in ("rank", "val_meets_target")])
@@ -54,6 +55,11 @@ def trials_frame(study: Any, target: float | None = None, finals: dict | None = 
         for key in FINAL_COLUMNS:
             df.loc[mask, key] = final.get(key)
     return df
+
+
+def _rung_text(rungs: dict | None) -> str | None:
+    """Validation accuracy of each separate rung run, e.g. ``1ep 97.66 / 3ep 98.38``."""
+    return " / ".join(f"{epochs}ep {acc:.2f}" for epochs, acc in rungs.items()) if rungs else None
 
 
 def rank_trials(df: pd.DataFrame, target: float | None) -> pd.DataFrame:

@@ -284,6 +284,11 @@ def test_separate_rungs_are_short_runs_and_survivors_train_the_full_run_unpruned
             assert t.user_attrs["epochs"] == lengths[-1] < 9
     assert any(t.user_attrs["status"] == "pruned" for t in trials)
     assert any(t.user_attrs["status"] == "complete" for t in trials)
+    from reports.leaderboard import trials_frame
+
+    board = trials_frame(open_study(s)).set_index("trial")
+    for t in trials:  # the leaderboard names each rung run's fidelity and accuracy
+        assert board.loc[t.number, "rung_val"] == " / ".join(f"{e}ep {v:.2f}" for e, v in t.user_attrs["rungs"].items())
 
 
 def test_inline_rungs_report_every_epoch_of_the_one_full_run(tmp_path):
