@@ -176,10 +176,11 @@ class Objective:
         return self.train_fn(genome, self.splits, config, on_epoch=on_epoch)
 
     def _train_in_rungs(self, trial: Any, genome: Genome, config: TrainConfig) -> TrainResult:
-        spent, rung_accs = 0.0, {}
+        spent, epochs_trained, rung_accs = 0.0, 0, {}
         for epochs in rung_epochs(self.settings.min_epochs, config.epochs):
             short = self.train_fn(genome, self.splits, replace(config, epochs=epochs))
-            spent += short.seconds
+            spent, epochs_trained = spent + short.seconds, epochs_trained + len(short.epochs)
+            trial.set_user_attr("epochs_trained", epochs_trained)  # rung runs included, for the progress line
             if short.status != "complete":
                 return replace(short, seconds=spent)
             rung_accs[str(epochs)] = final_acc = short.epochs[-1].val_acc
@@ -188,6 +189,7 @@ class Objective:
             if trial.should_prune():
                 return replace(short, status="pruned", seconds=spent)
         full = self.train_fn(genome, self.splits, config)
+        trial.set_user_attr("epochs_trained", epochs_trained + len(full.epochs))
         return replace(full, seconds=spent + full.seconds)
 
     def record(self, trial: Any, verdict: Verdict, result: TrainResult) -> Any:
@@ -239,7 +241,8 @@ class WorkerProgress:
         detail = attrs.get("reasons") if status == "rejected" else (
             f"val {val:.2f}% after {attrs.get('epochs')} epoch(s)" if val is not None else "")
         done = trained_count(trials)
-        epochs = sum(t.user_attrs.get("epochs") or 0 for t in trials if t.user_attrs.get("status") in TRAINED)
+        epochs = sum(t.user_attrs.get("epochs_trained") or t.user_attrs.get("epochs") or 0 for t in trials
+                     if t.user_attrs.get("status") in TRAINED)  # rung runs included
         elapsed = time.monotonic() - self.start
         new = done - self.trained_at_start
         eta = (f", search ETA {format_duration(elapsed / new * max(self.settings.trials - done, 0))}" if new > 0

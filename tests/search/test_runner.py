@@ -278,6 +278,7 @@ def test_separate_rungs_are_short_runs_and_survivors_train_the_full_run_unpruned
         for e in t.intermediate_values:  # each rung reports its own run's final accuracy
             assert t.intermediate_values[e] == t.user_attrs["rungs"][str(e)] == 50 + 40 * int(t.user_attrs["hash"][:4], 16) / 0xFFFF + e
         assert t.user_attrs["seconds"] == 2.0 * len(lengths)  # all its runs
+        assert t.user_attrs["epochs_trained"] == sum(lengths)
         if t.user_attrs["status"] == "complete":
             assert lengths == [1, 3, 9] and t.user_attrs["epochs"] == 9
         else:
