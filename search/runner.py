@@ -36,7 +36,7 @@ from search.space import sample_genome, sample_hparams
 from training import EpochMetrics, Splits, TrainConfig, TrainResult, load_splits, resolve_device, train
 
 __all__ = ["TRAINED", "Callback", "Objective", "TrainFn", "WorkerProgress", "enqueue_genomes", "run_search",
-           "run_worker", "trained_count"]
+           "run_worker", "search_eta", "trained_count"]
 
 TRAINED = ("training", "complete", "pruned", "diverged", "oom")  # statuses that use up a trial
 _LIVE = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)  # not failed, not waiting for a retry
@@ -206,6 +206,12 @@ class Objective:
         return score(val_acc, verdict.params, self.settings.target, self.settings.budget)
 
 
+def search_eta(elapsed: float, finished: int, left: int, timeout: float | None = None) -> float:
+    """Seconds until the search ends: the pace so far times the trials left, but no later than ``timeout``."""
+    eta = elapsed / finished * max(left, 0)
+    return min(eta, max(timeout - elapsed, 0.0)) if timeout is not None else eta
+
+
 class WorkerProgress:
     """The worker's own after-trial callback: counts, one log line per trial, and the stop conditions."""
 
@@ -245,8 +251,8 @@ class WorkerProgress:
                      if t.user_attrs.get("status") in TRAINED)  # rung runs included
         elapsed = time.monotonic() - self.start
         new = done - self.trained_at_start
-        eta = (f", search ETA {format_duration(elapsed / new * max(self.settings.trials - done, 0))}" if new > 0
-               else "")
+        eta = (f", search ETA {format_duration(search_eta(elapsed, new, self.settings.trials - done, self.settings.timeout))}"
+               if new > 0 else "")
         self.log(f"[w{self.worker}] trial {trial.number} {status}: {attrs.get('params', 0):,} params {detail} | "
                  f"trained {done}/{self.settings.trials} ({epochs} epochs), rejected {rejected}, "
                  + (f"best val at {self.settings.epochs} epochs {best:.2f}%" if best is not None else "no full run yet")

@@ -308,3 +308,12 @@ def test_tpe_keeps_parallel_workers_apart_with_the_constant_liar():
     from search.settings import make_sampler
 
     assert make_sampler("tpe", 0)._constant_liar  # running trials count as bad: no twin proposals from two workers
+
+
+def test_search_eta_follows_the_pace_and_stops_at_the_timeout():
+    from search.runner import search_eta
+
+    assert search_eta(elapsed=100, finished=4, left=8) == 200  # 25 s a trial
+    assert search_eta(elapsed=100, finished=4, left=8, timeout=3900) == 200
+    assert search_eta(elapsed=700, finished=1, left=199, timeout=3900) == 3200  # not 39 hours: the timeout ends it
+    assert search_eta(elapsed=4000, finished=20, left=180, timeout=3900) == 0
