@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--min-epochs", type=_positive_int, default=1,
                         help="epochs at the pruner's first rung (default 1); a third go on at each rung "
                              "(1, 3, 9, ... epochs)")
-    search.add_argument("--rungs", choices=("separate", "inline"), default="separate",
+    search.add_argument("--rungs", default="separate",
                         help="separate (default): each rung is its own short run with its own lr schedule (1 and 3 "
                              "epochs before a 15-epoch run), which ranks designs better (BENCHMARKS.md, proxy "
                              "validity); inline: the rungs are epochs of the one full-length run (cheaper)")

@@ -9,18 +9,18 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-__all__ = ["Plan", "calibrate", "expected_epochs", "format_duration", "rung_epochs"]
+__all__ = ["REDUCTION", "Plan", "calibrate", "expected_epochs", "format_duration", "rung_epochs"]
 
-_REDUCTION = 3  # sha: a third of the trials go on at each rung
+REDUCTION = 3  # successive halving: a third of the trials go on at each rung
 
 
 def rung_epochs(min_epochs: int, epochs: int) -> list[int]:
     """Epochs of the separate short runs that serve as rungs: ``min_epochs`` x 1, 3, 9, ... while a rung
     costs at most a third of the full run (15 epochs from 1: rungs of 1 and 3 epochs)."""
     rungs, rung = [], min_epochs
-    while rung * _REDUCTION <= epochs:
+    while rung * REDUCTION <= epochs:
         rungs.append(rung)
-        rung *= _REDUCTION
+        rung *= REDUCTION
     return rungs
 
 
@@ -36,18 +36,18 @@ def expected_epochs(pruner: str, min_epochs: int, epochs: int, rungs: str = "inl
         total, survivors = 0.0, 1.0
         for rung in rung_epochs(min_epochs, epochs):
             total += survivors * rung
-            survivors /= 2 if pruner == "median" else _REDUCTION
+            survivors /= 2 if pruner == "median" else REDUCTION
         return total + survivors * epochs
     if pruner not in ("sha", "hyperband"):
         return float(epochs)
     total, rung, survivors = 0.0, 0, 1.0
     start = 0
     while True:
-        stop = min(min_epochs * _REDUCTION ** rung, epochs)
+        stop = min(min_epochs * REDUCTION ** rung, epochs)
         total += survivors * (stop - start)
         if stop >= epochs:
             return total
-        start, rung, survivors = stop, rung + 1, survivors / _REDUCTION
+        start, rung, survivors = stop, rung + 1, survivors / REDUCTION
 
 
 def format_duration(seconds: float) -> str:

@@ -15,6 +15,7 @@ import optuna
 
 from blocks import BudgetNASError
 from budgets import Limits
+from search.plan import REDUCTION
 
 __all__ = ["SearchError", "SearchSettings", "SAMPLERS", "PRUNERS", "RUNGS", "cpu_worker_cap", "make_sampler", "make_pruner",
            "open_study", "redact", "study_exists"]
@@ -143,7 +144,7 @@ def make_pruner(name: str, multi_objective: bool, min_epochs: int = 1, epochs: i
     if name == "none" or multi_objective:  # Optuna cannot prune multi-objective trials
         return optuna.pruners.NopPruner()
     if name == "sha":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=min_epochs, reduction_factor=3)
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=min_epochs, reduction_factor=REDUCTION)
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
     return optuna.pruners.HyperbandPruner(min_resource=min_epochs, max_resource=epochs or "auto")

@@ -45,6 +45,7 @@ def test_real_mnist_proxy_search_then_ctrl_c(mnist_dir, tmp_path):
 @pytest.mark.parametrize("args,expected", [
     (["--budget", "8000", "--sampler", "cmaes"], "unknown sampler 'cmaes'"),
     (["--budget", "8000", "--pruner", "asha"], "unknown pruner 'asha'"),
+    (["--budget", "8000", "--rungs", "sometimes"], "unknown --rungs 'sometimes'"),
     (["--budget", "0"], "argument --budget: must be > 0"),
     (["--budget", "8000", "--dataset", "svhn"], "unknown dataset 'svhn'"),
     (["--trials", "3"], "give a limit to search under"),
