@@ -247,12 +247,15 @@ def open_study(settings: SearchSettings, worker: int = 0) -> optuna.Study:
             raise SearchError(f"study {settings.study!r} in {redact(settings.storage_url)} was created with "
                               f"{'; '.join(conflicts)}; use another --study name")
     else:
+        # "dataset" is written last: a worker that sees it sees the whole identity, not a half-written one.
         for key, value in wanted.items():
-            study.set_user_attr(key, value)
+            if key != "dataset":
+                study.set_user_attr(key, value)
         study.set_user_attr("target", settings.target)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # experimental in Optuna, but what optuna-dashboard reads
             study.set_metric_names(metric_names(settings))
+        study.set_user_attr("dataset", wanted["dataset"])
     return study
 
 

@@ -61,6 +61,23 @@ def test_resuming_with_another_budget_is_a_clear_error(tmp_path):
         open_study(SearchSettings(**tiny_settings(tmp_path, budget=2000)))
 
 
+def test_a_worker_opening_the_study_while_another_records_its_identity_is_not_refused(tmp_path, monkeypatch):
+    s = SearchSettings(**tiny_settings(tmp_path))
+    opened_meanwhile = []
+    real_set = optuna.Study.set_user_attr
+
+    def set_then_let_another_worker_open(study, key, value):
+        real_set(study, key, value)
+        if not opened_meanwhile:  # the second worker starts between the first worker's first and second writes
+            opened_meanwhile.append(key)
+            open_study(s, worker=1)
+
+    monkeypatch.setattr(optuna.Study, "set_user_attr", set_then_let_another_worker_open)
+    open_study(s, worker=0)
+    monkeypatch.undo()
+    assert open_study(s).user_attrs["budget"] == 3000
+
+
 def test_unreachable_storage_is_a_clear_error_without_the_password(tmp_path):
     s = SearchSettings(**tiny_settings(tmp_path, storage="postgresql://nas:secret@127.0.0.1:9/nas"))
     with pytest.raises(SearchError) as info:
