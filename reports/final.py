@@ -118,6 +118,15 @@ def write_artifacts(out_dir: Path, genome: Genome, final: FinalResult, full: Spl
     return written
 
 
+def _already_evaluated(summary: dict | None, folder: Path, epochs: int, seeds: list[int]) -> bool:
+    """A finals.json entry that covers exactly these seeds and epochs, every run complete, artifacts on disk."""
+    if not summary or summary.get("seeds") != list(seeds) or set(summary.get("statuses", [])) != {"complete"}:
+        return False
+    if any(len(accs) != epochs for accs in summary.get("per_epoch_test_acc", [])):
+        return False
+    return all((folder / f"checkpoint_seed{seed}.pt").is_file() for seed in seeds)
+
+
 def finalize(study: Any, settings: Any, ranked: pd.DataFrame, top_k: int, epochs: int, seeds: list[int],
              log: Callable[[str], None] = print, splits: Splits | None = None,
              on_final: Callable[[dict], None] | None = None) -> dict:
@@ -137,6 +146,10 @@ def finalize(study: Any, settings: Any, ranked: pd.DataFrame, top_k: int, epochs
     for _, row in top.iterrows():
         trial = int(row["trial"])
         genome = Genome.from_string(row["genome"])
+        if _already_evaluated(finals.get(str(trial)), settings.run_dir / "final" / f"trial{trial}", epochs, seeds):
+            log(f"final evaluation of rank {int(row['rank'])} (trial {trial}): already done with these seeds "
+                f"and epochs in {settings.run_dir / 'finals.json'}; not retrained")
+            continue
         log(f"final evaluation of rank {int(row['rank'])} (trial {trial}, {int(row['params']):,} params): "
             f"{epochs} epochs x {len(seeds)} seed(s) on the full training set")
         final = final_evaluation(genome, full, epochs, seeds, base, log=log)

@@ -44,6 +44,30 @@ def test_final_columns_reach_the_leaderboard(searched):
         assert (folder / name).is_file()
 
 
+def test_finalizing_again_reuses_finished_finalists_and_retrains_on_other_seeds(searched, monkeypatch):
+    import reports.final
+
+    study = open_study(searched)
+    trained = []
+    real = reports.final.final_evaluation
+    monkeypatch.setattr(reports.final, "final_evaluation",
+                        lambda genome, full, epochs, seeds, *a, **kw: trained.append(seeds) or real(
+                            genome, full, epochs, seeds, *a, **kw))
+    lines = []
+    before = json.loads((searched.run_dir / "finals.json").read_text())
+    finals = finalize(study, searched, write_leaderboard(study, searched), top_k=1, epochs=2, seeds=[0, 1],
+                      log=lines.append, splits=tiny_splits())
+    assert trained == [] and finals == before
+    assert any("already done with these seeds and epochs" in line for line in lines)
+    finalize(study, searched, write_leaderboard(study, searched), top_k=1, epochs=2, seeds=[2],
+             log=lines.append, splits=tiny_splits())
+    assert trained == [[2]]
+    finals = json.loads((searched.run_dir / "finals.json").read_text())
+    finalize(study, searched, write_leaderboard(study, searched), top_k=1, epochs=2, seeds=[0, 1],
+             log=lines.append, splits=tiny_splits())  # the seed-2 summary replaced the first one
+    assert trained == [[2], [0, 1]]
+
+
 def test_report_is_self_contained_with_plots_and_tables(searched):
     html_path, md_path = write_report(searched.run_dir)
     page = html_path.read_text()
