@@ -4,8 +4,8 @@
 
 Training (images/s over ``--batches`` timed steps after ``--warmup`` untimed ones, same model, SGD):
 the classic torchvision + DataLoader pipeline (``bench_pipeline.classic``), then the engine at batch
-128 (the default), 256 and 512, and with ``torch.compile`` in the modes of ``--compile-modes``.
-GFLOP/s counts a training step as 3 x the forward MACs x 2. Validation (images/s over the
+128 (the default), 256 and 512, in channels_last, and with ``torch.compile`` in the modes of
+``--compile-modes``. GFLOP/s counts a training step as 3 x the forward MACs x 2. Validation (images/s over the
 5,000-image validation split, ``--eval-repeats`` passes): the engine's ``evaluate`` (``no_grad``),
 under ``inference_mode``, and with BatchNorm folded into the convolutions
 (``torch.fx.experimental.optimization.fuse``), each checked to give the same predictions.
@@ -33,12 +33,18 @@ from training import TrainConfig, Trainer, load_splits  # noqa: E402
 from training.engine import evaluate  # noqa: E402
 
 
+def channels_last(trainer: Trainer) -> None:
+    """Switch a CPU trainer to channels_last (the engine uses it on CUDA only)."""
+    trainer.model.to(memory_format=torch.channels_last)
+    trainer.normalize.memory_format = torch.channels_last
+
+
 def train_rate(splits, genome, config: TrainConfig, batches: int, warmup: int,
-               wrap: Callable[[torch.nn.Module], Callable] | None = None) -> float:
-    """Images/s of the engine's training steps; ``wrap`` replaces the model's forward (e.g. torch.compile)."""
+               setup: Callable[[Trainer], None] | None = None) -> float:
+    """Images/s of the engine's training steps; ``setup`` changes the trainer first (compile, memory format)."""
     trainer = Trainer(genome, splits, replace(config, max_steps=warmup + batches))
-    if wrap is not None:
-        trainer.forward = wrap(trainer.model)
+    if setup is not None:
+        setup(trainer)
     trainer.total_steps = warmup  # untimed warm-up (and compilation) inside the same run
     trainer.train_epoch()
     trainer.total_steps = warmup + batches
@@ -87,10 +93,12 @@ def main() -> None:
     for size in args.batch_sizes:
         row(f"engine, batch {size}", train_rate(splits, genome, replace(config, batch_size=size), args.batches,
                                                 args.warmup))
+    row("engine, batch 128, channels_last", train_rate(splits, genome, config, args.batches, args.warmup,
+                                                      setup=channels_last))
     for mode in args.compile_modes:
         try:
             rate = train_rate(splits, genome, config, args.batches, args.warmup,
-                              wrap=lambda m, mode=mode: torch.compile(m, mode=mode))
+                              setup=lambda t, mode=mode: setattr(t, "forward", torch.compile(t.model, mode=mode)))
         except Exception as e:  # a compiler missing on this machine is a result, not a crash
             print(f"| engine, torch.compile {mode} | failed: {type(e).__name__}: {str(e).splitlines()[0][:120]} | | |")
             continue
