@@ -82,7 +82,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {genome.to_string()}, "
           f"{totals(genome).params:,} params, {macs:,} MACs/img")
     splits = load_splits("mnist", args.data_dir, device=device)
-    config = TrainConfig(device="cpu", epochs=1)
+    config = TrainConfig(device="cpu", epochs=5)  # enough steps for --batches at any batch size
     base = classic(args.data_dir, genome, device, args.batches, args.warmup, args.loader_workers)
 
     def row(name: str, rate: float) -> None:
