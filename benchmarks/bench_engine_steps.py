@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from benchmarks.bench_pipeline import classic  # noqa: E402
+from benchmarks.bench_pipeline import classic, engine  # noqa: E402
 from blocks import build_model, load_genome  # noqa: E402
 from budgets import totals  # noqa: E402
 from training import TrainConfig, Trainer, load_splits  # noqa: E402
@@ -39,30 +39,15 @@ def channels_last(trainer: Trainer) -> None:
     trainer.normalize.memory_format = torch.channels_last
 
 
-def train_rate(splits, genome, config: TrainConfig, batches: int, warmup: int,
-               setup: Callable[[Trainer], None] | None = None) -> float:
-    """Images/s of the engine's training steps; ``setup`` changes the trainer first (compile, memory format)."""
-    trainer = Trainer(genome, splits, replace(config, max_steps=warmup + batches))
-    if setup is not None:
-        setup(trainer)
-    trainer.total_steps = warmup  # untimed warm-up (and compilation) inside the same run
-    trainer.train_epoch()
-    trainer.total_steps = warmup + batches
-    start = time.perf_counter()
-    while trainer.steps_done < trainer.total_steps:
-        trainer.train_epoch()
-    return batches * config.batch_size / (time.perf_counter() - start)
-
-
-def eval_rate(model: Callable, splits, repeats: int, inference: bool) -> tuple[float, float]:
-    """(images/s, accuracy %) of ``evaluate`` on the validation split."""
+def eval_rate(model: Callable, splits, repeats: int, inference: bool) -> float:
+    """Images/s of ``evaluate`` on the validation split."""
     context = torch.inference_mode if inference else torch.no_grad
     with context():
         evaluate(model, splits.val_x, splits.val_y, splits.mean, splits.std)  # warm-up
         start = time.perf_counter()
         for _ in range(repeats):
-            _, acc = evaluate(model, splits.val_x, splits.val_y, splits.mean, splits.std)
-    return repeats * len(splits.val_y) / (time.perf_counter() - start), acc
+            evaluate(model, splits.val_x, splits.val_y, splits.mean, splits.std)
+    return repeats * len(splits.val_y) / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -91,13 +76,13 @@ def main() -> None:
     print("| training | images/s | GFLOP/s | vs classic |\n| --- | ---: | ---: | ---: |")
     row("classic (DataLoader, batch 128)", base)
     for size in args.batch_sizes:
-        row(f"engine, batch {size}", train_rate(splits, genome, replace(config, batch_size=size), args.batches,
+        row(f"engine, batch {size}", engine(splits, genome, replace(config, batch_size=size), args.batches,
                                                 args.warmup))
-    row("engine, batch 128, channels_last", train_rate(splits, genome, config, args.batches, args.warmup,
+    row("engine, batch 128, channels_last", engine(splits, genome, config, args.batches, args.warmup,
                                                       setup=channels_last))
     for mode in args.compile_modes:
         try:
-            rate = train_rate(splits, genome, config, args.batches, args.warmup,
+            rate = engine(splits, genome, config, args.batches, args.warmup,
                               setup=lambda t, mode=mode: setattr(t, "forward", torch.compile(t.model, mode=mode)))
         except Exception as e:  # a compiler missing on this machine is a result, not a crash
             print(f"| engine, torch.compile {mode} | failed: {type(e).__name__}: {str(e).splitlines()[0][:120]} | | |")
@@ -121,7 +106,7 @@ def main() -> None:
     print("| validation (5,000 images) | images/s | vs today |\n| --- | ---: | ---: |")
     today = None
     for name, net, inference in variants:
-        rate, _ = eval_rate(net, splits, args.eval_repeats, inference)
+        rate = eval_rate(net, splits, args.eval_repeats, inference)
         today = today or rate
         print(f"| {name} | {rate:,.0f} | {rate / today:.2f}x |", flush=True)
 

@@ -16,6 +16,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -64,9 +65,18 @@ def classic(data_dir: str, genome, device: torch.device, batches: int, warmup: i
     return seen / (time.perf_counter() - start)
 
 
-def engine(splits, genome, config: TrainConfig, batches: int, warmup: int) -> float:
-    Trainer(genome, splits, replace(config, max_steps=warmup)).train_epoch()  # warm caches (and compile)
-    trainer = Trainer(genome, splits, replace(config, max_steps=batches))
+def engine(splits, genome, config: TrainConfig, batches: int, warmup: int,
+           setup: Callable[[Trainer], None] | None = None) -> float:
+    """Images/s of the engine's training steps; ``setup`` changes the trainer first (compile, memory format).
+
+    ``config.epochs`` must hold ``warmup + batches`` steps.
+    """
+    trainer = Trainer(genome, splits, replace(config, max_steps=warmup + batches))
+    if setup is not None:
+        setup(trainer)
+    trainer.total_steps = warmup  # untimed warm-up (and compilation) of this same trainer
+    trainer.train_epoch()
+    trainer.total_steps = warmup + batches
     if splits.device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
@@ -74,7 +84,7 @@ def engine(splits, genome, config: TrainConfig, batches: int, warmup: int) -> fl
         trainer.train_epoch()
     if splits.device.type == "cuda":
         torch.cuda.synchronize()
-    return trainer.steps_done * config.batch_size / (time.perf_counter() - start)
+    return batches * config.batch_size / (time.perf_counter() - start)
 
 
 def main() -> None:
