@@ -38,6 +38,9 @@ RECIPES = {
                          "rotation_deg": 10.0, "translate_px": 1.5, "scale_frac": 0.1},
     "lr0.1-groups-ls": {"lr": 0.1, "warmup_frac": 0.25, "weight_decay": 1e-4, "decay_norm_bias": False,
                         "label_smoothing": 0.1},
+    # Batch size (issue 10: batch 256 trains 1.14x faster per image on CPU): same lr, and lr scaled linearly.
+    "bs256": {"lr": 0.1, "warmup_frac": 0.25, "weight_decay": 1e-4, "decay_norm_bias": False, "batch_size": 256},
+    "bs256-lr0.2": {"lr": 0.2, "warmup_frac": 0.25, "weight_decay": 1e-4, "decay_norm_bias": False, "batch_size": 256},
 }
 
 

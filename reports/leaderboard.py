@@ -7,6 +7,7 @@ Only trained trials (status complete) are ranked; rejected, pruned, diverged, fa
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 import pandas as pd
 from rich.table import Table
 
-from search.ranking import rank_key
+from search.ranking import rank_key, tie_floor
 
 __all__ = ["COLUMNS", "FINAL_COLUMNS", "LeaderboardWriter", "load_finals", "rank_trials", "read_leaderboard", "save_finals",
            "top_table", "trials_frame", "write_leaderboard"]
@@ -27,8 +28,9 @@ INTEGER_COLUMNS = ["trial", "params", "rf", "macs", "ram", "flash", "best_epoch"
 FINAL_COLUMNS = ["test_acc_mean", "test_acc_std", "test_acc_min", "meets_target"]
 
 
-def trials_frame(study: Any, target: float | None = None, finals: dict | None = None) -> pd.DataFrame:
-    """One row per trial of ``study`` with the leaderboard columns, ranked."""
+def trials_frame(study: Any, target: float | None = None, finals: dict | None = None,
+                 val_images: int | None = None) -> pd.DataFrame:
+    """One row per trial of ``study`` with the leaderboard columns, ranked (``val_images``: see ``rank_trials``)."""
     rows = []
     for t in study.get_trials(deepcopy=False):
         a = t.user_attrs
@@ -47,7 +49,7 @@ def trials_frame(study: Any, target: float | None = None, finals: dict | None = 
     df = pd.DataFrame(rows, columns=[c for c in COLUMNS if c not in ("rank", "val_meets_target")])
     for column in INTEGER_COLUMNS:  # nullable: a missing value must not turn 5 into 5.0 in the CSV
         df[column] = pd.array(pd.to_numeric(df[column], errors="coerce"), dtype="Int64")
-    df = rank_trials(df, target)
+    df = rank_trials(df, target, val_images)
     for key in FINAL_COLUMNS:
         df[key] = pd.Series([None] * len(df), dtype="object")
     for trial, final in (finals or {}).items():
@@ -62,15 +64,24 @@ def _rung_text(rungs: dict | None) -> str | None:
     return " / ".join(f"{epochs}ep {acc:.2f}" for epochs, acc in rungs.items()) if rungs else None
 
 
-def rank_trials(df: pd.DataFrame, target: float | None) -> pd.DataFrame:
-    """Add ``val_meets_target`` and ``rank`` (1 = best) and sort ranked rows first."""
+def rank_trials(df: pd.DataFrame, target: float | None, val_images: int | None = None) -> pd.DataFrame:
+    """Add ``val_meets_target`` and ``rank`` (1 = best) and sort ranked rows first.
+
+    ``val_images``: size of the validation split; given, accuracies within one standard error of the best one
+    at the same fidelity are ties that go to fewer params (``search.ranking``). ``None`` ranks by accuracy.
+    """
     df = df.copy()
     acc = pd.to_numeric(df["val_acc"], errors="coerce")
     df["val_meets_target"] = (acc >= target) if target is not None else None
     eligible = df[(df["status"] == "complete") & acc.notna()]
+    fidelity = {i: (_int(eligible.loc[i].get("epochs")), _int(eligible.loc[i].get("images"))) for i in eligible.index}
+    best: dict[tuple[int, int], float] = {}
+    for i, level in fidelity.items():
+        best[level] = max(best.get(level, -math.inf), float(acc[i]))
+    floors = {level: tie_floor(top, val_images) for level, top in best.items()} if val_images else {}
+
     def key(i: Any) -> tuple:
-        row = eligible.loc[i]
-        return rank_key(float(acc[i]), int(row["params"]), target, _int(row.get("epochs")), _int(row.get("images")))
+        return rank_key(float(acc[i]), int(eligible.loc[i, "params"]), target, *fidelity[i], floors.get(fidelity[i]))
 
     order = sorted(eligible.index, key=key)
     df["rank"] = pd.array([None] * len(df), dtype="Int64")
@@ -110,7 +121,7 @@ def write_leaderboard(study: Any, settings: Any, finals: dict | None = None) -> 
     ``finals`` defaults to the run directory's ``finals.json``.
     """
     finals = load_finals(settings.run_dir) if finals is None else finals
-    df = trials_frame(study, settings.target, finals)
+    df = trials_frame(study, settings.target, finals, settings.val_size)
     _atomic_write(settings.run_dir / "leaderboard.csv", df.to_csv(index=False))
     return df
 

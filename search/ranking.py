@@ -2,27 +2,53 @@
 
 Trials are only compared at the same fidelity: more training epochs (then more training images) rank
 first. At one fidelity, among trained trials that meet the target, fewest params wins (ties: higher
-validation accuracy); they all rank above trials that miss it, which are ordered by validation accuracy
-(ties: fewer params). Without a target, highest validation accuracy wins (ties: fewer params).
+validation accuracy); they all rank above trials that miss it. Among those (and without a target),
+validation accuracies closer to the best one than the best's standard error are a tie, and ties go to
+fewer params (the one-standard-error rule); the rest follow by validation accuracy (ties: fewer params).
+A 5,000-image validation split measures 99.3% to about ±0.12 points, so a 0.04-point lead is noise and
+must not beat a design with half the params.
 """
 
 from __future__ import annotations
 
-__all__ = ["RANK_RULE", "rank_key", "score"]
+import math
 
-RANK_RULE = "highest fidelity (epochs, images) first; then meets target -> fewest params; else highest val acc"
+__all__ = ["RANK_RULE", "noise_band", "rank_key", "score", "tie_floor"]
+
+RANK_RULE = ("highest fidelity (epochs, images) first; then meets target -> fewest params; else fewest params "
+             "within one standard error of the best val acc, then highest val acc")
 
 
-def rank_key(val_acc: float, params: int, target: float | None, epochs: int = 0, images: int = 0) -> tuple:
-    """Sort key of a trained trial: ascending order is best first."""
+def noise_band(val_acc: float, val_images: int) -> float:
+    """One binomial standard error, in points, of a validation accuracy ``val_acc`` (percent) on ``val_images``."""
+    if val_images <= 0:
+        raise ValueError(f"val_images must be positive, got {val_images}")
+    p = min(max(val_acc / 100.0, 0.0), 1.0)
+    return 100.0 * math.sqrt(p * (1.0 - p) / val_images)
+
+
+def tie_floor(best_val_acc: float, val_images: int) -> float:
+    """The validation accuracy from which a trial ties with the best one of its fidelity (one standard error below)."""
+    return best_val_acc - noise_band(best_val_acc, val_images)
+
+
+def rank_key(val_acc: float, params: int, target: float | None, epochs: int = 0, images: int = 0,
+             tie_floor: float | None = None) -> tuple:
+    """Sort key of a trained trial: ascending order is best first.
+
+    ``tie_floor``: the validation accuracy from which a trial that misses the target counts as tied with the
+    best of its fidelity (``tie_floor``); ``None`` turns the tie rule off.
+    """
     fidelity = (-epochs, -images)
     if target is not None and val_acc >= target:
-        return (*fidelity, 0, params, -val_acc)
-    return (*fidelity, 1, -val_acc, params)
+        return (*fidelity, 0, 0, params, -val_acc)
+    if tie_floor is not None and val_acc >= tie_floor:
+        return (*fidelity, 1, 0, params, -val_acc)
+    return (*fidelity, 1, 1, -val_acc, params)
 
 
 def score(val_acc: float, params: int, target: float | None, budget: int | None) -> float:
-    """The single objective the sampler maximises, ordered like ``rank_key`` (up to its tie-breaks).
+    """The single objective the sampler maximises, ordered like ``rank_key`` up to its tie rules.
 
     Below ``target`` it is the validation accuracy; at or above it, ``target + (1 - params / budget)``,
     so the sampler goes on looking for smaller models that still meet the target.

@@ -60,3 +60,17 @@ def test_rows_are_only_compared_at_the_same_fidelity():
     ranked = rank_trials(df, target=99.4).dropna(subset=["rank"])
     assert list(ranked["trial"]) == [1, 5, 0, 7, 2]
     assert "images" in ranked.columns
+
+
+def test_accuracies_within_one_standard_error_of_the_best_tie_and_go_to_fewer_params():
+    df = frame()
+    df["epochs"], df["images"] = 15, 55000
+    df.loc[df["trial"] == 0, "val_acc"] = 99.34  # the most accurate, 7,000 params
+    df.loc[df["trial"].isin([1, 5]), "val_acc"] = 99.30  # within 0.12 points (one SE at 5,000 images)
+    df.loc[df["trial"] == 7, "val_acc"] = 99.10  # smallest, but further than one SE below the best
+    df.loc[df["trial"] == 2, ["val_acc", "epochs"]] = [99.0, 3]  # another fidelity: its own best, after
+    ranked = rank_trials(df, target=99.4, val_images=5000).dropna(subset=["rank"])
+    assert list(ranked["trial"]) == [1, 5, 0, 7, 2]
+    assert list(rank_trials(df, target=99.4).dropna(subset=["rank"])["trial"]) == [0, 1, 5, 7, 2]
+    # a 200,000-image split measures to +-0.02 points: 0.04 is a real lead there
+    assert list(rank_trials(df, target=99.4, val_images=200000).dropna(subset=["rank"])["trial"]) == [0, 1, 5, 7, 2]

@@ -2,7 +2,7 @@ import itertools
 
 import pytest
 
-from search.ranking import rank_key, score
+from search.ranking import noise_band, rank_key, score, tie_floor
 
 
 @pytest.mark.parametrize("target", [None, 99.0])
@@ -17,3 +17,21 @@ def test_rule_prefers_fewer_params_once_the_target_is_met():
     assert rank_key(99.1, 3000, 99.0) < rank_key(99.8, 6000, 99.0) < rank_key(98.99, 1000, 99.0)
     assert rank_key(99.8, 6000, None) < rank_key(99.1, 3000, None)
     assert rank_key(99.1, 3000, None) < rank_key(99.1, 4000, None)
+
+
+def test_noise_band_is_one_binomial_standard_error():
+    assert noise_band(99.3, 5000) == pytest.approx(100 * (0.993 * 0.007 / 5000) ** 0.5)
+    assert 0.11 < noise_band(99.3, 5000) < 0.12
+    assert noise_band(99.3, 20000) == pytest.approx(noise_band(99.3, 5000) / 2)
+    assert noise_band(100.0, 5000) == 0.0
+    with pytest.raises(ValueError, match="val_images"):
+        noise_band(99.0, 0)
+
+
+def test_within_the_noise_of_the_best_fewer_params_win():
+    floor = tie_floor(99.34, 5000)  # about 99.22
+    tied_small, best_big, below = rank_key(99.30, 4404, 99.4, tie_floor=floor), rank_key(99.34, 7554, 99.4, tie_floor=floor), \
+        rank_key(99.20, 3000, 99.4, tie_floor=floor)
+    assert tied_small < best_big < below
+    assert rank_key(99.41, 7900, 99.4, tie_floor=floor) < tied_small  # meeting the target still ranks first
+    assert rank_key(99.34, 7554, 99.4) < rank_key(99.30, 4404, 99.4)  # without a floor: accuracy first
