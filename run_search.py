@@ -339,7 +339,7 @@ def _search(args: argparse.Namespace) -> int:
         for line in _plan(settings, args, trained_count(resumed)).lines():
             console.print(line)
     if warm_starts and not args.finalize:
-        queued = enqueue_genomes(study, warm_starts, console.print)
+        queued = enqueue_genomes(study, warm_starts, console.print, settings.limits)
         console.print(f"--enqueue: {queued} design(s) queued to be evaluated first")
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     (settings.run_dir / "settings.json").write_text(json.dumps(settings.to_dict(), indent=1))

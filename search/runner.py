@@ -26,13 +26,13 @@ import optuna
 from optuna.trial import TrialState
 
 from blocks import BudgetNASError, Genome, GenomeError
-from budgets import Verdict, check
+from budgets import Limits, Verdict, check, totals
 from search.console import make_console
 from search.plan import format_duration, rung_epochs
 from search.ranking import score
 from search.recovery import OWNER_KEY, fail_orphans, owner_token
 from search.settings import SearchError, SearchSettings, open_study
-from search.space import sample_genome, sample_hparams
+from search.space import narrow_to_limits, sample_genome, sample_hparams
 from training import EpochMetrics, Splits, TrainConfig, TrainResult, load_splits, resolve_device, train
 
 __all__ = ["TRAINED", "Callback", "Objective", "TrainFn", "WorkerProgress", "enqueue_genomes", "run_search",
@@ -277,10 +277,13 @@ class WorkerProgress:
         return self.settings.stop_at_target
 
 
-def enqueue_genomes(study: optuna.Study, genomes: Sequence[Genome], log: Callable[[str], None] = print) -> int:
+def enqueue_genomes(study: optuna.Study, genomes: Sequence[Genome], log: Callable[[str], None] = print,
+                    limits: Limits | None = None) -> int:
     """Queue known designs to be evaluated first (warm starts); returns how many were queued.
 
-    A genome already trained in the study, or already waiting in its queue, is not queued again.
+    With ``limits``, a design over them is narrowed to fit (``search.space.narrow_to_limits``: a larger
+    budget's winner seeds a smaller budget), or left out, said in the log, when no width fits it. A genome
+    already trained in the study, or already waiting in its queue, is not queued again.
     """
     known: dict[str, str] = {}
     for t in study.get_trials(deepcopy=False):
@@ -290,6 +293,15 @@ def enqueue_genomes(study: optuna.Study, genomes: Sequence[Genome], log: Callabl
             known.setdefault(t.user_attrs.get("hash"), f"trained as trial {t.number}")
     queued = 0
     for genome in genomes:
+        if limits is not None:
+            fitted = narrow_to_limits(genome, limits)
+            if fitted is None:
+                log(f"--enqueue: {genome.hash} cannot fit {limits.describe()} at any width; not queued")
+                continue
+            if fitted != genome:
+                log(f"--enqueue: {genome.hash} narrowed to fit {limits.describe()}: {totals(genome).params:,} -> "
+                    f"{totals(fitted).params:,} params, {fitted.to_string()}")
+            genome = fitted
         if genome.hash in known:
             log(f"--enqueue: {genome.hash} is already in the study ({known[genome.hash]}); not queued again")
             continue

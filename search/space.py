@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, NamedTuple
 
-from blocks.genome import Genome, InputSpec, Layer, make_layer
+from blocks.genome import Genome, GenomeError, InputSpec, Layer, make_layer
 from budgets import Limits, totals
 
-__all__ = ["Fitted", "random_designs", "sample_genome", "fit_to_limits", "sample_hparams", "MIN_WIDTH"]
+__all__ = ["Fitted", "random_designs", "sample_genome", "fit_to_limits", "narrow_to_limits", "sample_hparams", "MIN_WIDTH"]
 
 MIN_WIDTH = 4  # channels; widths are even numbers >= this
 MAX_SCALE = 8.0  # the most a sampled width is scaled up to fill the budget
@@ -157,6 +157,50 @@ def fit_to_limits(bp: dict, spec: InputSpec, limits: Limits, steps: int = 16) ->
             if genome is not None and genome != best:  # a width the design does not use changes nothing
                 best, widths, widened = genome, wider, True
     return Fitted(best, lo, widths)
+
+
+def narrow_to_limits(genome: Genome, limits: Limits, steps: int = 20) -> Genome | None:
+    """``genome`` with every width but the classifier's (the last layer with ``out``) scaled down by the widest
+    uniform factor in (0, 1] that fits the param / MACs / RAM / flash limits, then single widths widened by one
+    channel, last layer first, while it fits: a known design (a warm start from a larger budget) carried to a
+    smaller one. ``genome`` itself when it fits; ``None`` when no width can fit it. Widths are whole channels
+    (not only the space's even ones), never below ``min(width, MIN_WIDTH)`` and never above the original."""
+    index = [i for i, layer in enumerate(genome.layers) if layer.out is not None][:-1]
+    original = [genome.layers[i].out for i in index]
+
+    def build(widths: list[int]) -> Genome | None:
+        layers = list(genome.layers)
+        for i, out in zip(index, widths):
+            layers[i] = replace(layers[i], out=out)
+        try:
+            narrowed = Genome.from_dict(Genome(genome.input, tuple(layers)).to_dict())
+            cost = totals(narrowed)
+        except GenomeError:  # e.g. a grouped conv whose new width the groups no longer divide
+            return None
+        return None if limits.violations(cost, narrowed, repairable_only=True) else narrowed
+
+    def scaled(factor: float) -> list[int]:
+        return [max(min(out, MIN_WIDTH), int(round(out * factor))) for out in original]
+
+    if build(original) is not None:
+        return genome
+    lo, hi, best = 0.0, 1.0, None
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        if (candidate := build(scaled(mid))) is not None:
+            best, lo = candidate, mid
+        else:
+            hi = mid
+    if best is None:
+        return None
+    widths, widened = scaled(lo), True
+    while widened:
+        widened = False
+        for k in reversed(range(len(widths))):
+            wider = [*widths[:k], widths[k] + 1, *widths[k + 1:]]
+            if wider[k] <= original[k] and (candidate := build(wider)) is not None:
+                best, widths, widened = candidate, wider, True
+    return best
 
 
 def sample_genome(trial: Any, spec: InputSpec, limits: Limits, repair: bool = True) -> Fitted:

@@ -239,6 +239,25 @@ def test_enqueued_designs_are_evaluated_first_and_never_trained_twice(tmp_path):
     assert "already in the study (trained as trial 0)" in lines[0]
 
 
+def test_enqueue_narrows_a_design_over_the_budget_and_skips_one_that_cannot_fit(tmp_path):
+    from blocks import Genome
+    from budgets import Limits, totals
+    from search.runner import enqueue_genomes
+
+    s = SearchSettings(**tiny_settings(tmp_path, trials=1))
+    study = open_study(s)
+    wide = Genome.from_string("i1x12x12n4-conv_c16_k3_psame-max_k2-conv_c16_k3-gap-conv_c4_k1_oc")
+    budget = totals(wide).params // 2
+    lines = []
+    assert enqueue_genomes(study, [wide], log=lines.append, limits=Limits(max_params=budget)) == 1
+    queued = Genome.from_string(study.get_trials()[0].user_attrs["enqueued"])
+    assert totals(queued).params <= budget and queued.layers[-1].out == 4
+    assert "narrowed to fit" in lines[0] and f"{totals(queued).params:,} params" in lines[0]
+    assert enqueue_genomes(study, [wide], log=lines.append, limits=Limits(max_params=budget)) == 0  # same narrowed design
+    assert enqueue_genomes(study, [wide], log=lines.append, limits=Limits(max_params=30)) == 0
+    assert "cannot fit" in lines[-1]
+
+
 def test_sha_pruner_promotes_a_third_and_survivors_train_all_epochs(tmp_path):
     s, study = run(tmp_path, trials=9, epochs=3, pruner="sha", study="sha")
     trained = [t for t in study.get_trials() if t.user_attrs.get("status") in ("complete", "pruned")]

@@ -93,3 +93,21 @@ def test_small_inputs_stay_valid():
         genome = sample_genome(trial, tiny, Limits(max_params=3000)).genome
         check(genome, Limits(max_params=3000))  # raises GenomeError if the space built something invalid
         study.tell(trial, 0.0)
+
+
+def test_narrow_to_limits_carries_a_design_to_a_smaller_budget():
+    from blocks import Genome
+    from search.space import narrow_to_limits
+
+    big = Genome.from_string("i1x28x28n10-conv_c12_k5_ocabd_r0.02-conv_c12_k3_ocabd_r0.02-max_k2-conv_c12_k3_ocabd_r0.02"
+                             "-conv_c12_k3_d2_ocabd_r0.02-conv_c10_k1_b0_oc-gap")
+    assert narrow_to_limits(big, Limits(max_params=8000)) is big  # fits: untouched
+    small = narrow_to_limits(big, Limits(max_params=4000))
+    params = check(small, Limits(max_params=4000)).params
+    assert 0.95 * 4000 < params <= 4000  # uniform scale, then single widths widened: the budget is used
+    assert [layer.type for layer in small.layers] == [layer.type for layer in big.layers]
+    widths = [layer.out for layer in small.layers if layer.out is not None]
+    assert widths[-1] == 10 and all(10 <= w <= 12 for w in widths[:-1])  # the classifier keeps one channel per class
+    macs = check(big, Limits()).macs
+    assert check(narrow_to_limits(big, Limits(max_macs=macs // 2)), Limits()).macs <= macs // 2
+    assert narrow_to_limits(big, Limits(max_params=100)) is None  # even 4-channel layers are over
