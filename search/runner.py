@@ -19,7 +19,7 @@ import multiprocessing
 import queue
 import time
 import warnings
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Any, Callable, Sequence
 
 import optuna
@@ -176,21 +176,51 @@ class Objective:
         return self.train_fn(genome, self.splits, config, on_epoch=on_epoch)
 
     def _train_in_rungs(self, trial: Any, genome: Genome, config: TrainConfig) -> TrainResult:
-        spent, epochs_trained, rung_accs = 0.0, 0, {}
+        spent, epochs_trained, rung_accs, histories = 0.0, 0, {}, {}
+        known = self._known_rungs(trial, genome.hash, config)
+        _set_attrs(trial, {"rung_config": asdict(config), "rung_images": len(self.splits.train_y)})
         for epochs in rung_epochs(self.settings.min_epochs, config.epochs):
-            short = self.train_fn(genome, self.splits, replace(config, epochs=epochs))
+            rung_config = replace(config, epochs=epochs)
+            if str(epochs) in known:  # the same genome and recipe ran this rung in an earlier (pruned) trial
+                number, history = known[str(epochs)]
+                short = _replayed(history, rung_config)
+                self.log(f"trial {trial.number}: {epochs}-epoch rung of the same genome as trial {number} reused")
+            else:
+                short = self.train_fn(genome, self.splits, rung_config)
             spent, epochs_trained = spent + short.seconds, epochs_trained + len(short.epochs)
             trial.set_user_attr("epochs_trained", epochs_trained)  # rung runs included, for the progress line
             if short.status != "complete":
                 return replace(short, seconds=spent)
             rung_accs[str(epochs)] = final_acc = short.epochs[-1].val_acc
+            histories[str(epochs)] = [m.val_acc for m in short.epochs]
             trial.set_user_attr("rungs", rung_accs)
+            trial.set_user_attr("rung_history", histories)
             trial.report(final_acc, epochs)
             if trial.should_prune():
                 return replace(short, status="pruned", seconds=spent)
         full = self.train_fn(genome, self.splits, config)
         trial.set_user_attr("epochs_trained", epochs_trained + len(full.epochs))
         return replace(full, seconds=spent + full.seconds)
+
+    def _known_rungs(self, trial: Any, genome_hash: str, config: TrainConfig) -> dict[str, tuple[int, list[float]]]:
+        """Rung runs of earlier trials of this genome with the same recipe and training images, by rung epochs.
+
+        A rung run is deterministic (same genome, recipe and seed), so a re-proposed genome whose earlier trial
+        was pruned replays its rungs instead of training them again; the pruner then decides afresh.
+        """
+        if self.study is None:
+            return {}
+        recipe = {k: v for k, v in asdict(config).items() if k != "epochs"}
+        known: dict[str, tuple[int, list[float]]] = {}
+        for t in self.study.get_trials(deepcopy=False, states=_LIVE):
+            a = t.user_attrs
+            if t.number == trial.number or a.get("hash") != genome_hash or not a.get("rung_history"):
+                continue
+            ran = {k: v for k, v in (a.get("rung_config") or {}).items() if k != "epochs"}
+            if ran == recipe and a.get("rung_images") == len(self.splits.train_y):
+                for epochs, history in a["rung_history"].items():
+                    known.setdefault(epochs, (t.number, history))
+        return known
 
     def record(self, trial: Any, verdict: Verdict, result: TrainResult) -> Any:
         val_acc = result.best_val_acc or 0.0
@@ -204,6 +234,15 @@ class Objective:
         if self.settings.multi_objective:
             return val_acc, float(verdict.params)
         return score(val_acc, verdict.params, self.settings.target, self.settings.budget)
+
+
+def _replayed(history: list[float], config: TrainConfig) -> TrainResult:
+    """A rung run rebuilt from its recorded validation accuracies (no training, no time spent)."""
+    nan = float("nan")
+    epochs = [EpochMetrics(epoch=i, train_loss=nan, train_acc=nan, val_loss=None, val_acc=acc)
+              for i, acc in enumerate(history, start=1)]
+    return TrainResult(status="complete", epochs=epochs, seconds=0.0, device=config.device, seed=config.seed,
+                       params=0, config=asdict(config))
 
 
 def search_eta(elapsed: float, finished: int, left: int, timeout: float | None = None) -> float:

@@ -258,6 +258,36 @@ def test_enqueue_narrows_a_design_over_the_budget_and_skips_one_that_cannot_fit(
     assert "cannot fit" in lines[-1]
 
 
+def test_a_pruned_genome_proposed_again_replays_its_rungs_instead_of_training_them(tmp_path):
+    from blocks import Genome
+    from search.runner import ENQUEUED_KEY
+    from training import train
+
+    class AlwaysPrune(optuna.pruners.BasePruner):
+        def prune(self, study, trial):
+            return True
+
+    s = SearchSettings(**tiny_settings(tmp_path, trials=3, epochs=3, pruner="sha"))
+    study = open_study(s)
+    study.pruner = AlwaysPrune()
+    genome = Genome.from_string("i1x12x12n4-conv_c6_k3_psame-max_k2-conv_c8_k3-gap-conv_c4_k1_oc")
+    for _ in range(2):  # the same genome twice, as TPE re-proposes one (enqueue_genomes would not queue it twice)
+        study.enqueue_trial({}, user_attrs={ENQUEUED_KEY: genome.to_string()})
+    runs, lines = [], []
+
+    def counting_train(*args, **kwargs):
+        runs.append(args[2].epochs)
+        return train(*args, **kwargs)
+
+    run_worker(s, study=study, splits=tiny_splits(), log=lines.append, train_fn=counting_train)
+    first, second = study.get_trials()[:2]
+    assert [t.user_attrs["status"] for t in (first, second)] == ["pruned", "pruned"]
+    assert runs == [1] * (len(study.get_trials()) - 1)  # one 1-epoch rung run per trial, none for trial 1
+    assert second.user_attrs["rungs"] == first.user_attrs["rungs"]
+    assert second.user_attrs["val_acc"] == first.user_attrs["val_acc"] and second.user_attrs["seconds"] == 0.0
+    assert any("1-epoch rung of the same genome as trial 0 reused" in line for line in lines)
+
+
 def test_sha_pruner_promotes_a_third_and_survivors_train_all_epochs(tmp_path):
     s, study = run(tmp_path, trials=9, epochs=3, pruner="sha", study="sha")
     trained = [t for t in study.get_trials() if t.user_attrs.get("status") in ("complete", "pruned")]
