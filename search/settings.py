@@ -198,7 +198,8 @@ def _storage(settings: SearchSettings) -> optuna.storages.BaseStorage:
     url = settings.storage_url
     if url.startswith("sqlite:///"):
         settings.run_dir.mkdir(parents=True, exist_ok=True)
-        engine_kwargs: dict = {"connect_args": {"timeout": 60}}
+        # isolation_level None: pysqlite issues no BEGIN of its own; _begin_immediate issues every BEGIN
+        engine_kwargs: dict = {"connect_args": {"timeout": 60, "isolation_level": None}}
     else:
         engine_kwargs = {"pool_pre_ping": True}
     if url.startswith(("sqlite", "postgresql", "mysql")):
@@ -208,10 +209,27 @@ def _storage(settings: SearchSettings) -> optuna.storages.BaseStorage:
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # heartbeat options are marked experimental
-            return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=settings.heartbeat_s,
-                              grace_period=settings.grace_s,
-                              heartbeat_stale_trial_callback=retry_trial)
+            storage = RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=settings.heartbeat_s,
+                                 grace_period=settings.grace_s,
+                                 heartbeat_stale_trial_callback=retry_trial)
+        if url.startswith("sqlite"):
+            _begin_immediate(storage.engine)
+        return storage
     return optuna.storages.get_storage(url)
+
+
+def _begin_immediate(engine: Any) -> None:
+    """Make every SQLite transaction take the write lock when it begins (``BEGIN IMMEDIATE``).
+
+    SQLite ignores Optuna's ``SELECT ... FOR UPDATE``, so with deferred transactions two workers can both
+    read a queued (``--enqueue``) trial as WAITING and both run it; the second one's result then fails
+    with "Cannot tell a COMPLETE trial" (optuna/optuna#4002). Serialising the transactions closes that race.
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "begin")
+    def begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def open_study(settings: SearchSettings, worker: int = 0) -> optuna.Study:

@@ -258,6 +258,25 @@ def test_enqueue_narrows_a_design_over_the_budget_and_skips_one_that_cannot_fit(
     assert "cannot fit" in lines[-1]
 
 
+def test_sqlite_transactions_take_the_write_lock_when_they_begin(tmp_path):
+    """Two workers must not both pop one queued trial (optuna#4002): SQLite ignores FOR UPDATE."""
+    import sqlite3
+
+    from sqlalchemy import text
+
+    s = SearchSettings(**tiny_settings(tmp_path))
+    storage = open_study(s)._storage
+    storage = getattr(storage, "_backend", storage)  # under the heartbeat/cached wrappers, if any
+    with storage.engine.connect() as connection:
+        with connection.begin():
+            connection.execute(text("SELECT 1"))  # a read only: a deferred transaction would hold no lock yet
+            other = sqlite3.connect(s.run_dir / "study.db", timeout=0.1, isolation_level=None)
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                other.execute("BEGIN IMMEDIATE")
+            other.close()
+    assert open_study(s).get_trials() == []  # and the storage still works
+
+
 def test_a_pruned_genome_proposed_again_replays_its_rungs_instead_of_training_them(tmp_path):
     from blocks import Genome
     from search.runner import ENQUEUED_KEY
