@@ -8,13 +8,16 @@ worker), model build, training steps, validation, storage round trips and leader
 Part 2 runs the same search through the CLI at each ``--workers`` value and reports trials/hour.
 Every run trains the same designs (``--designs`` genomes sampled once from the space at the budget
 and queued with ``--enqueue``, so each layout trains exactly these), at the same fidelity on real
-MNIST; run it alone on the machine. ``--epochs 3`` gives longer trials, where a worker's start-up
+MNIST; run it alone on the machine. Each layout also reports its in-trial seconds (the leaderboard's
+``seconds``): busy share = in-trial seconds / (workers x wall time), and the steady-state rate a long
+search approaches once start-up and the idle tail of the last trials no longer weigh. ``--epochs 3`` gives longer trials, where a worker's start-up
 (importing torch, loading the data) weighs less.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -85,7 +88,8 @@ def _split(data_dir: str, out: Path, genomes: list[str], epochs: int) -> dict[st
     return {**t, "total": total, "trials": trained}
 
 
-def _cli(data_dir: str, out: Path, workers: str, genomes: list[str], epochs: int) -> tuple[float, int]:
+def _cli(data_dir: str, out: Path, workers: str, genomes: list[str], epochs: int) -> tuple[float, int, float]:
+    """Wall seconds of one CLI search, its trained trials, and the sum of their in-trial seconds."""
     start = time.perf_counter()
     result = subprocess.run([sys.executable, str(ROOT / "run_search.py"), *_search_args(genomes, epochs),
                              "--workers", workers,
@@ -96,7 +100,8 @@ def _cli(data_dir: str, out: Path, workers: str, genomes: list[str], epochs: int
     import pandas as pd
 
     board = pd.read_csv(out / f"w{workers}" / "leaderboard.csv")
-    return time.perf_counter() - start, int(board["status"].isin(["complete", "pruned"]).sum())
+    trained = board[board["status"].isin(["complete", "pruned"])]
+    return time.perf_counter() - start, len(trained), float(trained["seconds"].sum())
 
 
 def main() -> None:
@@ -119,9 +124,14 @@ def main() -> None:
                 if step not in ("total", "trials"):
                     print(f"  {step:32s} {seconds:7.1f} s  {100 * seconds / split['total']:5.1f}%")
         for workers in args.workers:
-            seconds, trials = _cli(args.data_dir, out, workers, genomes, args.epochs)
+            seconds, trials, busy = _cli(args.data_dir, out, workers, genomes, args.epochs)
+            n = os.cpu_count() if workers == "auto" else int(workers)  # auto = one worker per core on CPU
+            n = min(n, trials)
             print(f"CLI --workers {workers}: {trials} trials in {seconds:.1f} s (process start and data loading "
-                  f"included) = {3600 * trials / seconds:.0f} trials/hour", flush=True)
+                  f"included) = {3600 * trials / seconds:.0f} trials/hour; in-trial time {busy:.1f} s "
+                  f"({busy / trials:.1f} s per trial), workers busy {100 * busy / (n * seconds):.0f}% of the wall "
+                  f"time; steady state (no start-up, no idle tail) {3600 * trials * n / busy:.0f} trials/hour",
+                  flush=True)
 
 
 if __name__ == "__main__":
