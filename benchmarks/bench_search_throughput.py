@@ -17,7 +17,6 @@ search approaches once start-up and the idle tail of the last trials no longer w
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from search.settings import cpu_worker_cap  # noqa: E402
 
 # The reference search: 8 trials, 1 epoch, 15,000 training images, budget 8,000.
 BUDGET, SUBSET = 8000, 15000
@@ -125,8 +126,7 @@ def main() -> None:
                     print(f"  {step:32s} {seconds:7.1f} s  {100 * seconds / split['total']:5.1f}%")
         for workers in args.workers:
             seconds, trials, busy = _cli(args.data_dir, out, workers, genomes, args.epochs)
-            n = os.cpu_count() if workers == "auto" else int(workers)  # auto = one worker per core on CPU
-            n = min(n, trials)
+            n = min(cpu_worker_cap()[0] if workers == "auto" else int(workers), trials)
             print(f"CLI --workers {workers}: {trials} trials in {seconds:.1f} s (process start and data loading "
                   f"included) = {3600 * trials / seconds:.0f} trials/hour; in-trial time {busy:.1f} s "
                   f"({busy / trials:.1f} s per trial), workers busy {100 * busy / (n * seconds):.0f}% of the wall "

@@ -178,7 +178,6 @@ class Objective:
     def _train_in_rungs(self, trial: Any, genome: Genome, config: TrainConfig) -> TrainResult:
         spent, epochs_trained, rung_accs, histories = 0.0, 0, {}, {}
         known = self._known_rungs(trial, genome.hash, config)
-        _set_attrs(trial, {"rung_config": asdict(config), "rung_images": len(self.splits.train_y)})
         for epochs in rung_epochs(self.settings.min_epochs, config.epochs):
             rung_config = replace(config, epochs=epochs)
             if str(epochs) in known:  # the same genome and recipe ran this rung in an earlier (pruned) trial
@@ -203,21 +202,22 @@ class Objective:
         return replace(full, seconds=spent + full.seconds)
 
     def _known_rungs(self, trial: Any, genome_hash: str, config: TrainConfig) -> dict[str, tuple[int, list[float]]]:
-        """Rung runs of earlier trials of this genome with the same recipe and training images, by rung epochs.
+        """Rung runs of earlier pruned trials of this genome with the same recipe and training images, by rung epochs.
 
         A rung run is deterministic (same genome, recipe and seed), so a re-proposed genome whose earlier trial
-        was pruned replays its rungs instead of training them again; the pruner then decides afresh.
+        was pruned replays its rungs instead of training them again; the pruner then decides afresh. A pruned
+        trial's ``train_config`` and ``images`` are those of its rung runs (``record``).
         """
         if self.study is None:
             return {}
         recipe = {k: v for k, v in asdict(config).items() if k != "epochs"}
         known: dict[str, tuple[int, list[float]]] = {}
-        for t in self.study.get_trials(deepcopy=False, states=_LIVE):
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)):
             a = t.user_attrs
-            if t.number == trial.number or a.get("hash") != genome_hash or not a.get("rung_history"):
+            if a.get("hash") != genome_hash or not a.get("rung_history"):
                 continue
-            ran = {k: v for k, v in (a.get("rung_config") or {}).items() if k != "epochs"}
-            if ran == recipe and a.get("rung_images") == len(self.splits.train_y):
+            ran = {k: v for k, v in (a.get("train_config") or {}).items() if k != "epochs"}
+            if ran == recipe and a.get("images") == len(self.splits.train_y):
                 for epochs, history in a["rung_history"].items():
                     known.setdefault(epochs, (t.number, history))
         return known

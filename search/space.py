@@ -10,7 +10,7 @@ repaired by width and is left to the checker.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 from blocks.genome import Genome, GenomeError, InputSpec, Layer, make_layer
 from budgets import Limits, totals
@@ -122,10 +122,41 @@ def _build(bp: dict, spec: InputSpec, widths: dict[str, int]) -> Genome:
     return Genome(spec, tuple(layers))
 
 
+def _widest(fits: Callable[[dict[Any, int]], Genome | None], widths_at: Callable[[float], dict[Any, int]],
+            hi: float, steps: int, step: int, cap: dict[Any, int] | None = None
+            ) -> tuple[float, dict[Any, int], Genome | None]:
+    """The one width-fitting rule: the widest uniform scale in (0, ``hi``] whose widths ``fits`` (bisection), then
+    single widths widened by ``step``, last first, while it fits (and, with ``cap``, stays within it).
+    Returns (scale, widths, genome); genome ``None`` when even the narrowest widths do not fit."""
+    if (genome := fits(widths_at(hi))) is not None:
+        return hi, widths_at(hi), genome
+    lo, best = 0.0, None
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        if (genome := fits(widths_at(mid))) is not None:
+            lo, best = mid, genome
+        else:
+            hi = mid
+    widths = widths_at(lo)
+    if best is None:
+        return 0.0, widths, None
+    widened = True
+    while widened:
+        widened = False
+        for name in reversed(list(widths)):
+            wider = {**widths, name: widths[name] + step}
+            if cap is not None and wider[name] > cap[name]:
+                continue
+            genome = fits(wider)
+            if genome is not None and genome != best:  # a width the design does not use changes nothing
+                best, widths, widened = genome, wider, True
+    return lo, widths, best
+
+
 def fit_to_limits(bp: dict, spec: InputSpec, limits: Limits, steps: int = 16) -> Fitted:
     """The widest design of blueprint ``bp`` within ``bp['fill']`` x the param budget and the MACs / RAM / flash
     limits: the widest uniform width scale in (0, MAX_SCALE] (at most 1 without a param budget), then single
-    widths widened by 2 channels, last stage first, while the design fits."""
+    widths widened by 2 channels, last stage first, while the design fits (``_widest``)."""
     sized = limits
     if limits.max_params is not None:
         sized = replace(limits, max_params=int(limits.max_params * bp.get("fill", 1.0)))
@@ -134,44 +165,24 @@ def fit_to_limits(bp: dict, spec: InputSpec, limits: Limits, steps: int = 16) ->
         genome = _build(bp, spec, widths)
         return None if sized.violations(totals(genome), genome, repairable_only=True) else genome
 
-    lo, hi = 0.0, MAX_SCALE if limits.max_params is not None else 1.0
-    widths = _widths(bp, hi)
-    if (genome := fits(widths)) is not None:
-        return Fitted(genome, hi, widths)
-    best = None
-    for _ in range(steps):
-        mid = (lo + hi) / 2
-        if (genome := fits(_widths(bp, mid))) is not None:
-            lo, best = mid, genome
-        else:
-            hi = mid
-    widths = _widths(bp, lo)
-    if best is None:  # even the narrowest design (every width MIN_WIDTH) is over: the checker will say why
+    hi = MAX_SCALE if limits.max_params is not None else 1.0
+    scale, widths, genome = _widest(fits, lambda factor: _widths(bp, factor), hi, steps, step=2)
+    if genome is None:  # even the narrowest design (every width MIN_WIDTH) is over: the checker will say why
         return Fitted(_build(bp, spec, widths), 0.0, widths)
-    widened = True
-    while widened:
-        widened = False
-        for name in reversed(list(widths)):
-            wider = {**widths, name: widths[name] + 2}
-            genome = fits(wider)
-            if genome is not None and genome != best:  # a width the design does not use changes nothing
-                best, widths, widened = genome, wider, True
-    return Fitted(best, lo, widths)
+    return Fitted(genome, scale, widths)
 
 
 def narrow_to_limits(genome: Genome, limits: Limits, steps: int = 20) -> Genome | None:
-    """``genome`` with every width but the classifier's (the last layer with ``out``) scaled down by the widest
-    uniform factor in (0, 1] that fits the param / MACs / RAM / flash limits, then single widths widened by one
-    channel, last layer first, while it fits: a known design (a warm start from a larger budget) carried to a
-    smaller one. ``genome`` itself when it fits; ``None`` when no width can fit it. Widths are whole channels
-    (not only the space's even ones), never below ``min(width, MIN_WIDTH)`` and never above the original."""
-    index = [i for i, layer in enumerate(genome.layers) if layer.out is not None][:-1]
-    original = [genome.layers[i].out for i in index]
+    """``genome`` with every width but the classifier's (the last layer with ``out``) fitted to the param / MACs /
+    RAM / flash limits by ``_widest`` (uniform scale in (0, 1], then single widths widened by one channel, never
+    above the original): a known design (a warm start from a larger budget) carried to a smaller one.
+    ``genome`` itself when it fits; ``None`` when no width can fit it. Widths are whole channels (not only the
+    space's even ones), never below ``min(width, MIN_WIDTH)``."""
+    original = {i: layer.out for i, layer in enumerate(genome.layers) if layer.out is not None}
+    original.pop(max(original))  # the classifier keeps one channel per class
 
-    def build(widths: list[int]) -> Genome | None:
-        layers = list(genome.layers)
-        for i, out in zip(index, widths):
-            layers[i] = replace(layers[i], out=out)
+    def fits(widths: dict[int, int]) -> Genome | None:
+        layers = [replace(layer, out=widths[i]) if i in widths else layer for i, layer in enumerate(genome.layers)]
         try:
             narrowed = Genome.from_dict(Genome(genome.input, tuple(layers)).to_dict())
             cost = totals(narrowed)
@@ -179,28 +190,11 @@ def narrow_to_limits(genome: Genome, limits: Limits, steps: int = 20) -> Genome 
             return None
         return None if limits.violations(cost, narrowed, repairable_only=True) else narrowed
 
-    def scaled(factor: float) -> list[int]:
-        return [max(min(out, MIN_WIDTH), int(round(out * factor))) for out in original]
+    def widths_at(factor: float) -> dict[int, int]:
+        return {i: max(min(out, MIN_WIDTH), int(round(out * factor))) for i, out in original.items()}
 
-    if build(original) is not None:
-        return genome
-    lo, hi, best = 0.0, 1.0, None
-    for _ in range(steps):
-        mid = (lo + hi) / 2
-        if (candidate := build(scaled(mid))) is not None:
-            best, lo = candidate, mid
-        else:
-            hi = mid
-    if best is None:
-        return None
-    widths, widened = scaled(lo), True
-    while widened:
-        widened = False
-        for k in reversed(range(len(widths))):
-            wider = [*widths[:k], widths[k] + 1, *widths[k + 1:]]
-            if wider[k] <= original[k] and (candidate := build(wider)) is not None:
-                best, widths, widened = candidate, wider, True
-    return best
+    scale, _, narrowed = _widest(fits, widths_at, 1.0, steps, step=1, cap=original)
+    return genome if scale == 1.0 else narrowed
 
 
 def sample_genome(trial: Any, spec: InputSpec, limits: Limits, repair: bool = True) -> Fitted:
