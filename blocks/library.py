@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from blocks.genome import Layer
 from blocks.registry import register_block
 
-__all__ = ["Dropout", "Residual", "make_activation"]
+__all__ = ["Dropout", "MaxPool2d", "Residual", "make_activation"]
 
 _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU, "relu6": nn.ReLU6, "lrelu": nn.LeakyReLU, "prelu": nn.PReLU, "elu": nn.ELU,
@@ -40,6 +41,46 @@ class Dropout(nn.Dropout):
         draws = words.view(torch.int16)[:n].view(shape) & 0x7FFF  # uniform in [0, 32768)
         keep = (draws >= int(round(self.p * 32768))).to(x.dtype) * (1.0 / (1.0 - self.p))
         return x * (keep.permute(0, 3, 1, 2) if channels_last else keep)
+
+
+class _ChannelsLastMaxPool(torch.autograd.Function):
+    """Max pooling computed in channels_last, gradient scattered in NCHW through the same indices."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, pool: "MaxPool2d") -> torch.Tensor:
+        args = (pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode)
+        y, indices = torch.ops.aten.max_pool2d_with_indices(x.contiguous(memory_format=torch.channels_last), *args)
+        ctx.args = args
+        ctx.save_for_backward(x, indices)
+        return y.contiguous()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        x, indices = ctx.saved_tensors
+        return torch.ops.aten.max_pool2d_with_indices_backward(grad.contiguous(), x, *ctx.args,
+                                                               indices.contiguous()), None
+
+
+class MaxPool2d(nn.MaxPool2d):
+    """``nn.MaxPool2d`` that trains faster on CPU: the same outputs and gradients (ties go to the first maximum).
+
+    PyTorch's CPU max pooling of a contiguous (NCHW) map took ~7 ms for a (128, 16, 24, 24) batch on one
+    thread, against under 1 ms for the channels_last kernel plus ~0.5 ms for the layout copy. In eval mode,
+    under ``torch.compile`` and off the CPU it is plain ``nn.MaxPool2d``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():
+            return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation,
+                                ceil_mode=self.ceil_mode, return_indices=self.return_indices)
+        return self._eager_forward(x)
+
+    @torch.jit.unused
+    def _eager_forward(self, x):  # no annotations: TorchScript reads this stub's signature as Tensor -> Tensor
+        if (self.training and x.device.type == "cpu" and x.dim() == 4 and not self.return_indices
+                and x.is_contiguous() and not torch.compiler.is_compiling()):
+            return _ChannelsLastMaxPool.apply(x, self)
+        return super().forward(x)
 
 
 def _unit(order: str, cin: int, cout: int, core: nn.Module, act: str, norm: Callable[[int], nn.Module],
@@ -116,7 +157,7 @@ def build_res(layer: Layer, shape: tuple, norm: Callable[[int], nn.Module]) -> n
 
 @register_block("max")
 def build_max(layer: Layer, shape: tuple, norm: Callable[[int], nn.Module]) -> nn.Module:
-    return nn.MaxPool2d(layer.kernel, layer.stride, layer.pad)
+    return MaxPool2d(layer.kernel, layer.stride, layer.pad)
 
 
 @register_block("avg")

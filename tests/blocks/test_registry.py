@@ -70,3 +70,21 @@ def test_fast_dropout_has_the_rate_and_scale_of_nn_dropout(layout):
     assert Dropout(0.2).eval()(x) is x
     per_channel = (y == 0).float().mean(dim=(0, 2, 3))
     assert (per_channel - 0.2).abs().max() < 0.03  # no channel left out of the draw
+
+
+@pytest.mark.parametrize("kernel,stride,padding,ceil_mode", [(2, 2, 0, False), (2, 2, 0, True), (3, 2, 1, False),
+                                                            (3, 1, 1, True), (3, 3, 0, False)])
+def test_fast_max_pool_gives_nn_max_pools_outputs_and_gradients(kernel, stride, padding, ceil_mode):
+    from blocks.library import MaxPool2d
+
+    torch.manual_seed(0)
+    x = torch.randint(0, 3, (4, 5, 11, 11)).float().requires_grad_()  # many ties: they go to the first maximum
+    reference = torch.nn.MaxPool2d(kernel, stride, padding, ceil_mode=ceil_mode)(x)
+    grad = torch.randn_like(reference)
+    expected_grad, = torch.autograd.grad(reference, x, grad)
+    fast = MaxPool2d(kernel, stride, padding, ceil_mode=ceil_mode)
+    y = fast(x)
+    assert y.grad_fn is not None and "ChannelsLastMaxPool" in type(y.grad_fn).__name__  # the fast path ran
+    assert torch.equal(y, reference) and y.is_contiguous()
+    assert torch.equal(torch.autograd.grad(y, x, grad)[0], expected_grad)
+    assert torch.equal(fast.eval()(x), reference)
