@@ -3,7 +3,8 @@
     python benchmarks/bench_engine_steps.py --data-dir ../shared/data --batches 200
 
 Training (images/s over ``--batches`` timed steps after ``--warmup`` untimed ones, same model, SGD):
-the classic torchvision + DataLoader pipeline (``bench_pipeline.classic``), then the engine at batch
+the classic torchvision + DataLoader pipeline (``bench_pipeline.classic``; the baseline with stock
+``torch.nn`` layers, as in a notebook, then with BudgetNAS's dropout and max pool), then the engine at batch
 128 (the default), 256 and 512, in channels_last, and with ``torch.compile`` in the modes of
 ``--compile-modes``, and last the classic pipeline again, now under the engine's allocator setting
 (``keep_freed_memory``, which the first engine run turned on for the process). GFLOP/s counts a training step as 3 x the forward MACs x 2. Validation (images/s over the
@@ -71,12 +72,14 @@ def main() -> None:
     splits = load_splits("mnist", args.data_dir, device=device)
     config = TrainConfig(device="cpu", epochs=5)  # enough steps for --batches at any batch size
     base = classic(args.data_dir, genome, device, args.batches, args.warmup, args.loader_workers)
+    ours = classic(args.data_dir, genome, device, args.batches, args.warmup, args.loader_workers, stock=False)
 
     def row(name: str, rate: float) -> None:
         print(f"| {name} | {rate:,.0f} | {rate * macs * 6 / 1e9:.1f} | {rate / base:.2f}x |", flush=True)
 
     print("| training | images/s | GFLOP/s | vs classic |\n| --- | ---: | ---: | ---: |")
-    row("classic (DataLoader, batch 128)", base)
+    row("classic (DataLoader, batch 128, stock torch.nn layers)", base)
+    row("classic, with BudgetNAS's dropout and max pool", ours)
     for size in args.batch_sizes:
         row(f"engine, batch {size}", engine(splits, genome, replace(config, batch_size=size), args.batches,
                                                 args.warmup))
@@ -91,8 +94,8 @@ def main() -> None:
             continue
         row(f"engine, torch.compile {mode}", rate)
     # the engine's allocator setting (training.engine.keep_freed_memory) now holds for the whole process
-    row("classic again, with the engine's allocator setting", classic(args.data_dir, genome, device, args.batches,
-                                                                       args.warmup, args.loader_workers))
+    row("classic again (BudgetNAS's layers), with the engine's allocator setting",
+        classic(args.data_dir, genome, device, args.batches, args.warmup, args.loader_workers, stock=False))
 
     from torch.fx.experimental.optimization import fuse
 

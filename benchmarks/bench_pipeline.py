@@ -3,7 +3,7 @@
     python benchmarks/bench_pipeline.py --data-dir ../shared/data --batches 200
 
 (a) classic: ``torchvision.datasets.MNIST`` + ``RandomRotation(7)``, ``ToTensor``, ``Normalize``, a
-    ``DataLoader`` with workers, batch 128, SGD; (b) the engine: uint8 data resident on the device,
+    ``DataLoader`` with workers, batch 128, SGD, the model with stock ``nn.Dropout`` / ``nn.MaxPool2d``; (b) the engine: uint8 data resident on the device,
     batched on-device rotation, same batch size, optimizer and model (zoo/mnist_8k_gap.json).
 Both train for ``--batches`` steps after ``--warmup`` untimed steps. Prints images/s for each, and
 the ratio engine/classic as the last line. Also times one full epoch of the engine (``--full-epoch``).
@@ -29,7 +29,23 @@ from training import TrainConfig, Trainer, load_splits, resolve_device  # noqa: 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def classic(data_dir: str, genome, device: torch.device, batches: int, warmup: int, workers: int) -> float:
+def stock_layers(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with BudgetNAS's faster CPU layers (dropout, max pool) swapped for stock ``torch.nn`` ones."""
+    from blocks.library import Dropout, MaxPool2d
+
+    for module in list(model.modules()):
+        for name, child in module.named_children():
+            if isinstance(child, Dropout):
+                setattr(module, name, torch.nn.Dropout(child.p))
+            elif isinstance(child, MaxPool2d):
+                setattr(module, name, torch.nn.MaxPool2d(child.kernel_size, child.stride, child.padding,
+                                                         child.dilation, ceil_mode=child.ceil_mode))
+    return model
+
+
+def classic(data_dir: str, genome, device: torch.device, batches: int, warmup: int, workers: int,
+            stock: bool = True) -> float:
+    """Images/s of the notebook pipeline; ``stock``: with stock ``torch.nn`` layers, as a notebook has them."""
     from torchvision import datasets, transforms
 
     tf = transforms.Compose([transforms.RandomRotation((-7.0, 7.0), fill=(0,)), transforms.ToTensor(),
@@ -38,7 +54,8 @@ def classic(data_dir: str, genome, device: torch.device, batches: int, warmup: i
     loader = torch.utils.data.DataLoader(ds, batch_size=128, shuffle=True, num_workers=workers,
                                          pin_memory=device.type == "cuda", persistent_workers=workers > 0)
     torch.manual_seed(0)
-    model = build_model(genome).to(device)
+    model = build_model(genome)
+    model = (stock_layers(model) if stock else model).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     model.train()
     seen, start = 0, None
