@@ -39,7 +39,7 @@ class Dropout(nn.Dropout):
         n = x.numel()
         words = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_()
         draws = words.view(torch.int16)[:n].view(shape) & 0x7FFF  # uniform in [0, 32768)
-        keep = (draws >= int(round(self.p * 32768))).to(x.dtype) * (1.0 / (1.0 - self.p))
+        keep = (draws >= int(round(self.p * 32768))).to(x.dtype).mul_(1.0 / (1.0 - self.p))  # in place: one pass less
         return x * (keep.permute(0, 3, 1, 2) if channels_last else keep)
 
 
