@@ -7,9 +7,10 @@ the classic torchvision + DataLoader pipeline (``bench_pipeline.classic``; the b
 ``torch.nn`` layers, as in a notebook, then with BudgetNAS's dropout and max pool), then the engine at batch
 128 (the default), 256 and 512, in channels_last, and with ``torch.compile`` in the modes of
 ``--compile-modes``, and last the classic pipeline again, now under the engine's allocator setting
-(``keep_freed_memory``, which the first engine run turned on for the process). GFLOP/s counts a training step as 3 x the forward MACs x 2. Validation (images/s over the
-5,000-image validation split, ``--eval-repeats`` passes): the engine's ``evaluate`` at batch 2,000 (its
-former default) and at the device's default batch (``no_grad``),
+(``keep_freed_memory``, which the first engine run turned on for the process). GFLOP/s counts a training
+step as 3 x the forward MACs x 2. Validation (images/s over the 5,000-image validation split,
+``--eval-repeats`` passes): the engine's ``evaluate`` at batch 2,000 (its former default) and at the
+device's default batch (``no_grad``),
 under ``inference_mode``, and with BatchNorm folded into the convolutions
 (``torch.fx.experimental.optimization.fuse``), each checked to give the same predictions.
 Run it alone on the machine: the ratios are only comparable within one run.
@@ -111,7 +112,8 @@ def main() -> None:
     variants = [("evaluate, batch 2,000 (before)", model, False, 2000),
                 ("evaluate (no_grad, device default batch: today)", model, False, None),
                 ("evaluate under inference_mode", model, True, None),
-                ("BN folded (fx fuse), no_grad", folded, False, None), ("BN folded + inference_mode", folded, True, None)]
+                ("BN folded (fx fuse), no_grad", folded, False, None),
+                ("BN folded + inference_mode", folded, True, None)]
     print(f"\nBN folding gives the same predictions on 256 images: {same}")
     print("| validation (5,000 images) | images/s | vs today |\n| --- | ---: | ---: |")
     today = None

@@ -3,8 +3,9 @@
     python benchmarks/bench_pipeline.py --data-dir ../shared/data --batches 200
 
 (a) classic: ``torchvision.datasets.MNIST`` + ``RandomRotation(7)``, ``ToTensor``, ``Normalize``, a
-    ``DataLoader`` with workers, batch 128, SGD, the model with stock ``nn.Dropout`` / ``nn.MaxPool2d``; (b) the engine: uint8 data resident on the device,
-    batched on-device rotation, same batch size, optimizer and model (zoo/mnist_8k_gap.json).
+    ``DataLoader`` with workers, batch 128, SGD, the model with stock ``nn.Dropout`` / ``nn.MaxPool2d``;
+    (b) the engine: uint8 data resident on the device, batched on-device rotation, same batch size,
+    optimizer and model (zoo/mnist_8k_gap.json).
 Both train for ``--batches`` steps after ``--warmup`` untimed steps. Prints images/s for each, and
 the ratio engine/classic as the last line. Also times one full epoch of the engine (``--full-epoch``).
 """
@@ -82,12 +83,13 @@ def classic(data_dir: str, genome, device: torch.device, batches: int, warmup: i
     return seen / (time.perf_counter() - start)
 
 
-def engine(splits, genome, config: TrainConfig, batches: int, warmup: int,
-           setup: Callable[[Trainer], None] | None = None) -> float:
-    """Images/s of the engine's training steps; ``setup`` changes the trainer first (compile, memory format).
-
-    ``config.epochs`` must hold ``warmup + batches`` steps.
+def engine_run(splits, genome, config: TrainConfig, batches: int, warmup: int,
+               setup: Callable[[Trainer], None] | None = None) -> tuple[float, float]:
+    """(images/s, page faults per step) of the engine's timed training steps; ``setup`` changes the trainer
+    first (compile, memory format). ``config.epochs`` must hold ``warmup + batches`` steps.
     """
+    import resource
+
     trainer = Trainer(genome, splits, replace(config, max_steps=warmup + batches))
     if setup is not None:
         setup(trainer)
@@ -96,12 +98,21 @@ def engine(splits, genome, config: TrainConfig, batches: int, warmup: int,
     trainer.total_steps = warmup + batches
     if splits.device.type == "cuda":
         torch.cuda.synchronize()
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     start = time.perf_counter()
     while trainer.steps_done < trainer.total_steps:
         trainer.train_epoch()
     if splits.device.type == "cuda":
         torch.cuda.synchronize()
-    return batches * config.batch_size / (time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+    return batches * config.batch_size / seconds, faults / batches
+
+
+def engine(splits, genome, config: TrainConfig, batches: int, warmup: int,
+           setup: Callable[[Trainer], None] | None = None) -> float:
+    """Images/s of the engine's training steps (``engine_run``)."""
+    return engine_run(splits, genome, config, batches, warmup, setup)[0]
 
 
 def main() -> None:

@@ -10,8 +10,8 @@ Every run trains the same designs (``--designs`` genomes sampled once from the s
 and queued with ``--enqueue``, so each layout trains exactly these), at the same fidelity on real
 MNIST; run it alone on the machine. Each layout also reports its in-trial seconds (the leaderboard's
 ``seconds``): busy share = in-trial seconds / (workers x wall time), and the steady-state rate a long
-search approaches once start-up and the idle tail of the last trials no longer weigh. ``--epochs 3`` gives longer trials, where a worker's start-up
-(importing torch, loading the data) weighs less.
+search approaches once start-up and the idle tail of the last trials no longer weigh. ``--epochs 3`` gives
+longer trials, where a worker's start-up (importing torch, loading the data) weighs less.
 """
 
 from __future__ import annotations

@@ -16,7 +16,6 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,29 +23,20 @@ sys.path.insert(0, str(ROOT))
 
 
 def child(data_dir: str, genome_path: str, steps: int, keep: bool) -> dict:
-    """One process's training steps: images/s and page faults per step."""
-    import resource
-
+    """One process's training steps (``bench_pipeline.engine_run``): images/s and page faults per step."""
     import torch
 
     import training.engine
+    from benchmarks.bench_pipeline import engine_run
     from blocks import load_genome
-    from training import TrainConfig, Trainer, load_splits
+    from training import TrainConfig, load_splits
 
     torch.set_num_threads(1)
     if not keep:
         training.engine._allocator_kept = False  # glibc's default: the Trainer leaves the allocator alone
     splits = load_splits("mnist", data_dir, device=torch.device("cpu"))
-    trainer = Trainer(load_genome(genome_path), splits, TrainConfig(device="cpu", epochs=5, max_steps=10 + steps))
-    trainer.total_steps = 10
-    trainer.train_epoch()
-    trainer.total_steps = 10 + steps
-    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    start = time.perf_counter()
-    trainer.train_epoch()
-    seconds = time.perf_counter() - start
-    return {"images_per_s": steps * 128 / seconds,
-            "faults_per_step": (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / steps}
+    rate, faults = engine_run(splits, load_genome(genome_path), TrainConfig(device="cpu", epochs=5), steps, 10)
+    return {"images_per_s": rate, "faults_per_step": faults}
 
 
 def run(args: argparse.Namespace, processes: int, keep: bool) -> list[dict]:
@@ -82,7 +72,8 @@ def main() -> None:
             rates = " + ".join(f"{r['images_per_s']:,.0f}" for r in results)
             faults = " / ".join(f"{r['faults_per_step']:,.0f}" for r in results)
             allocator = "kept (keep_freed_memory)" if keep else "glibc default"
-            print(f"| {allocator} | {processes} | {rates} | {total:,.0f} | {faults} | {total / base:.2f}x |", flush=True)
+            print(f"| {allocator} | {processes} | {rates} | {total:,.0f} | {faults} | {total / base:.2f}x |",
+                  flush=True)
 
 
 if __name__ == "__main__":
