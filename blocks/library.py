@@ -11,7 +11,7 @@ from torch import nn
 from blocks.genome import Layer
 from blocks.registry import register_block
 
-__all__ = ["Dropout", "MaxPool2d", "Residual", "make_activation"]
+__all__ = ["Conv2d", "Dropout", "MaxPool2d", "Residual", "make_activation"]
 
 _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU, "relu6": nn.ReLU6, "lrelu": nn.LeakyReLU, "prelu": nn.PReLU, "elu": nn.ELU,
@@ -41,6 +41,22 @@ class Dropout(nn.Dropout):
         draws = words.view(torch.int16)[:n].view(shape) & 0x7FFF  # uniform in [0, 32768)
         keep = (draws >= int(round(self.p * 32768))).to(x.dtype).mul_(1.0 / (1.0 - self.p))  # in place: one pass less
         return x * (keep.permute(0, 3, 1, 2) if channels_last else keep)
+
+
+class Conv2d(nn.Conv2d):
+    """``nn.Conv2d`` whose strided 1x1 form subsamples first, then convolves at stride 1: the same outputs
+    and gradients.
+
+    With torch 2.14.1, oneDNN's AVX2 backward of a strided 1x1 convolution with fewer than 8 input
+    channels in channels_last writes past its buffer and corrupts the heap (tests/training/test_engine.py
+    reproduces it with the AVX2 kernels on any x86 CPU). Subsampling first never reaches that kernel.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernel_size == (1, 1) and self.padding == (0, 0) and self.stride != (1, 1):
+            return F.conv2d(x[:, :, ::self.stride[0], ::self.stride[1]], self.weight, self.bias, 1, 0,
+                            self.dilation, self.groups)
+        return self._conv_forward(x, self.weight, self.bias)  # nn.Conv2d.forward (TorchScript has no super())
 
 
 class _ChannelsLastMaxPool(torch.autograd.Function):
@@ -104,7 +120,7 @@ def _unit(order: str, cin: int, cout: int, core: nn.Module, act: str, norm: Call
 def build_conv(layer: Layer, shape: tuple, norm: Callable[[int], nn.Module]) -> nn.Module:
     cin = shape[0]
     groups = cin if layer.groups == "dw" else layer.groups
-    conv = nn.Conv2d(cin, layer.out, layer.kernel, layer.stride, layer.pad, layer.dilation, groups,
+    conv = Conv2d(cin, layer.out, layer.kernel, layer.stride, layer.pad, layer.dilation, groups,
                      bias=layer.bias)
     return nn.Sequential(*_unit(layer.order, cin, layer.out, conv, layer.act, norm, layer.dropout))
 
@@ -112,9 +128,9 @@ def build_conv(layer: Layer, shape: tuple, norm: Callable[[int], nn.Module]) -> 
 @register_block("dws")
 def build_dws(layer: Layer, shape: tuple, norm: Callable[[int], nn.Module]) -> nn.Module:
     cin, unit_order = shape[0], layer.order.replace("d", "")
-    depthwise = nn.Conv2d(cin, cin, layer.kernel, layer.stride, layer.pad, layer.dilation, groups=cin,
+    depthwise = Conv2d(cin, cin, layer.kernel, layer.stride, layer.pad, layer.dilation, groups=cin,
                           bias=layer.bias)
-    pointwise = nn.Conv2d(cin, layer.out, 1, bias=layer.bias)
+    pointwise = Conv2d(cin, layer.out, 1, bias=layer.bias)
     modules = _unit(unit_order, cin, cin, depthwise, layer.act, norm)
     modules += _unit(unit_order, cin, layer.out, pointwise, layer.act, norm)
     if layer.dropout:
@@ -138,12 +154,12 @@ def build_res(layer: Layer, shape: tuple, norm: Callable[[int], nn.Module]) -> n
     cin, cout, k, d = shape[0], layer.out, layer.kernel, layer.dilation
     pad, unit_order = layer.pad, layer.order.replace("d", "")
     plain_order = unit_order.replace("a", "")
-    first = nn.Conv2d(cin, cout, k, layer.stride, pad, d, bias=layer.bias)
-    second = nn.Conv2d(cout, cout, k, 1, pad, d, bias=layer.bias)
+    first = Conv2d(cin, cout, k, layer.stride, pad, d, bias=layer.bias)
+    second = Conv2d(cout, cout, k, 1, pad, d, bias=layer.bias)
     main = nn.Sequential(*_unit(unit_order, cin, cout, first, layer.act, norm),
                          *_unit(plain_order, cout, cout, second, layer.act, norm))
     if layer.stride != 1 or cin != cout:
-        projection = nn.Conv2d(cin, cout, 1, layer.stride, bias=layer.bias)
+        projection = Conv2d(cin, cout, 1, layer.stride, bias=layer.bias)
         shortcut: nn.Module = nn.Sequential(*_unit(plain_order, cin, cout, projection, layer.act, norm))
     else:
         shortcut = nn.Identity()

@@ -53,7 +53,7 @@ class TrainConfig:
     seed: int = 0  # model init, batch order, augmentation, dropout
     device: str = "auto"  # auto | cuda | mps | cpu ; auto = cuda, then mps, then cpu
     amp: bool = True  # CUDA only: bf16 autocast
-    channels_last: bool = True  # CUDA only: on CPU (torch 2.14.1) a strided residual's backward corrupts the heap
+    channels_last: bool = True  # NHWC activations: oneDNN's and cuDNN's fast kernels (BENCHMARKS.md)
     compile: bool = False  # torch.compile the model (CUDA; pays off only for long runs)
     eval_batch_size: int | None = None  # images per evaluation batch; None = the device's default (``evaluate``)
     evaluate_test: bool = False  # also evaluate the test set every epoch (final evaluation only)
@@ -193,8 +193,7 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self.model = build_model(genome).to(self.device)
-        self.memory_format = (torch.channels_last if config.channels_last and self.cuda  # see the field's comment
-                              else torch.contiguous_format)
+        self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
         self.model = self.model.to(memory_format=self.memory_format)
         self.forward = torch.compile(self.model) if config.compile else self.model
         self.params = sum(p.numel() for p in self.model.parameters())

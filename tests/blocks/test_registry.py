@@ -88,3 +88,21 @@ def test_fast_max_pool_gives_nn_max_pools_outputs_and_gradients(kernel, stride, 
     assert torch.equal(y, reference) and y.is_contiguous()
     assert torch.equal(torch.autograd.grad(y, x, grad)[0], expected_grad)
     assert torch.equal(fast.eval()(x), reference)
+
+
+@pytest.mark.parametrize("cin,cout,stride,size", [(6, 12, 2, 10), (3, 5, 3, 11), (8, 4, 2, 7)])
+def test_strided_pointwise_conv_gives_nn_conv2ds_outputs_and_gradients(cin, cout, stride, size):
+    from blocks.library import Conv2d
+
+    torch.manual_seed(0)
+    reference = torch.nn.Conv2d(cin, cout, 1, stride)
+    conv = Conv2d(cin, cout, 1, stride)
+    conv.load_state_dict(reference.state_dict())
+    x = torch.randn(4, cin, size, size, requires_grad=True)
+    expected = reference(x)
+    y = conv(x)
+    assert y.shape == expected.shape and torch.allclose(y, expected, atol=1e-6)
+    grad = torch.randn_like(y)
+    for got, want in zip(torch.autograd.grad(y, [x, conv.weight, conv.bias], grad),
+                         torch.autograd.grad(expected, [x, reference.weight, reference.bias], grad)):
+        assert torch.allclose(got, want, atol=1e-5)
