@@ -335,18 +335,21 @@ def _search(args: argparse.Namespace) -> int:
         console.print(f"resuming study {settings.study}: {trained_count(resumed)} trained, "
                       f"{statuses.count('rejected')} rejected, {statuses.count('failed')} failed, "
                       f"{statuses.count('pruned')} pruned")
-    if not args.finalize:
-        for line in _plan(settings, args, trained_count(resumed)).lines():
-            console.print(line)
     if warm_starts and not args.finalize:
         queued = enqueue_genomes(study, warm_starts, console.print, settings.limits)
         console.print(f"--enqueue: {queued} design(s) queued to be evaluated first")
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     (settings.run_dir / "settings.json").write_text(json.dumps(settings.to_dict(), indent=1))
+
+    def print_plan() -> None:  # while the worker processes start
+        for line in _plan(settings, args, trained_count(resumed)).lines():
+            console.print(line)
+
     code = 0
     try:
         if not args.finalize:
-            _guarded(settings, lambda: run_search(settings, study, callbacks=[LeaderboardWriter(settings)]))
+            _guarded(settings, lambda: run_search(settings, study, callbacks=[LeaderboardWriter(settings)],
+                                                  on_started=print_plan))
         if args.final_top:
             _guarded(settings, lambda: finalize(
                 study, settings, write_leaderboard(study, settings), args.final_top, args.final_epochs,

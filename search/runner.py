@@ -403,9 +403,24 @@ def _worker_entry(settings: SearchSettings, worker: int, callbacks: Sequence[Cal
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as e:
-        errors.put(f"worker {worker}: {e}" if isinstance(e, BudgetNASError)
-                   else f"worker {worker}: {type(e).__name__}: {e}".splitlines()[0][:300])
+        errors.put(_failure_line(worker, e))
         sys.exit(1)
+
+
+def _failure_line(worker: int, error: Exception) -> str:
+    return (f"worker {worker}: {error}" if isinstance(error, BudgetNASError)
+            else f"worker {worker}: {type(error).__name__}: {error}".splitlines()[0][:300])
+
+
+def _run_worker_here(settings: SearchSettings, study: optuna.Study, callbacks: Sequence[Callback]) -> None:
+    """Worker 0 in this process; the process's CPU thread count is restored afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        run_worker(settings, 0, study=study, callbacks=callbacks)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
@@ -413,40 +428,54 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 
 def run_search(settings: SearchSettings, study: optuna.Study | None = None,
-               callbacks: Sequence[Callback] = ()) -> optuna.Study:
-    """Run ``settings.workers`` local workers on one study (processes when > 1) and return the study.
+               callbacks: Sequence[Callback] = (), on_started: Callable[[], None] | None = None) -> optuna.Study:
+    """Run ``settings.workers`` local workers on one study and return the study.
 
-    With several workers the callbacks travel to the worker processes, so they must be picklable
-    (module-level functions or instances of module-level classes).
+    With several workers, workers 1.. are processes started first, so that their start-up (importing
+    torch, loading the data) overlaps ``on_started()`` (the CLI's plan, which times a few training steps)
+    and worker 0, which runs in this process with its CPU threads set for the search and restored after.
+    The callbacks travel to the worker processes, so they must be picklable (module-level functions or
+    instances of module-level classes). A worker that fails does not stop the others; once all have
+    ended, ``SearchError`` names each failure. Ctrl-C or SIGTERM stops every worker.
     """
     study = study or open_study(settings)  # creates it and checks a resumed one before any worker starts
     if settings.workers == 1:
+        if on_started is not None:
+            on_started()
         run_worker(settings, 0, study=study, callbacks=callbacks)
         return study
     ctx = multiprocessing.get_context("spawn")
     errors = ctx.Queue()
     procs = [ctx.Process(target=_worker_entry, args=(replace(settings), i, tuple(callbacks), errors), daemon=False)
-             for i in range(settings.workers)]
+             for i in range(1, settings.workers)]
     for p in procs:
         p.start()
+    reasons: list[str] = []  # why each failed worker failed
     try:
+        if on_started is not None:
+            on_started()
+        try:
+            _run_worker_here(settings, study, callbacks)
+        except Exception as e:  # reported like a worker process's failure, once the others have ended
+            reasons.append(_failure_line(0, e))
         for p in procs:
             p.join()
-    except KeyboardInterrupt:  # Ctrl-C reaches the workers too; SIGTERM of the parent is passed on
+    except BaseException:  # Ctrl-C reaches the workers too; SIGTERM of this process is passed on
         for p in procs:
             if p.is_alive():
                 p.terminate()
         for p in procs:
             p.join(timeout=60)
         raise
-    failed = [(i, p.exitcode) for i, p in enumerate(procs) if p.exitcode != 0]
+    failed = len(reasons) + sum(1 for p in procs if p.exitcode != 0)
     if failed:
-        reasons = []
         while True:
             try:
                 reasons.append(errors.get(timeout=0.5))
             except queue.Empty:
                 break
-        detail = "; ".join(sorted(set(reasons))) or ", ".join(f"worker {i} exit code {code}" for i, code in failed)
-        raise SearchError(f"{len(failed)} of {len(procs)} workers failed: {detail}")
+        silent = [f"worker {i} exit code {p.exitcode}" for i, p in enumerate(procs, start=1)
+                  if p.exitcode != 0 and not any(r.startswith(f"worker {i}:") for r in reasons)]  # e.g. killed
+        detail = "; ".join(sorted(set(reasons)) + silent)
+        raise SearchError(f"{failed} of {settings.workers} workers failed: {detail}")
     return study

@@ -402,3 +402,26 @@ def test_search_eta_follows_the_pace_and_stops_at_the_timeout():
     assert search_eta(elapsed=100, finished=4, left=8, timeout=3900) == 200
     assert search_eta(elapsed=700, finished=1, left=199, timeout=3900) == 3200  # not 39 hours: the timeout ends it
     assert search_eta(elapsed=4000, finished=20, left=180, timeout=3900) == 0
+
+
+@pytest.mark.slow
+def test_run_search_starts_worker_processes_first_and_runs_worker_0_here(tmp_path):
+    """Workers 1.. start before ``on_started`` (the CLI's plan); worker 0 trains in this process, whose
+    thread count comes back afterwards (the final evaluation runs with every core)."""
+    import torch
+
+    from search.recovery import owner_token
+    from search.runner import run_search
+    from tests.synthetic import write_idx
+
+    write_idx(tmp_path / "data" / "MNIST" / "raw", n_train=3000, n_test=50)
+    config = tiny_settings(tmp_path, trials=4, workers=2, data_dir=str(tmp_path / "data"), val_size=500)
+    settings = SearchSettings(**config)
+    threads = torch.get_num_threads()
+    children_at_start = []
+    study = run_search(settings, on_started=lambda: children_at_start.append(len(multiprocessing.active_children())))
+    assert children_at_start == [1]
+    assert torch.get_num_threads() == threads
+    _assert_exact(config, 4)
+    owners = {t.user_attrs.get("owner") for t in study.get_trials() if t.user_attrs.get("status") == "complete"}
+    assert owner_token() in owners
