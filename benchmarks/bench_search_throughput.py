@@ -2,6 +2,8 @@
 
     python benchmarks/bench_search_throughput.py --data-dir ../shared/data              # workers 1, then 2
     python benchmarks/bench_search_throughput.py --data-dir ../shared/data --workers 1 2 auto
+    python benchmarks/bench_search_throughput.py --data-dir ../shared/data --skip-split --workers 2 auto \
+        --baseline /tmp/before --repeat 2     # an earlier commit's checkout, interleaved with this one
 
 Part 1 runs the search in this process (one worker) with every step timed: data loading (once per
 worker), model build, training steps, validation, storage round trips and leaderboard writing.
@@ -11,7 +13,10 @@ and queued with ``--enqueue``, so each layout trains exactly these), at the same
 MNIST; run it alone on the machine. Each layout also reports its in-trial seconds (the leaderboard's
 ``seconds``): busy share = in-trial seconds / (workers x wall time), and the steady-state rate a long
 search approaches once start-up and the idle tail of the last trials no longer weigh. ``--epochs 3`` gives
-longer trials, where a worker's start-up (importing torch, loading the data) weighs less.
+longer trials, where a worker's start-up (importing torch, loading the data) weighs less. ``--baseline
+DIR`` runs DIR's ``run_search.py`` (e.g. ``git worktree add /tmp/before <commit>``; it needs ``--enqueue``)
+on the same designs right before this checkout's, layout by layout, ``--repeat`` times, so that a
+before/after ratio comes from one sitting on one machine.
 """
 
 from __future__ import annotations
@@ -89,20 +94,23 @@ def _split(data_dir: str, out: Path, genomes: list[str], epochs: int) -> dict[st
     return {**t, "total": total, "trials": trained}
 
 
-def _cli(data_dir: str, out: Path, workers: str, genomes: list[str], epochs: int) -> tuple[float, int, float]:
-    """Wall seconds of one CLI search, its trained trials, and the sum of their in-trial seconds."""
+def _cli(data_dir: str, out: Path, workers: str, genomes: list[str], epochs: int,
+         code: Path = ROOT) -> tuple[float, int, float, list[float]]:
+    """Wall seconds of one CLI search by the checkout ``code``, its trained trials, the sum of their in-trial
+    seconds, and their validation accuracies in trial order (equal results: compare them between checkouts)."""
+    study = f"w{workers}-{len(list(out.glob('w*')))}"
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, str(ROOT / "run_search.py"), *_search_args(genomes, epochs),
+    result = subprocess.run([sys.executable, str(code / "run_search.py"), *_search_args(genomes, epochs),
                              "--workers", workers,
-                             "--data-dir", data_dir, "--out", str(out), "--study", f"w{workers}"],
-                            capture_output=True, text=True, cwd=ROOT)
+                             "--data-dir", str(Path(data_dir).resolve()), "--out", str(out), "--study", study],
+                            capture_output=True, text=True, cwd=code)
     if result.returncode != 0:
         raise SystemExit(result.stderr[-2000:])
     import pandas as pd
 
-    board = pd.read_csv(out / f"w{workers}" / "leaderboard.csv")
-    trained = board[board["status"].isin(["complete", "pruned"])]
-    return time.perf_counter() - start, len(trained), float(trained["seconds"].sum())
+    board = pd.read_csv(out / study / "leaderboard.csv")
+    trained = board[board["status"].isin(["complete", "pruned"])].sort_values("trial")
+    return time.perf_counter() - start, len(trained), float(trained["seconds"].sum()), list(trained["val_acc"])
 
 
 def main() -> None:
@@ -112,6 +120,8 @@ def main() -> None:
     parser.add_argument("--skip-split", action="store_true")
     parser.add_argument("--designs", type=int, default=8, help="trials (the same designs at every layout)")
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--baseline", type=Path, help="an earlier checkout, run on the same designs before each run")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each layout (and of the baseline)")
     args = parser.parse_args()
     genomes = designs(args.designs)
     print(f"{len(genomes)} designs at budget {BUDGET:,}, {args.epochs} epoch(s) on {SUBSET:,} images each")
@@ -124,14 +134,18 @@ def main() -> None:
             for step, seconds in split.items():
                 if step not in ("total", "trials"):
                     print(f"  {step:32s} {seconds:7.1f} s  {100 * seconds / split['total']:5.1f}%")
+        codes = [("baseline", args.baseline.resolve()), ("this checkout", ROOT)] if args.baseline else [("", ROOT)]
         for workers in args.workers:
-            seconds, trials, busy = _cli(args.data_dir, out, workers, genomes, args.epochs)
-            n = min(cpu_worker_cap()[0] if workers == "auto" else int(workers), trials)
-            print(f"CLI --workers {workers}: {trials} trials in {seconds:.1f} s (process start and data loading "
-                  f"included) = {3600 * trials / seconds:.0f} trials/hour; in-trial time {busy:.1f} s "
-                  f"({busy / trials:.1f} s per trial), workers busy {100 * busy / (n * seconds):.0f}% of the wall "
-                  f"time; steady state (no start-up, no idle tail) {3600 * trials * n / busy:.0f} trials/hour",
-                  flush=True)
+            for _ in range(args.repeat):
+                for name, code in codes:
+                    seconds, trials, busy, accs = _cli(args.data_dir, out, workers, genomes, args.epochs, code)
+                    n = min(cpu_worker_cap()[0] if workers == "auto" else int(workers), trials)
+                    print(f"{name + ': ' if name else ''}CLI --workers {workers}: {trials} trials in {seconds:.1f} s "
+                          f"(process start and data loading included) = {3600 * trials / seconds:.0f} trials/hour; "
+                          f"in-trial time {busy:.1f} s ({busy / trials:.1f} s per trial), workers busy "
+                          f"{100 * busy / (n * seconds):.0f}% of the wall time; steady state (no start-up, no idle "
+                          f"tail) {3600 * trials * n / busy:.0f} trials/hour; val % "
+                          + " ".join(f"{a:.2f}" for a in accs), flush=True)
 
 
 if __name__ == "__main__":
