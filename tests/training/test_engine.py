@@ -182,3 +182,21 @@ def test_a_cpu_trainer_stops_freed_memory_from_faulting_back_in():
     # measured), while a kept heap faults at most a stray block once (0-2,560 measured)
     assert faults(keep=False) > 10_000
     assert faults(keep=True) < 5_000
+
+
+def test_channels_last_on_cpu_only_in_a_single_threaded_process():
+    from training.engine import training_layout
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert training_layout(torch.device("cpu")) == torch.channels_last
+        trainer = Trainer(TINY_GENOME, tiny_splits(), TrainConfig(device="cpu"))
+        assert trainer.memory_format == torch.channels_last
+        torch.set_num_threads(2)
+        assert training_layout(torch.device("cpu")) == torch.contiguous_format
+        assert Trainer(TINY_GENOME, tiny_splits(), TrainConfig(device="cpu")).memory_format == torch.contiguous_format
+        assert Trainer(TINY_GENOME, tiny_splits(), TrainConfig(device="cpu", channels_last=False)).memory_format \
+            == torch.contiguous_format
+    finally:
+        torch.set_num_threads(threads)
