@@ -45,3 +45,12 @@ def test_timeout_caps_the_search_part_of_the_estimate_and_says_so():
     short = Plan(trials=2, epochs_per_trial=1, search_epoch_s=10.0, workers=1, final_runs=0, final_epochs=15,
                  final_epoch_s=50.0, device="cpu", timeout=3900)
     assert short.search_seconds == 20 and "--timeout" not in short.lines()[2].split(";")[0]
+
+
+def test_calibrate_times_real_training_steps_per_image():
+    from blocks import InputSpec
+    from search.plan import calibrate
+    from tests.synthetic import TINY_GENOME
+
+    seconds = calibrate(TINY_GENOME, InputSpec(1, 12, 12, 4), "cpu", steps=2, batch_size=16)
+    assert 0 < seconds < 1
