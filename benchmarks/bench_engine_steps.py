@@ -5,7 +5,8 @@
 Training (images/s over ``--batches`` timed steps after ``--warmup`` untimed ones, same model, SGD):
 the classic torchvision + DataLoader pipeline (``bench_pipeline.classic``; the baseline with stock
 ``torch.nn`` layers, as in a notebook, then with BudgetNAS's dropout and max pool), then the engine at batch
-128 (the default), 256 and 512, in channels_last, and with ``torch.compile`` in the modes of
+128 (the default; its layout is ``training.engine.training_layout``: channels_last with one thread, NCHW
+with more), 256 and 512, in NCHW and in channels_last explicitly, and with ``torch.compile`` in the modes of
 ``--compile-modes``, and last the classic pipeline again, now under the engine's allocator setting
 (``keep_freed_memory``, which the first engine run turned on for the process). GFLOP/s counts a training
 step as 3 x the forward MACs x 2. Validation (images/s over the 5,000-image validation split,
@@ -38,7 +39,7 @@ from training.engine import evaluate  # noqa: E402
 
 
 def channels_last(trainer: Trainer) -> None:
-    """Switch a CPU trainer to channels_last (the engine uses it on CUDA only)."""
+    """Switch a CPU trainer to channels_last (the engine picks it only in a single-threaded process)."""
     trainer.model.to(memory_format=torch.channels_last)
     trainer.normalize.memory_format = torch.channels_last
 
@@ -64,7 +65,10 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 256, 512])
     parser.add_argument("--compile-modes", nargs="*", default=["default", "max-autotune-no-cudagraphs"])
     parser.add_argument("--eval-repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; a search worker has 1)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device("cpu")
     genome = load_genome(args.genome)
     macs = totals(genome).macs
@@ -84,8 +88,10 @@ def main() -> None:
     for size in args.batch_sizes:
         row(f"engine, batch {size}", engine(splits, genome, replace(config, batch_size=size), args.batches,
                                                 args.warmup))
-    row("engine, batch 128, channels_last", engine(splits, genome, config, args.batches, args.warmup,
-                                                      setup=channels_last))
+    row("engine, batch 128, NCHW (channels_last=False)", engine(splits, genome, replace(config, channels_last=False),
+                                                                 args.batches, args.warmup))
+    row("engine, batch 128, channels_last forced", engine(splits, genome, config, args.batches, args.warmup,
+                                                             setup=channels_last))
     for mode in args.compile_modes:
         try:
             rate = engine(splits, genome, config, args.batches, args.warmup,
