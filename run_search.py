@@ -354,7 +354,7 @@ def _search(args: argparse.Namespace) -> int:
             _guarded(settings, lambda: finalize(
                 study, settings, write_leaderboard(study, settings), args.final_top, args.final_epochs,
                 list(range(args.seeds)), log=console.print,
-                on_final=lambda finals: write_leaderboard(study, settings, finals)))
+                on_final=lambda finals: write_leaderboard(study, settings, finals), processes=settings.workers))
     except KeyboardInterrupt as e:
         code = 143 if isinstance(e, _Terminated) else 130
         console.print(f"{'terminated' if code == 143 else 'interrupted'}: completed trials are kept in the study; "
@@ -411,7 +411,8 @@ def _reproduce(args: argparse.Namespace) -> int:
     seeds = list(range(args.seeds))
     final, out_dir = reproduce(source, seeds=seeds, epochs=args.epochs or 15, dataset=dataset,
                                data_dir=args.data_dir, device=device, out=args.out, log=console.print,
-                               require_onnx=args.export == "onnx")
+                               require_onnx=args.export == "onnx",
+                               processes=_worker_count(args.workers, device, console.print))
     console.print(f"[bold]{source.name}: {final.params:,} params, test accuracy {final.mean:.2f} ± {final.std:.2f} % "
                   f"(min {final.min:.2f} %) over seeds {seeds}[/]")
     console.print(f"written: {out_dir}/ ({', '.join(sorted(p.name for p in out_dir.iterdir()))})")

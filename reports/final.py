@@ -16,7 +16,8 @@ import pandas as pd
 from blocks import Genome
 from reports.export import ExportError, export_onnx, export_torchscript, save_checkpoint, standalone_source
 from reports.leaderboard import load_finals, save_finals
-from training import EpochMetrics, Splits, TrainConfig, TrainResult, load_splits, resolve_device, train
+from training import EpochMetrics, Splits, TrainConfig, TrainResult, load_splits, resolve_device
+from training.parallel import train_many
 
 __all__ = ["FinalResult", "final_evaluation", "finalize", "write_artifacts"]
 
@@ -57,29 +58,38 @@ class FinalResult:
 
 
 def final_evaluation(genome: Genome, full: Splits, epochs: int, seeds: list[int], base: TrainConfig | None = None,
-                     log: Callable[[str], None] = print) -> FinalResult:
+                     log: Callable[[str], None] = print, processes: int = 1) -> FinalResult:
     """Train ``genome`` on ``full`` (no validation split) once per seed, evaluating the test set every epoch.
 
-    Prints a notebook-style log line per epoch. ``result.runs`` holds the trained models.
+    Prints a notebook-style log line per epoch. ``result.runs`` holds the trained models. ``processes`` > 1
+    on CPU trains the seeds side by side, one single-threaded process each (``training.parallel``).
     """
-    base = base or TrainConfig()
-    per_seed, statuses, params, runs = [], [], 0, []
-    for seed in seeds:
-        config = replace(base, epochs=epochs, seed=seed, evaluate_test=True)
-        log(f"seed {seed}:")
+    jobs = _final_jobs(genome, epochs, seeds, base or TrainConfig())
+    results = dict(train_many(jobs, full, processes, on_epoch=_epoch_logger([f"seed {s}" for s in seeds], log)))
+    return _final_result(genome, [results[i] for i in range(len(jobs))], log)
 
-        def on_epoch(m: EpochMetrics) -> None:
-            log(f"  Epoch {m.epoch:>2}: train loss {m.train_loss:.4f}, train acc {m.train_acc:.2f}% | "
-                f"test loss {m.test_loss:.4f}, test acc {m.test_acc:.2f}%  ({m.seconds:.1f} s)")
 
-        result = train(genome, full, config, on_epoch=on_epoch)
-        params = result.params
-        per_seed.append([asdict(m) for m in result.epochs])
-        statuses.append(result.status)
+def _final_jobs(genome: Genome, epochs: int, seeds: list[int], base: TrainConfig) -> list[tuple[Genome, TrainConfig]]:
+    return [(genome, replace(base, epochs=epochs, seed=seed, evaluate_test=True)) for seed in seeds]
+
+
+def _epoch_logger(names: list[str], log: Callable[[str], None]) -> Callable[[int, EpochMetrics], None]:
+    """Notebook-style lines per epoch of run ``names[index]``, after a ``<name>:`` line at its first epoch."""
+    def on_epoch(index: int, m: EpochMetrics) -> None:
+        if m.epoch == 1:
+            log(f"{names[index]}:")
+        log(f"  Epoch {m.epoch:>2}: train loss {m.train_loss:.4f}, train acc {m.train_acc:.2f}% | "
+            f"test loss {m.test_loss:.4f}, test acc {m.test_acc:.2f}%  ({m.seconds:.1f} s)"
+            + (f"  [{names[index]}]" if len(names) > 1 else ""))
+    return on_epoch
+
+
+def _final_result(genome: Genome, runs: list[TrainResult], log: Callable[[str], None]) -> FinalResult:
+    for result in runs:
         if result.status != "complete":
-            log(f"  seed {seed} ended with status {result.status}")
-        runs.append(result)
-    final = FinalResult(genome.to_string(), params, list(seeds), per_seed, statuses, runs)
+            log(f"  seed {result.seed} ended with status {result.status}")
+    final = FinalResult(genome.to_string(), runs[0].params if runs else 0, [r.seed for r in runs],
+                        [[asdict(m) for m in r.epochs] for r in runs], [r.status for r in runs], runs)
     log(f"test accuracy over {len(final.final_accs)} seed(s): {final.mean:.2f} ± {final.std:.2f} % "
         f"(min {final.min:.2f} %)")
     return final
@@ -129,11 +139,12 @@ def _already_evaluated(summary: dict | None, folder: Path, epochs: int, seeds: l
 
 def finalize(study: Any, settings: Any, ranked: pd.DataFrame, top_k: int, epochs: int, seeds: list[int],
              log: Callable[[str], None] = print, splits: Splits | None = None,
-             on_final: Callable[[dict], None] | None = None) -> dict:
+             on_final: Callable[[dict], None] | None = None, processes: int = 1) -> dict:
     """Retrain the ``top_k`` best rows of ``ranked`` (a leaderboard frame) on the full training set over ``seeds``.
 
     Test-set summaries go to ``<run_dir>/finals.json`` after each finalist (``on_final(finals)`` is called
     then, e.g. to rewrite the leaderboard); artifacts go to ``<run_dir>/final/trial<N>/``. Returns the finals.
+    ``processes`` > 1 on CPU trains the runs (finalists x seeds) side by side (``training.parallel``).
     """
     top = ranked[ranked["rank"].notna()].head(top_k)
     if top.empty:
@@ -143,6 +154,9 @@ def finalize(study: Any, settings: Any, ranked: pd.DataFrame, top_k: int, epochs
                                                          device=resolve_device(settings.device), val_size=0)
     finals = load_finals(settings.run_dir)
     base = TrainConfig(device=settings.device, **settings.train_overrides)
+    todo = []  # (trial, genome, job indices): every finalist's runs go to one pool, so none waits for another
+    jobs: list[tuple[Genome, TrainConfig]] = []
+    names: list[str] = []
     for _, row in top.iterrows():
         trial = int(row["trial"])
         genome = Genome.from_string(row["genome"])
@@ -152,10 +166,19 @@ def finalize(study: Any, settings: Any, ranked: pd.DataFrame, top_k: int, epochs
             continue
         log(f"final evaluation of rank {int(row['rank'])} (trial {trial}, {int(row['params']):,} params): "
             f"{epochs} epochs x {len(seeds)} seed(s) on the full training set")
-        final = final_evaluation(genome, full, epochs, seeds, base, log=log)
-        write_artifacts(settings.run_dir / "final" / f"trial{trial}", genome, final, full)
-        finals[str(trial)] = final.summary(settings.target)
-        save_finals(settings.run_dir, finals)
-        if on_final is not None:
-            on_final(finals)
+        todo.append((trial, genome, range(len(jobs), len(jobs) + len(seeds))))
+        jobs += _final_jobs(genome, epochs, seeds, base)
+        names += [f"trial {trial} seed {seed}" for seed in seeds]
+    results: dict[int, TrainResult] = {}
+    for index, result in train_many(jobs, full, processes, on_epoch=_epoch_logger(names, log)):
+        results[index] = result
+        for trial, genome, indices in todo:
+            if index in indices and all(i in results for i in indices):  # this finalist's last run
+                log(f"trial {trial}:")
+                final = _final_result(genome, [results.pop(i) for i in indices], log)
+                write_artifacts(settings.run_dir / "final" / f"trial{trial}", genome, final, full)
+                finals[str(trial)] = final.summary(settings.target)
+                save_finals(settings.run_dir, finals)
+                if on_final is not None:
+                    on_final(finals)
     return finals

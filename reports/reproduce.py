@@ -78,10 +78,13 @@ def _settings_beside(leaderboard: Path) -> dict:
 
 
 def reproduce(source: Source, *, seeds: list[int], epochs: int, dataset: str, data_dir: str, device: str,
-              out: str, log: Callable[[str], None] = print, require_onnx: bool = False) -> tuple[FinalResult, Path]:
-    """Retrain over ``seeds`` and write ``<out>/<name>/``; returns the result and that folder."""
+              out: str, log: Callable[[str], None] = print, require_onnx: bool = False,
+              processes: int = 1) -> tuple[FinalResult, Path]:
+    """Retrain over ``seeds`` and write ``<out>/<name>/``; returns the result and that folder. ``processes`` > 1
+    on CPU trains the seeds side by side, one single-threaded process each."""
     full = load_splits(dataset, data_dir, device=resolve_device(device), val_size=0)
-    final = final_evaluation(source.genome, full, epochs, seeds, TrainConfig(device=device), log=log)
+    final = final_evaluation(source.genome, full, epochs, seeds, TrainConfig(device=device), log=log,
+                             processes=processes)
     out_dir = Path(out) / source.name
     write_artifacts(out_dir, source.genome, final, full, log=log, require_onnx=require_onnx)
     if torch.cuda.is_available():

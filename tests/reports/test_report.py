@@ -49,10 +49,14 @@ def test_finalizing_again_reuses_finished_finalists_and_retrains_on_other_seeds(
 
     study = open_study(searched)
     trained = []
-    real = reports.final.final_evaluation
-    monkeypatch.setattr(reports.final, "final_evaluation",
-                        lambda genome, full, epochs, seeds, *a, **kw: trained.append(seeds) or real(
-                            genome, full, epochs, seeds, *a, **kw))
+    real = reports.final.train_many
+
+    def spy(jobs, *args, **kwargs):
+        if jobs:
+            trained.append([config.seed for _, config in jobs])
+        return real(jobs, *args, **kwargs)
+
+    monkeypatch.setattr(reports.final, "train_many", spy)
     lines = []
     before = json.loads((searched.run_dir / "finals.json").read_text())
     finals = finalize(study, searched, write_leaderboard(study, searched), top_k=1, epochs=2, seeds=[0, 1],

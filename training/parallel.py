@@ -1,0 +1,112 @@
+"""Several independent training runs at once: one single-threaded process per run slot on CPU.
+
+On a CPU, two single-threaded processes train ~1.3-1.6x the images per second of one two-threaded
+process (a single-threaded run trains in channels_last, which does not scale to a second thread:
+BENCHMARKS.md), so the final evaluation's runs (finalists x seeds) go through ``train_many``.
+"""
+
+from __future__ import annotations
+
+import io
+import multiprocessing
+import os
+import queue
+import signal
+from dataclasses import replace
+from typing import Any, Callable, Iterator, Sequence
+
+from blocks import BudgetNASError, Genome
+
+__all__ = ["TrainingProcessError", "train_many"]
+
+
+class TrainingProcessError(BudgetNASError):
+    """A training process died or failed (its run's result is lost; finished runs were already returned)."""
+
+
+def train_many(jobs: Sequence[tuple[Genome, Any]], splits: Any, processes: int = 1,
+               on_epoch: Callable[[int, Any], None] | None = None) -> Iterator[tuple[int, Any]]:
+    """Train each ``(genome, TrainConfig)`` of ``jobs`` on ``splits``; yields ``(job index, TrainResult)`` as runs end.
+
+    ``processes`` > 1 on CPU: that many spawned single-threaded processes take jobs in order; each run gives
+    the same result as ``train`` with one thread. Otherwise the runs are trained here, one after another, with
+    this process's threads. ``on_epoch(index, metrics)`` sees every epoch in this process. Closing the iterator,
+    Ctrl-C included, stops the processes.
+    """
+    from training.engine import train
+
+    processes = min(processes, len(jobs))
+    if processes <= 1 or splits.device.type != "cpu":
+        for index, (genome, config) in enumerate(jobs):
+            yield index, train(genome, splits, config,
+                               on_epoch=(lambda m, i=index: on_epoch(i, m)) if on_epoch else None)
+        return
+    import torch
+
+    from blocks import build_model
+
+    ctx = multiprocessing.get_context("spawn")
+    todo, done = ctx.Queue(), ctx.Queue()
+    for index, (genome, config) in enumerate(jobs):
+        todo.put((index, genome.to_string(), config))
+    for _ in range(processes):
+        todo.put(None)
+    procs = [ctx.Process(target=_run_jobs, args=(splits, todo, done), daemon=True) for _ in range(processes)]
+    for p in procs:
+        p.start()
+    pending = set(range(len(jobs)))
+    try:
+        while pending:
+            dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+            if dead:
+                raise TrainingProcessError(f"a training process died (exit code {dead[0]}); "
+                                           f"{len(pending)} run(s) not finished")
+            try:
+                kind, index, payload = done.get(timeout=1.0)
+            except queue.Empty:
+                continue
+            if kind == "epoch":
+                if on_epoch is not None:
+                    on_epoch(index, payload)
+            elif kind == "error":
+                raise TrainingProcessError(f"run {index}: {payload}")
+            else:
+                result, state = payload
+                model = build_model(jobs[index][0])
+                model.load_state_dict(torch.load(io.BytesIO(state), weights_only=True))
+                pending.discard(index)
+                yield index, replace(result, model=model.eval())
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        for p in procs:
+            p.join(timeout=30)
+
+
+def _run_jobs(splits: Any, todo: Any, done: Any) -> None:
+    """A training process: one thread; Ctrl-C is the parent's to handle (it terminates this process)."""
+    import torch
+
+    from training.engine import train
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(1)
+    parent = multiprocessing.parent_process()
+
+    def report(index: int, metrics: Any) -> None:
+        if parent is not None and not parent.is_alive():  # the command was killed: stop, do not train on for nobody
+            os._exit(1)
+        done.put(("epoch", index, metrics))
+
+    while (job := todo.get()) is not None:
+        index, genome, config = job
+        try:
+            result = train(Genome.from_string(genome), splits, config, progress=False,
+                           on_epoch=lambda m, index=index: report(index, m))
+        except Exception as e:  # the parent names the run and stops
+            done.put(("error", index, f"{type(e).__name__}: {e}".splitlines()[0][:300]))
+            return
+        state = io.BytesIO()  # bytes, not shared-memory tensors: this process may be gone when they are read
+        torch.save({k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}, state)
+        done.put(("done", index, (replace(result, model=None), state.getvalue())))
