@@ -28,19 +28,24 @@ def train_many(jobs: Sequence[tuple[Genome, Any]], splits: Any, processes: int =
                on_epoch: Callable[[int, Any], None] | None = None) -> Iterator[tuple[int, Any]]:
     """Train each ``(genome, TrainConfig)`` of ``jobs`` on ``splits``; yields ``(job index, TrainResult)`` as runs end.
 
-    ``processes`` > 1 on CPU: that many spawned single-threaded processes take jobs in order; each run gives
-    the same result as ``train`` with one thread. Otherwise the runs are trained here, one after another, with
-    this process's threads. ``on_epoch(index, metrics)`` sees every epoch in this process. Closing the iterator,
+    ``processes`` > 1 on CPU: that many spawned single-threaded processes take the jobs in order, as many as
+    fill every process to the end (a run gives the same result as ``train`` with one thread); the rest, and
+    every job otherwise, train here one after another with this process's threads: a lone single-threaded run
+    would leave cores idle. ``on_epoch(index, metrics)`` sees every epoch in this process. Closing the iterator,
     Ctrl-C included, stops the processes.
     """
     from training.engine import train
 
-    processes = min(processes, len(jobs))
-    if processes <= 1 or splits.device.type != "cpu":
-        for index, (genome, config) in enumerate(jobs):
-            yield index, train(genome, splits, config,
-                               on_epoch=(lambda m, i=index: on_epoch(i, m)) if on_epoch else None)
-        return
+    side_by_side = len(jobs) - len(jobs) % processes if processes > 1 and splits.device.type == "cpu" else 0
+    if side_by_side:
+        yield from _in_processes(jobs[:side_by_side], splits, processes, on_epoch)
+    for index in range(side_by_side, len(jobs)):  # the odd ones out train here, with all of this process's threads
+        genome, config = jobs[index]
+        yield index, train(genome, splits, config, on_epoch=(lambda m, i=index: on_epoch(i, m)) if on_epoch else None)
+
+
+def _in_processes(jobs: Sequence[tuple[Genome, Any]], splits: Any, processes: int,
+                  on_epoch: Callable[[int, Any], None] | None) -> Iterator[tuple[int, Any]]:
     import torch
 
     from blocks import build_model
