@@ -1,6 +1,6 @@
 """Several independent training runs at once: one single-threaded process per run slot on CPU.
 
-On a CPU, two single-threaded processes train ~1.3-1.6x the images per second of one two-threaded
+On a CPU, two single-threaded processes train ~1.2-1.6x the images per second of one two-threaded
 process (a single-threaded run trains in channels_last, which does not scale to a second thread:
 BENCHMARKS.md), so the final evaluation's runs (finalists x seeds) go through ``train_many``.
 """
