@@ -169,16 +169,18 @@ def finalize(study: Any, settings: Any, ranked: pd.DataFrame, top_k: int, epochs
         todo.append((trial, genome, range(len(jobs), len(jobs) + len(seeds))))
         jobs += _final_jobs(genome, epochs, seeds, base)
         names += [f"trial {trial} seed {seed}" for seed in seeds]
+    finalist_of = {index: finalist for finalist in todo for index in finalist[2]}
     results: dict[int, TrainResult] = {}
     for index, result in train_many(jobs, full, processes, on_epoch=_epoch_logger(names, log)):
         results[index] = result
-        for trial, genome, indices in todo:
-            if index in indices and all(i in results for i in indices):  # this finalist's last run
-                log(f"trial {trial}:")
-                final = _final_result(genome, [results.pop(i) for i in indices], log)
-                write_artifacts(settings.run_dir / "final" / f"trial{trial}", genome, final, full)
-                finals[str(trial)] = final.summary(settings.target)
-                save_finals(settings.run_dir, finals)
-                if on_final is not None:
-                    on_final(finals)
+        trial, genome, indices = finalist_of[index]
+        if not all(i in results for i in indices):  # this finalist still has runs going
+            continue
+        log(f"trial {trial}:")
+        final = _final_result(genome, [results.pop(i) for i in indices], log)
+        write_artifacts(settings.run_dir / "final" / f"trial{trial}", genome, final, full)
+        finals[str(trial)] = final.summary(settings.target)
+        save_finals(settings.run_dir, finals)
+        if on_final is not None:
+            on_final(finals)
     return finals

@@ -122,7 +122,7 @@ def calibrate(genome, spec, device, steps: int = 6, batch_size: int = 128) -> fl
     splits = Splits("calibration", spec, images, labels, none_x, none_y, none_x, none_y, (0.5,) * spec.channels,
                     (0.25,) * spec.channels)
     trainer = Trainer(genome, splits, TrainConfig(epochs=1, batch_size=batch_size, device=device.type))
-    trainer.model(trainer.normalize(images[:batch_size].float())).sum().backward()  # warm-up; train_epoch zeroes grads
+    trainer.forward(trainer._prepare(images[:batch_size])).sum().backward()  # warm-up; train_epoch zeroes grads
     start = time.perf_counter()
     trainer.train_epoch()  # reads the loss back at the end, so an accelerator is synchronised
     return (time.perf_counter() - start) / n
