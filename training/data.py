@@ -67,33 +67,41 @@ class Splits:
                       self.test_x, self.test_y, self.mean, self.std)
 
 
-def _check_idx(path: Path, is_images: bool) -> None:
-    """Size and magic of an IDX file, so a truncated download gives a readable error, not a crash."""
-    size = path.stat().st_size
+def _read_idx(path: Path, is_images: bool) -> torch.Tensor:
+    """An IDX file (MNIST's format) as uint8 images (N, 1, rows, cols) or int64 labels (N,), checked for size
+    and magic so that a truncated download gives a readable error, not a crash. Read directly: importing
+    torchvision for it costs more than a second in every worker."""
+    raw = path.read_bytes()
     header = 16 if is_images else 8
-    with path.open("rb") as f:
-        raw = f.read(header)
     if len(raw) < header:
-        raise DataError(f"corrupt data file {path}: {size} bytes is shorter than its header")
+        raise DataError(f"corrupt data file {path}: {len(raw)} bytes is shorter than its header")
     magic, count = struct.unpack(">II", raw[:8])
     expected_magic = 2051 if is_images else 2049
     if magic != expected_magic:
         raise DataError(f"corrupt data file {path}: magic number {magic}, expected {expected_magic}")
-    item = 1
-    if is_images:
-        rows, cols = struct.unpack(">II", raw[8:16])
-        item = rows * cols
-    expected = header + count * item
-    if size != expected:
-        raise DataError(f"corrupt data file {path}: {size:,} bytes, expected {expected:,} "
+    rows, cols = struct.unpack(">II", raw[8:16]) if is_images else (1, 1)
+    expected = header + count * rows * cols
+    if len(raw) != expected:
+        raise DataError(f"corrupt data file {path}: {len(raw):,} bytes, expected {expected:,} "
                         f"for {count:,} {'images' if is_images else 'labels'}")
+    values = torch.frombuffer(bytearray(raw[header:]), dtype=torch.uint8) if count else torch.zeros(0, dtype=torch.uint8)
+    return values.view(count, 1, rows, cols) if is_images else values.long()
 
 
-def _torchvision_split(info: _DatasetInfo, root: Path, train: bool, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _idx_split(folder: Path, prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
+    images = _read_idx(folder / f"{prefix}-images-idx3-ubyte", is_images=True)
+    labels = _read_idx(folder / f"{prefix}-labels-idx1-ubyte", is_images=False)
+    if len(images) != len(labels):
+        raise DataError(f"{folder / f'{prefix}-labels-idx1-ubyte'} has {len(labels):,} labels for "
+                        f"{len(images):,} images in {prefix}-images-idx3-ubyte")
+    return images, labels
+
+
+def _torchvision_split(info: _DatasetInfo, root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     import torchvision
 
     cls = getattr(torchvision.datasets, info.torchvision_name)
-    ds = cls(str(root), train=train, download=download)
+    ds = cls(str(root), train=train, download=False)
     x = torch.as_tensor(ds.data)
     x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)  # (N, C, H, W)
     return x.contiguous(), torch.as_tensor(ds.targets, dtype=torch.int64)
@@ -116,10 +124,10 @@ def load_splits(name: str = "mnist", data_dir: str | Path = "data", *, device: t
         elif missing:
             raise DataError(f"{name} files missing: expected {', '.join(info.files)} in {folder}")
         if info.files == _IDX_FILES:
-            for f in info.files:
-                _check_idx(folder / f, is_images="images" in f)
-        train_x, train_y = _torchvision_split(info, root, True, False)
-        test_x, test_y = _torchvision_split(info, root, False, False)
+            (train_x, train_y), (test_x, test_y) = _idx_split(folder, "train"), _idx_split(folder, "t10k")
+        else:
+            train_x, train_y = _torchvision_split(info, root, train=True)
+            test_x, test_y = _torchvision_split(info, root, train=False)
         for labels, split in ((train_y, "training"), (test_y, "test")):
             bad = (labels < 0) | (labels >= info.spec.classes)
             if bad.any():

@@ -1,9 +1,15 @@
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 from blocks import Genome
 from training import DataError, check_genome_fits, load_splits
 from tests.synthetic import write_idx
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -79,6 +85,25 @@ def test_bad_magic(fake_mnist):
         load_splits("mnist", fake_mnist, download=False)
 
 
+def test_label_count_must_match_the_image_count(fake_mnist):
+    path = fake_mnist / "MNIST" / "raw" / "t10k-labels-idx1-ubyte"
+    raw = path.read_bytes()
+    path.write_bytes(raw[:4] + (19).to_bytes(4, "big") + raw[8:-1])
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte has 19 labels for 20 images in t10k-images-idx3-ubyte"):
+        load_splits("mnist", fake_mnist, download=False)
+
+
+def test_mnist_loads_without_importing_torchvision(fake_mnist):
+    """torchvision's import costs more than a second in each search worker; IDX files are read directly."""
+    code = ("import sys; from training import load_splits; "
+            f"s = load_splits('mnist', {str(fake_mnist)!r}, val_size=30, download=False); "
+            "assert s.train_x.shape == (70, 1, 28, 28), s.train_x.shape; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torchvision'))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
 def test_validation_size_out_of_range(fake_mnist):
     with pytest.raises(DataError, match="validation size 100 must be in"):
         load_splits("mnist", fake_mnist, val_size=100, download=False)
@@ -98,3 +123,14 @@ def test_real_mnist_loads(mnist_dir):
     assert len(splits.train_y) == 55_000 and len(splits.val_y) == 5_000 and len(splits.test_y) == 10_000
     assert abs(splits.mean[0] - 0.1307) < 0.002 and abs(splits.std[0] - 0.3081) < 0.002
     assert torch.bincount(splits.test_y).tolist()[:3] == [980, 1135, 1032]  # official test label counts
+
+
+@pytest.mark.slow
+def test_real_mnist_reads_as_torchvision_reads_it(mnist_dir):
+    import torchvision
+
+    splits = load_splits("mnist", mnist_dir, val_size=0)
+    train, test = (torchvision.datasets.MNIST(str(mnist_dir), train=t, download=False) for t in (True, False))
+    assert torch.equal(splits.test_x[:, 0], test.data) and torch.equal(splits.test_y, test.targets)
+    order = torch.randperm(60_000, generator=torch.Generator().manual_seed(0))  # load_splits' split order
+    assert torch.equal(splits.train_x[:, 0], train.data[order]) and torch.equal(splits.train_y, train.targets[order])
