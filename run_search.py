@@ -291,7 +291,19 @@ def _describe(args: argparse.Namespace) -> int:
     return 0 if verdict.ok else 1
 
 
+def _start_process_server(args: argparse.Namespace) -> None:
+    """When worker processes will come (``--workers`` not 1 on a multi-core machine), start the server they fork
+    from now (``training.parallel.process_context``), so that its imports run beside this command's own."""
+    from search.settings import cpu_worker_cap
+
+    if args.workers != "1" and cpu_worker_cap()[0] > 1:
+        from training.parallel import start_process_server
+
+        start_process_server(preload=("search.runner",))
+
+
 def _search(args: argparse.Namespace) -> int:
+    _start_process_server(args)
     from reports.final import finalize
     from reports.html import write_report
     from reports.leaderboard import LeaderboardWriter, top_table, write_leaderboard
@@ -376,6 +388,8 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
+    if not args.checkpoint:  # the seeds' runs train side by side
+        _start_process_server(args)
     from budgets import analyze, check
     from reports.export import load_checkpoint, non_finite_parameters
     from reports.reproduce import reproduce, resolve_source

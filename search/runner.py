@@ -15,8 +15,8 @@ The search knows nothing of reports: whoever runs it attaches Optuna-style callb
 
 from __future__ import annotations
 
-import multiprocessing
 import queue
+import threading
 import time
 import warnings
 from dataclasses import asdict, replace
@@ -34,6 +34,7 @@ from search.recovery import OWNER_KEY, fail_orphans, owner_token
 from search.settings import SearchError, SearchSettings, open_study
 from search.space import narrow_to_limits, sample_genome, sample_hparams
 from training import EpochMetrics, Splits, TrainConfig, TrainResult, load_splits, resolve_device, train
+from training.parallel import process_context
 
 __all__ = ["TRAINED", "Callback", "Objective", "TrainFn", "WorkerProgress", "enqueue_genomes", "run_search",
            "run_worker", "search_eta", "trained_count"]
@@ -423,6 +424,15 @@ def _run_worker_here(settings: SearchSettings, study: optuna.Study, callbacks: S
         torch.set_num_threads(threads)
 
 
+def _start_processes(procs: Sequence[Any], reasons: list[str]) -> None:
+    """Start each worker process; one that cannot start is named in ``reasons`` (the others run on)."""
+    for i, p in enumerate(procs, start=1):
+        try:
+            p.start()
+        except Exception as e:
+            reasons.append(_failure_line(i, RuntimeError(f"could not start: {type(e).__name__}: {e}")))
+
+
 def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -431,8 +441,8 @@ def run_search(settings: SearchSettings, study: optuna.Study | None = None,
                callbacks: Sequence[Callback] = (), on_started: Callable[[], None] | None = None) -> optuna.Study:
     """Run ``settings.workers`` local workers on one study and return the study.
 
-    With several workers, workers 1.. are processes started first, so that their start-up (importing
-    torch, loading the data) overlaps ``on_started()`` (the CLI's plan, which times a few training steps)
+    With several workers, workers 1.. are processes (``training.parallel.process_context``: forked from a
+    server that has imported torch) started first, so that their start-up (loading the data) overlaps ``on_started()`` (the CLI's plan, which times a few training steps)
     and worker 0, which runs in this process with its CPU threads set for the search and restored after.
     The callbacks travel to the worker processes, so they must be picklable (module-level functions or
     instances of module-level classes). A worker that fails does not stop the others; once all have
@@ -444,13 +454,14 @@ def run_search(settings: SearchSettings, study: optuna.Study | None = None,
             on_started()
         run_worker(settings, 0, study=study, callbacks=callbacks)
         return study
-    ctx = multiprocessing.get_context("spawn")
+    ctx = process_context(preload=("search.runner",))
     errors = ctx.Queue()
     procs = [ctx.Process(target=_worker_entry, args=(replace(settings), i, tuple(callbacks), errors), daemon=False)
              for i in range(1, settings.workers)]
-    for p in procs:
-        p.start()
     reasons: list[str] = []  # why each failed worker failed
+    # Started from a thread: a fork server still importing torch would otherwise hold up worker 0 here.
+    starter = threading.Thread(target=_start_processes, args=(procs, reasons), name="start workers", daemon=True)
+    starter.start()
     try:
         if on_started is not None:
             on_started()
@@ -458,16 +469,20 @@ def run_search(settings: SearchSettings, study: optuna.Study | None = None,
             _run_worker_here(settings, study, callbacks)
         except Exception as e:  # reported like a worker process's failure, once the others have ended
             reasons.append(_failure_line(0, e))
+        starter.join()
         for p in procs:
-            p.join()
+            if p.pid is not None:
+                p.join()
     except BaseException:  # Ctrl-C reaches the workers too; SIGTERM of this process is passed on
+        starter.join()
         for p in procs:
             if p.is_alive():
                 p.terminate()
         for p in procs:
-            p.join(timeout=60)
+            if p.pid is not None:
+                p.join(timeout=60)
         raise
-    failed = len(reasons) + sum(1 for p in procs if p.exitcode != 0)
+    failed = len(reasons) + sum(1 for p in procs if p.pid is not None and p.exitcode != 0)
     if failed:
         while True:
             try:
@@ -475,7 +490,7 @@ def run_search(settings: SearchSettings, study: optuna.Study | None = None,
             except queue.Empty:
                 break
         silent = [f"worker {i} exit code {p.exitcode}" for i, p in enumerate(procs, start=1)
-                  if p.exitcode != 0 and not any(r.startswith(f"worker {i}:") for r in reasons)]  # e.g. killed
+                  if p.pid is not None and p.exitcode != 0 and not any(r.startswith(f"worker {i}:") for r in reasons)]  # e.g. killed
         detail = "; ".join(sorted(set(reasons)) + silent)
         raise SearchError(f"{failed} of {settings.workers} workers failed: {detail}")
     return study

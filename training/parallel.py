@@ -17,18 +17,45 @@ from typing import Any, Callable, Iterator, Sequence
 
 from blocks import BudgetNASError, Genome
 
-__all__ = ["TrainingProcessError", "train_many"]
+__all__ = ["TrainingProcessError", "process_context", "start_process_server", "train_many"]
+
+# What every worker process needs before its first step; torch.optim imports torch._dynamo (~1 s) lazily, at
+# the first optimizer.
+_PRELOAD = ("torch", "torch._dynamo", "training.engine")
 
 
 class TrainingProcessError(BudgetNASError):
     """A training process died or failed (its run's result is lost; finished runs were already returned)."""
 
 
+def process_context(preload: Sequence[str] = ()) -> Any:
+    """The multiprocessing context for worker processes: a fork server where there is one (Linux, macOS).
+
+    The server imports torch, ``training.engine`` and ``preload`` once; each process then forks from it with
+    those imports done (about 0.1 s to start instead of ~3 s for a spawned interpreter). The server never
+    computes, so a child inherits no thread pool, CUDA context or open storage. Elsewhere: spawn.
+    """
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([*_PRELOAD, *preload])  # applies when the server starts; a running one keeps its own
+    return ctx
+
+
+def start_process_server(preload: Sequence[str] = ()) -> None:
+    """Start the fork server now (``process_context``), so that its imports run beside this process's own start-up."""
+    ctx = process_context(preload)
+    if ctx.get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+
+
 def train_many(jobs: Sequence[tuple[Genome, Any]], splits: Any, processes: int = 1,
                on_epoch: Callable[[int, Any], None] | None = None) -> Iterator[tuple[int, Any]]:
     """Train each ``(genome, TrainConfig)`` of ``jobs`` on ``splits``; yields ``(job index, TrainResult)`` as runs end.
 
-    ``processes`` > 1 on CPU: that many spawned single-threaded processes take the jobs in order, as many as
+    ``processes`` > 1 on CPU: that many single-threaded processes (``process_context``) take the jobs in order, as many as
     fill every process to the end (a run gives the same result as ``train`` with one thread); the rest, and
     every job otherwise, train here one after another with this process's threads: a lone single-threaded run
     would leave cores idle. ``on_epoch(index, metrics)`` sees every epoch in this process. Closing the iterator,
@@ -50,7 +77,7 @@ def _in_processes(jobs: Sequence[tuple[Genome, Any]], splits: Any, processes: in
 
     from blocks import build_model
 
-    ctx = multiprocessing.get_context("spawn")
+    ctx = process_context()
     todo, done = ctx.Queue(), ctx.Queue()
     for index, (genome, config) in enumerate(jobs):
         todo.put((index, genome.to_string(), config))

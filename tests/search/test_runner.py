@@ -1,5 +1,6 @@
 import multiprocessing
 import os
+import time
 
 import optuna
 import pandas as pd
@@ -406,8 +407,8 @@ def test_search_eta_follows_the_pace_and_stops_at_the_timeout():
 
 @pytest.mark.slow
 def test_run_search_starts_worker_processes_first_and_runs_worker_0_here(tmp_path):
-    """Workers 1.. start before ``on_started`` (the CLI's plan); worker 0 trains in this process, whose
-    thread count comes back afterwards (the final evaluation runs with every core)."""
+    """Workers 1.. start while ``on_started`` (the CLI's plan) runs, not after it; worker 0 trains in this
+    process, whose thread count comes back afterwards (the final evaluation runs with every core)."""
     import torch
 
     from search.recovery import owner_token
@@ -419,7 +420,14 @@ def test_run_search_starts_worker_processes_first_and_runs_worker_0_here(tmp_pat
     settings = SearchSettings(**config)
     threads = torch.get_num_threads()
     children_at_start = []
-    study = run_search(settings, on_started=lambda: children_at_start.append(len(multiprocessing.active_children())))
+
+    def on_started():  # a worker process appears while this runs (started from a thread: nothing waits for it)
+        deadline = time.monotonic() + 60
+        while not multiprocessing.active_children() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        children_at_start.append(len(multiprocessing.active_children()))
+
+    study = run_search(settings, on_started=on_started)
     assert children_at_start == [1]
     assert torch.get_num_threads() == threads
     _assert_exact(config, 4)

@@ -1,6 +1,9 @@
 import os
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,7 +11,7 @@ import torch
 from blocks import build_model
 from tests.synthetic import TINY_GENOME, tiny_splits
 from training import TrainConfig, train
-from training.parallel import TrainingProcessError, train_many
+from training.parallel import TrainingProcessError, process_context, train_many
 
 
 def _jobs(seeds):
@@ -102,3 +105,34 @@ def _alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def _imported_in_child(names, queue):
+    import sys
+
+    queue.put({name: name in sys.modules for name in names})
+
+
+@pytest.mark.slow
+def test_worker_processes_fork_from_a_server_that_has_imported_torch():
+    """A worker process starts with torch and torch._dynamo (the first optimizer's ~1 s import) already loaded."""
+    ctx = process_context()
+    if ctx.get_start_method() != "forkserver":
+        pytest.skip("no fork server on this platform (spawn)")
+    queue = ctx.Queue()
+    p = ctx.Process(target=_imported_in_child, args=(("torch", "torch._dynamo", "training.engine"), queue))
+    p.start()
+    try:
+        assert queue.get(timeout=120) == {"torch": True, "torch._dynamo": True, "training.engine": True}
+    finally:
+        p.join(timeout=60)
+    assert p.exitcode == 0
+
+
+def test_the_process_helpers_do_not_import_torch():
+    """The CLI starts the fork server before it imports torch itself (the two imports then overlap)."""
+    code = "import sys, training.parallel; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parents[2])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
