@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -48,6 +49,16 @@ def test_bad_input_is_one_line_and_exit_code_2(args, expected):
     assert expected in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("run_search.py: error:")
+
+
+def test_the_command_exits_with_mains_code_and_flushed_output():
+    """``cli`` leaves through ``os._exit`` (no interpreter teardown): what was printed, even to a pipe's buffer, is out."""
+    code = ("import sys, run_search; print('to stdout', end=''); print('to stderr', end='', file=sys.stderr); "
+            "run_search.main = lambda: 3; run_search.cli()")
+    buffered = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                            env=buffered)
+    assert (result.returncode, result.stdout, result.stderr) == (3, "to stdout", "to stderr")
 
 
 def test_malformed_json_file(tmp_path, capsys):

@@ -115,15 +115,17 @@ def _imported_in_child(names, queue):
 
 @pytest.mark.slow
 def test_worker_processes_fork_from_a_server_that_has_imported_torch():
-    """A worker process starts with torch and torch._dynamo (the first optimizer's ~1 s import) already loaded."""
+    """A worker process starts with torch and torch._dynamo (the first optimizer's ~1 s import) already loaded,
+    from a server that will exit without unloading them (``training._server_exit``)."""
     ctx = process_context()
     if ctx.get_start_method() != "forkserver":
         pytest.skip("no fork server on this platform (spawn)")
     queue = ctx.Queue()
-    p = ctx.Process(target=_imported_in_child, args=(("torch", "torch._dynamo", "training.engine"), queue))
+    names = ("torch", "torch._dynamo", "training.engine", "training._server_exit")
+    p = ctx.Process(target=_imported_in_child, args=(names, queue))
     p.start()
     try:
-        assert queue.get(timeout=120) == {"torch": True, "torch._dynamo": True, "training.engine": True}
+        assert queue.get(timeout=120) == dict.fromkeys(names, True)
     finally:
         p.join(timeout=60)
     assert p.exitcode == 0
