@@ -294,12 +294,12 @@ def _describe(args: argparse.Namespace) -> int:
 def _start_process_server(args: argparse.Namespace) -> None:
     """When worker processes will come (``--workers`` not 1 on a multi-core machine), start the server they fork
     from now (``training.parallel.process_context``), so that its imports run beside this command's own."""
-    from search.settings import cpu_worker_cap
+    from search.settings import WORKER_MODULES, cpu_worker_cap
 
     if args.workers != "1" and cpu_worker_cap()[0] > 1:
         from training.parallel import start_process_server
 
-        start_process_server(preload=("search.runner",))
+        start_process_server(preload=WORKER_MODULES)
 
 
 def _search(args: argparse.Namespace) -> int:

@@ -31,7 +31,7 @@ from search.console import make_console
 from search.plan import format_duration, rung_epochs
 from search.ranking import score
 from search.recovery import OWNER_KEY, fail_orphans, owner_token
-from search.settings import SearchError, SearchSettings, open_study
+from search.settings import WORKER_MODULES, SearchError, SearchSettings, open_study
 from search.space import narrow_to_limits, sample_genome, sample_hparams
 from training import EpochMetrics, Splits, TrainConfig, TrainResult, load_splits, resolve_device, train
 from training.parallel import process_context
@@ -454,7 +454,7 @@ def run_search(settings: SearchSettings, study: optuna.Study | None = None,
             on_started()
         run_worker(settings, 0, study=study, callbacks=callbacks)
         return study
-    ctx = process_context(preload=("search.runner",))
+    ctx = process_context(preload=WORKER_MODULES)
     errors = ctx.Queue()
     procs = [ctx.Process(target=_worker_entry, args=(replace(settings), i, tuple(callbacks), errors), daemon=False)
              for i in range(1, settings.workers)]

@@ -17,12 +17,16 @@ from blocks import BudgetNASError
 from budgets import Limits
 from search.plan import REDUCTION
 
-__all__ = ["SearchError", "SearchSettings", "SAMPLERS", "PRUNERS", "RUNGS", "cpu_worker_cap", "make_sampler", "make_pruner",
-           "open_study", "redact", "study_exists"]
+__all__ = ["SearchError", "SearchSettings", "SAMPLERS", "PRUNERS", "RUNGS", "WORKER_MODULES", "cpu_worker_cap",
+           "make_sampler", "make_pruner", "open_study", "redact", "study_exists"]
 
 SAMPLERS = ("tpe", "nsga2", "random")
 PRUNERS = ("sha", "median", "hyperband", "none")
 RUNGS = ("separate", "inline")  # what a rung measures: a short run with its own schedule, or epochs of the full run
+# What a worker process imports before its first trial, for the fork server to import once
+# (``training.parallel.process_context``): the worker loop, and the storage modules Optuna loads lazily (~0.4 s).
+WORKER_MODULES = ("search.runner", "optuna.storages._rdb.models", "alembic.command", "alembic.config",
+                  "alembic.migration", "alembic.script", "sqlalchemy.dialects.sqlite")
 # What a lost race between workers creating the same tables / study looks like (then: try again).
 _CREATION_RACE = ("already exists", "IntegrityError", "UniqueViolation", "UNIQUE constraint", "duplicate key")
 # Study attributes that must match when a study is resumed.

@@ -84,7 +84,8 @@ def _read_idx(path: Path, is_images: bool) -> torch.Tensor:
     if len(raw) != expected:
         raise DataError(f"corrupt data file {path}: {len(raw):,} bytes, expected {expected:,} "
                         f"for {count:,} {'images' if is_images else 'labels'}")
-    values = torch.frombuffer(bytearray(raw[header:]), dtype=torch.uint8) if count else torch.zeros(0, dtype=torch.uint8)
+    body = raw[header:]
+    values = torch.frombuffer(bytearray(body), dtype=torch.uint8) if body else torch.zeros(0, dtype=torch.uint8)
     return values.view(count, 1, rows, cols) if is_images else values.long()
 
 

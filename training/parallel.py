@@ -38,7 +38,8 @@ def process_context(preload: Sequence[str] = ()) -> Any:
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload([*_PRELOAD, *preload, "training._server_exit"])  # applies when the server starts; a running one keeps its own
+    # Applies when the server starts; a running server keeps its own list.
+    ctx.set_forkserver_preload([*_PRELOAD, *preload, "training._server_exit"])
     return ctx
 
 

@@ -89,7 +89,7 @@ def test_label_count_must_match_the_image_count(fake_mnist):
     path = fake_mnist / "MNIST" / "raw" / "t10k-labels-idx1-ubyte"
     raw = path.read_bytes()
     path.write_bytes(raw[:4] + (19).to_bytes(4, "big") + raw[8:-1])
-    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte has 19 labels for 20 images in t10k-images-idx3-ubyte"):
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte has 19 labels for 20 images in t10k-images-idx3"):
         load_splits("mnist", fake_mnist, download=False)
 
 
