@@ -442,8 +442,8 @@ def run_search(settings: SearchSettings, study: optuna.Study | None = None,
     """Run ``settings.workers`` local workers on one study and return the study.
 
     With several workers, workers 1.. are processes (``training.parallel.process_context``: forked from a
-    server that has imported torch) started first, so that their start-up (loading the data) overlaps ``on_started()`` (the CLI's plan, which times a few training steps)
-    and worker 0, which runs in this process with its CPU threads set for the search and restored after.
+    server that has imported torch) started first, so that their start-up (loading the data) overlaps
+    ``on_started()`` (the CLI's plan, which times a few training steps) and worker 0, which runs in this process with its CPU threads set for the search and restored after.
     The callbacks travel to the worker processes, so they must be picklable (module-level functions or
     instances of module-level classes). A worker that fails does not stop the others; once all have
     ended, ``SearchError`` names each failure. Ctrl-C or SIGTERM stops every worker.
@@ -489,8 +489,8 @@ def run_search(settings: SearchSettings, study: optuna.Study | None = None,
                 reasons.append(errors.get(timeout=0.5))
             except queue.Empty:
                 break
-        silent = [f"worker {i} exit code {p.exitcode}" for i, p in enumerate(procs, start=1)
-                  if p.pid is not None and p.exitcode != 0 and not any(r.startswith(f"worker {i}:") for r in reasons)]  # e.g. killed
+        silent = [f"worker {i} exit code {p.exitcode}" for i, p in enumerate(procs, start=1)  # e.g. killed
+                  if p.pid is not None and p.exitcode != 0 and not any(r.startswith(f"worker {i}:") for r in reasons)]
         detail = "; ".join(sorted(set(reasons)) + silent)
         raise SearchError(f"{failed} of {settings.workers} workers failed: {detail}")
     return study

@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import queue
 import signal
+import sys
 from dataclasses import replace
 from typing import Any, Callable, Iterator, Sequence
 
@@ -29,13 +30,14 @@ class TrainingProcessError(BudgetNASError):
 
 
 def process_context(preload: Sequence[str] = ()) -> Any:
-    """The multiprocessing context for worker processes: a fork server where there is one (Linux, macOS).
+    """The multiprocessing context for worker processes: a fork server on Linux, spawn elsewhere.
 
     The server imports torch, ``training.engine`` and ``preload`` once; each process then forks from it with
     those imports done (about 0.1 s to start instead of ~3 s for a spawned interpreter). The server never
-    computes, so a child inherits no thread pool, CUDA context or open storage. Elsewhere: spawn.
+    computes, so a child inherits no thread pool, CUDA context or open storage. Not on macOS, where forking a
+    process that has loaded Apple's frameworks is unsafe (Python's own default there is spawn).
     """
-    if "forkserver" not in multiprocessing.get_all_start_methods():
+    if sys.platform != "linux":
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
     # Applies when the server starts; a running server keeps its own list.
@@ -56,8 +58,8 @@ def train_many(jobs: Sequence[tuple[Genome, Any]], splits: Any, processes: int =
                on_epoch: Callable[[int, Any], None] | None = None) -> Iterator[tuple[int, Any]]:
     """Train each ``(genome, TrainConfig)`` of ``jobs`` on ``splits``; yields ``(job index, TrainResult)`` as runs end.
 
-    ``processes`` > 1 on CPU: that many single-threaded processes (``process_context``) take the jobs in order, as many as
-    fill every process to the end (a run gives the same result as ``train`` with one thread); the rest, and
+    ``processes`` > 1 on CPU: that many single-threaded processes (``process_context``) take the jobs in order,
+    as many as fill every process to the end (a run gives the same result as ``train`` with one thread); the rest, and
     every job otherwise, train here one after another with this process's threads: a lone single-threaded run
     would leave cores idle. ``on_epoch(index, metrics)`` sees every epoch in this process. Closing the iterator,
     Ctrl-C included, stops the processes.
