@@ -15,6 +15,7 @@ The search knows nothing of reports: whoever runs it attaches Optuna-style callb
 
 from __future__ import annotations
 
+import pickle
 import queue
 import threading
 import time
@@ -454,6 +455,11 @@ def run_search(settings: SearchSettings, study: optuna.Study | None = None,
             on_started()
         run_worker(settings, 0, study=study, callbacks=callbacks)
         return study
+    try:  # found now, not when the last trial is done: the processes are started from a thread
+        pickle.dumps((settings, tuple(callbacks)))
+    except Exception as e:
+        raise TypeError(f"run_search: the callbacks travel to the worker processes and must be picklable "
+                        f"(module-level functions or classes): {type(e).__name__}: {e}") from None
     ctx = process_context(preload=WORKER_MODULES)
     errors = ctx.Queue()
     procs = [ctx.Process(target=_worker_entry, args=(replace(settings), i, tuple(callbacks), errors), daemon=False)

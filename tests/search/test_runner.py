@@ -405,6 +405,16 @@ def test_search_eta_follows_the_pace_and_stops_at_the_timeout():
     assert search_eta(elapsed=4000, finished=20, left=180, timeout=3900) == 0
 
 
+def test_run_search_refuses_callbacks_that_cannot_reach_the_worker_processes(tmp_path):
+    """Checked before any trial: the processes start from a thread, so a failed start would surface only at the end."""
+    from search.runner import run_search
+
+    settings = SearchSettings(**tiny_settings(tmp_path, trials=2, workers=2))
+    with pytest.raises(TypeError, match="callbacks travel to the worker processes and must be picklable"):
+        run_search(settings, callbacks=[lambda study, trial: None])
+    assert not multiprocessing.active_children()
+
+
 @pytest.mark.slow
 def test_run_search_starts_worker_processes_first_and_runs_worker_0_here(tmp_path):
     """Workers 1.. start while ``on_started`` (the CLI's plan) runs, not after it; worker 0 trains in this
