@@ -425,13 +425,16 @@ def _run_worker_here(settings: SearchSettings, study: optuna.Study, callbacks: S
         torch.set_num_threads(threads)
 
 
-def _start_processes(procs: Sequence[Any], reasons: list[str]) -> None:
-    """Start each worker process; one that cannot start is named in ``reasons`` (the others run on)."""
+def _start_processes(procs: Sequence[Any], started: list[tuple[int, Any]], reasons: list[str]) -> None:
+    """Start each worker process (numbered from 1) into ``started``; one that cannot start is named in
+    ``reasons`` (the others run on)."""
     for i, p in enumerate(procs, start=1):
         try:
             p.start()
         except Exception as e:
             reasons.append(_failure_line(i, RuntimeError(f"could not start: {type(e).__name__}: {e}")))
+        else:
+            started.append((i, p))
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
@@ -465,8 +468,10 @@ def run_search(settings: SearchSettings, study: optuna.Study | None = None,
     procs = [ctx.Process(target=_worker_entry, args=(replace(settings), i, tuple(callbacks), errors), daemon=False)
              for i in range(1, settings.workers)]
     reasons: list[str] = []  # why each failed worker failed
+    started: list[tuple[int, Any]] = []  # (worker number, process) of the processes that did start
     # Started from a thread: a fork server still importing torch would otherwise hold up worker 0 here.
-    starter = threading.Thread(target=_start_processes, args=(procs, reasons), name="start workers", daemon=True)
+    starter = threading.Thread(target=_start_processes, args=(procs, started, reasons), name="start workers",
+                               daemon=True)
     starter.start()
     try:
         if on_started is not None:
@@ -476,27 +481,25 @@ def run_search(settings: SearchSettings, study: optuna.Study | None = None,
         except Exception as e:  # reported like a worker process's failure, once the others have ended
             reasons.append(_failure_line(0, e))
         starter.join()
-        for p in procs:
-            if p.pid is not None:
-                p.join()
+        for _, p in started:
+            p.join()
     except BaseException:  # Ctrl-C reaches the workers too; SIGTERM of this process is passed on
         starter.join()
-        for p in procs:
+        for _, p in started:
             if p.is_alive():
                 p.terminate()
-        for p in procs:
-            if p.pid is not None:
-                p.join(timeout=60)
+        for _, p in started:
+            p.join(timeout=60)
         raise
-    failed = len(reasons) + sum(1 for p in procs if p.pid is not None and p.exitcode != 0)
+    failed = len(reasons) + sum(1 for _, p in started if p.exitcode != 0)
     if failed:
         while True:
             try:
                 reasons.append(errors.get(timeout=0.5))
             except queue.Empty:
                 break
-        silent = [f"worker {i} exit code {p.exitcode}" for i, p in enumerate(procs, start=1)  # e.g. killed
-                  if p.pid is not None and p.exitcode != 0 and not any(r.startswith(f"worker {i}:") for r in reasons)]
+        silent = [f"worker {i} exit code {p.exitcode}" for i, p in started  # e.g. killed
+                  if p.exitcode != 0 and not any(r.startswith(f"worker {i}:") for r in reasons)]
         detail = "; ".join(sorted(set(reasons)) + silent)
         raise SearchError(f"{failed} of {settings.workers} workers failed: {detail}")
     return study
