@@ -39,7 +39,9 @@ class Dropout(nn.Dropout):
         n = x.numel()
         words = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_()
         draws = words.view(torch.int16)[:n].view(shape) & 0x7FFF  # uniform in [0, 32768)
-        keep = (draws >= int(round(self.p * 32768))).to(x.dtype).mul_(1.0 / (1.0 - self.p))  # in place: one pass less
+        # the comparison writes the float mask directly: a bool mask's conversion to float is an unvectorised pass
+        keep = torch.ge(draws, int(round(self.p * 32768)), out=torch.empty(shape, dtype=x.dtype, device=x.device))
+        keep.mul_(1.0 / (1.0 - self.p))
         return x * (keep.permute(0, 3, 1, 2) if channels_last else keep)
 
 

@@ -72,6 +72,25 @@ def test_fast_dropout_has_the_rate_and_scale_of_nn_dropout(layout):
     assert (per_channel - 0.2).abs().max() < 0.03  # no channel left out of the draw
 
 
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_fast_dropout_mask_is_the_15_bit_draws_of_the_random_stream(layout):
+    """Speed-ups of the mask must not change training results: the same seed gives the same mask."""
+    from blocks.library import Dropout
+
+    x = torch.randn(4, 3, 5, 7).contiguous(memory_format=layout).requires_grad_()
+    torch.manual_seed(3)
+    y = Dropout(0.3)(x)
+    torch.manual_seed(3)
+    words = torch.empty((x.numel() + 3) // 4, dtype=torch.int64).random_()
+    draws = words.view(torch.int16)[:x.numel()] & 0x7FFF
+    shape = (4, 5, 7, 3) if layout == torch.channels_last else (4, 3, 5, 7)  # drawn in memory order
+    keep = (draws >= round(0.3 * 32768)).float().view(shape)
+    keep = keep.permute(0, 3, 1, 2) if layout == torch.channels_last else keep
+    assert torch.equal(y, x * (keep / 0.7))
+    y.backward(torch.ones_like(y))
+    assert torch.equal(x.grad, keep / 0.7)
+
+
 @pytest.mark.parametrize("kernel,stride,padding,ceil_mode", [(2, 2, 0, False), (2, 2, 0, True), (3, 2, 1, False),
                                                             (3, 1, 1, True), (3, 3, 0, False)])
 def test_fast_max_pool_gives_nn_max_pools_outputs_and_gradients(kernel, stride, padding, ceil_mode):
