@@ -15,7 +15,7 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import TrialState
 
-__all__ = ["OWNER_KEY", "fail_orphans", "is_orphan", "owner_token", "retry_trial"]
+__all__ = ["OWNER_KEY", "fail_orphans", "is_orphan", "owner_token", "retry_trial", "runs_here"]
 
 OWNER_KEY = "owner"  # user attribute: "<host>:<pid>:<start time>"
 _MAX_RETRIES = 2
@@ -52,6 +52,12 @@ def is_orphan(owner: str | None) -> bool:
     except PermissionError:  # alive, another user's
         return False
     return bool(start) and _start_time(pid) not in ("", start)  # the pid was reused by a newer process
+
+
+def runs_here(owner: str | None) -> bool:
+    """True when ``owner`` names a live process of this host."""
+    host, _, rest = (owner or "").partition(":")
+    return host == socket.gethostname() and rest.partition(":")[0].isdigit() and not is_orphan(owner)
 
 
 def retry_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:

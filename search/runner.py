@@ -31,7 +31,7 @@ from budgets import Limits, Verdict, check, totals
 from search.console import make_console
 from search.plan import format_duration, rung_epochs
 from search.ranking import score
-from search.recovery import OWNER_KEY, fail_orphans, owner_token
+from search.recovery import OWNER_KEY, fail_orphans, owner_token, runs_here
 from search.settings import WORKER_MODULES, SearchError, SearchSettings, open_study
 from search.space import narrow_to_limits, sample_genome, sample_hparams
 from training import EpochMetrics, Splits, TrainConfig, TrainResult, load_splits, resolve_device, train
@@ -43,6 +43,7 @@ __all__ = ["TRAINED", "Callback", "Objective", "TrainFn", "WorkerProgress", "enq
 TRAINED = ("training", "complete", "pruned", "diverged", "oom")  # statuses that use up a trial
 _LIVE = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)  # not failed, not waiting for a retry
 _WAIT_FOR_PEERS_S = 30.0
+_TWIN_POLL_S = 0.5  # how often a trial waiting for its twin looks at the study
 ENQUEUED_KEY = "enqueued"  # user attribute of a queued warm-start trial: its genome string
 
 Callback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
@@ -99,6 +100,7 @@ class Objective:
                 trial.set_user_attr("status", "skipped")
                 self.study.stop()
                 raise optuna.TrialPruned("trial budget already used by other workers")
+            self.wait_for_twin(trial, genome.hash)
             reused = self.reuse(trial, genome.hash)
             if reused is not None:
                 return reused
@@ -143,6 +145,25 @@ class Objective:
                 break
             time.sleep(0.05)
         return trained_count(trials, upto=trial.number) <= self.settings.trials
+
+    def wait_for_twin(self, trial: Any, genome_hash: str) -> None:
+        """Wait while a live worker of this host has the same genome in a lower-numbered trial.
+
+        Its result is then reused (or its rungs replayed) instead of training the genome twice side by side.
+        A twin owned by another host is not waited for: its worker's liveness is not visible from here.
+        """
+        waiting_for = None
+        while True:
+            twins = [t.number for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                     if t.number < trial.number and t.user_attrs.get("hash") == genome_hash
+                     and runs_here(t.user_attrs.get(OWNER_KEY))]
+            if not twins:
+                return
+            if waiting_for != twins[0]:
+                waiting_for = twins[0]
+                self.log(f"trial {trial.number}: same genome as trial {waiting_for}, which another worker is "
+                         "training; waiting for its result")
+            time.sleep(_TWIN_POLL_S)
 
     def reuse(self, trial: Any, genome_hash: str) -> Any:
         """The value of an earlier complete trial of the same genome, reused without training."""

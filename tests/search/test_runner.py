@@ -13,6 +13,11 @@ from tests.search.workers import tiny_settings, tiny_worker
 from tests.synthetic import tiny_splits
 
 
+FIXED = {"stages": 2, "order": "cba", "dropout": 0.0, "head": "gap_conv", "fill": 1.0, "s0_blocks": 1, "s0_width": 8,
+         "s0_pad": "same", "s0_kernel": 3, "s0_down": "max", "s0_transition_width": 8, "s1_blocks": 1, "s1_width": 8,
+         "s1_type": "conv", "s1_pad": "same", "dilate_last": False}  # one design of the space, by its parameters
+
+
 def run(tmp_path, **kw):
     s = SearchSettings(**tiny_settings(tmp_path, **kw))
     run_worker(s, splits=tiny_splits(), log=lambda line: None, callbacks=[LeaderboardWriter(s)])
@@ -44,16 +49,57 @@ def test_rerunning_resumes_the_study(tmp_path):
 def test_same_genome_is_not_trained_twice(tmp_path):
     s = SearchSettings(**tiny_settings(tmp_path, trials=2))
     study = open_study(s)
-    fixed = {"stages": 2, "order": "cba", "dropout": 0.0, "head": "gap_conv", "fill": 1.0, "s0_blocks": 1, "s0_width": 8,
-             "s0_pad": "same", "s0_kernel": 3, "s0_down": "max", "s0_transition_width": 8, "s1_blocks": 1,
-             "s1_width": 8, "s1_type": "conv", "s1_pad": "same", "dilate_last": False}
-    study.enqueue_trial(fixed)
-    study.enqueue_trial(fixed)
+    study.enqueue_trial(FIXED)
+    study.enqueue_trial(FIXED)
     run_worker(s, splits=tiny_splits(), log=lambda line: None)
     first, second = study.get_trials()[:2]
     assert first.user_attrs["status"] == "complete"
     assert second.user_attrs["status"] == "reused" and second.user_attrs["reused_from"] == first.number
     assert second.value == first.value
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # study.ask/tell stand in for the workers' optimize
+def test_a_genome_another_worker_is_training_is_waited_for_and_reused(tmp_path):
+    import threading
+
+    from search.runner import Objective
+    from training import train
+
+    s = SearchSettings(**tiny_settings(tmp_path, trials=2))
+    study = open_study(s)
+    study.enqueue_trial(FIXED)
+    study.enqueue_trial(FIXED)
+    trained, lines = [], []
+
+    def slow_train(genome, splits, config, **kw):
+        trained.append(genome.hash)
+        time.sleep(1.0)  # the second trial starts while this one trains
+        return train(genome, splits, config, **kw)
+
+    objective = Objective(s, tiny_splits(), study, log=lines.append, train_fn=slow_train)
+    first, second = study.ask(), study.ask()
+    other_worker = threading.Thread(target=lambda: study.tell(first, objective(first)))
+    other_worker.start()
+    while not trained:
+        time.sleep(0.01)
+    study.tell(second, objective(second))
+    other_worker.join()
+    assert len(trained) == 1
+    done = study.get_trials()
+    assert done[1].user_attrs["status"] == "reused" and done[1].user_attrs["reused_from"] == first.number
+    assert done[1].value == done[0].value
+    assert "trial 1: same genome as trial 0, which another worker is training; waiting for its result" in lines
+
+
+def test_a_twin_whose_worker_is_gone_or_elsewhere_is_not_waited_for():
+    from search.recovery import owner_token, runs_here
+
+    assert runs_here(owner_token())
+    assert not runs_here("another-host:1:1") and not runs_here(None) and not runs_here("garbled")
+    child = multiprocessing.get_context("fork").Process(target=os._exit, args=(0,))
+    child.start()
+    child.join()
+    assert not runs_here(owner_token(child.pid))
 
 
 def test_resuming_with_another_budget_is_a_clear_error(tmp_path):
