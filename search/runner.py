@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import pickle
 import queue
+import socket
 import threading
 import time
 import warnings
@@ -35,7 +36,7 @@ from search.recovery import OWNER_KEY, fail_orphans, owner_token, runs_here
 from search.settings import WORKER_MODULES, SearchError, SearchSettings, open_study
 from search.space import narrow_to_limits, sample_genome, sample_hparams
 from training import EpochMetrics, Splits, TrainConfig, TrainResult, load_splits, resolve_device, train
-from training.parallel import process_context
+from training.parallel import EXIT_UNKNOWN, join_process, process_context, stop_process
 
 __all__ = ["TRAINED", "Callback", "Objective", "TrainFn", "WorkerProgress", "enqueue_genomes", "run_search",
            "run_worker", "search_eta", "trained_count"]
@@ -458,6 +459,20 @@ def _start_processes(procs: Sequence[Any], started: list[tuple[int, Any]], reaso
             started.append((i, p))
 
 
+def _cut_short(study: optuna.Study, pids: dict[int, int]) -> dict[int, str]:
+    """Of the workers whose exit code is unknown (their fork server died first), those that left a trial RUNNING:
+    they were killed inside it (the next run retries it). One that ended cleanly left none and succeeded."""
+    host = socket.gethostname()
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if pids else []
+    lines = {}
+    for worker, pid in pids.items():
+        left = [t.number for t in running if str(t.user_attrs.get(OWNER_KEY, "")).startswith(f"{host}:{pid}:")]
+        if left:
+            lines[worker] = (f"worker {worker} ended inside trial {left[0]} (exit code unknown: its fork server "
+                             "died first); the next run retries it")
+    return lines
+
+
 def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -502,25 +517,26 @@ def run_search(settings: SearchSettings, study: optuna.Study | None = None,
         except Exception as e:  # reported like a worker process's failure, once the others have ended
             reasons.append(_failure_line(0, e))
         starter.join()
-        for _, p in started:
-            p.join()
+        codes = {i: join_process(p) for i, p in started}
     except BaseException:  # Ctrl-C reaches the workers too; SIGTERM of this process is passed on
         starter.join()
         for _, p in started:
-            if p.is_alive():
-                p.terminate()
+            stop_process(p)
         for _, p in started:
             p.join(timeout=60)
         raise
-    failed = len(reasons) + sum(1 for _, p in started if p.exitcode != 0)
-    if failed:
-        while True:
-            try:
-                reasons.append(errors.get(timeout=0.5))
-            except queue.Empty:
-                break
-        silent = [f"worker {i} exit code {p.exitcode}" for i, p in started  # e.g. killed
-                  if p.exitcode != 0 and not any(r.startswith(f"worker {i}:") for r in reasons)]
-        detail = "; ".join(sorted(set(reasons)) + silent)
-        raise SearchError(f"{failed} of {settings.workers} workers failed: {detail}")
+    if not reasons and not any(codes.values()):
+        return study
+    while True:  # the failed workers' own lines
+        try:
+            reasons.append(errors.get(timeout=0.5))
+        except queue.Empty:
+            break
+    named = {int(r.split()[1].rstrip(":")) for r in reasons}  # "worker N: ..."
+    silent = {i: f"worker {i} exit code {code}" for i, code in codes.items()  # e.g. killed
+              if code not in (0, EXIT_UNKNOWN) and i not in named}
+    silent.update(_cut_short(study, {i: p.pid for i, p in started if codes[i] == EXIT_UNKNOWN and i not in named}))
+    if reasons or silent:
+        detail = "; ".join(sorted(set(reasons)) + list(silent.values()))
+        raise SearchError(f"{len(named | set(silent))} of {settings.workers} workers failed: {detail}")
     return study

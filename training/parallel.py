@@ -13,16 +13,20 @@ import os
 import queue
 import signal
 import sys
+import time
 from dataclasses import replace
 from typing import Any, Callable, Iterator, Sequence
 
 from blocks import BudgetNASError, Genome
 
-__all__ = ["TrainingProcessError", "process_context", "start_process_server", "train_many"]
+__all__ = ["EXIT_UNKNOWN", "TrainingProcessError", "exit_code", "join_process", "process_context",
+           "start_process_server", "stop_process", "train_many"]
 
 # What every worker process needs before its first step; torch.optim imports torch._dynamo (~1 s) lazily, at
 # the first optimizer.
 _PRELOAD = ("torch", "torch._dynamo", "training.engine")
+EXIT_UNKNOWN = 255  # multiprocessing's exit code for a process whose fork server died before it could tell
+_POLL_S = 0.2
 
 
 class TrainingProcessError(BudgetNASError):
@@ -52,6 +56,50 @@ def start_process_server(preload: Sequence[str] = ()) -> None:
         from multiprocessing import forkserver
 
         forkserver.ensure_running()
+
+
+def _pid_alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie that nobody reaps counts as ended)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def exit_code(process: Any) -> int | None:
+    """``process.exitcode``, but None while a process whose fork server has died still runs.
+
+    When the server dies, multiprocessing reads every child's exit code as ``EXIT_UNKNOWN`` at once although the
+    children run on (they are reparented); such a child is followed by its pid here, and ``EXIT_UNKNOWN`` is its
+    exit code once it has ended.
+    """
+    code = process.exitcode
+    if code == EXIT_UNKNOWN and process.pid is not None and _pid_alive(process.pid):
+        return None
+    return code
+
+
+def join_process(process: Any) -> int:
+    """Wait for ``process`` to end, even when its fork server dies first; returns ``exit_code``."""
+    process.join()
+    while (code := exit_code(process)) is None:
+        time.sleep(_POLL_S)
+    return code
+
+
+def stop_process(process: Any) -> None:
+    """SIGTERM ``process`` if it still runs, also when its fork server has died (multiprocessing then thinks it ended)."""
+    if process.exitcode is None:
+        process.terminate()
+    elif exit_code(process) is None:
+        os.kill(process.pid, signal.SIGTERM)
 
 
 def train_many(jobs: Sequence[tuple[Genome, Any]], splits: Any, processes: int = 1,
@@ -92,13 +140,15 @@ def _in_processes(jobs: Sequence[tuple[Genome, Any]], splits: Any, processes: in
     pending = set(range(len(jobs)))
     try:
         while pending:
-            dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
-            if dead:
-                raise TrainingProcessError(f"a training process died (exit code {dead[0]}); "
-                                           f"{len(pending)} run(s) not finished")
+            codes = [exit_code(p) for p in procs]
+            dead = [c for c in codes if c not in (None, 0, EXIT_UNKNOWN)]
             try:
-                kind, index, payload = done.get(timeout=1.0)
+                kind, index, payload = done.get(timeout=1.0 if not dead and None in codes else _POLL_S)
             except queue.Empty:
+                if dead or None not in codes:  # nothing more can come
+                    code = (dead or [c for c in codes if c != 0] or codes)[0]
+                    raise TrainingProcessError(f"a training process died (exit code {code}); "
+                                               f"{len(pending)} run(s) not finished") from None
                 continue
             if kind == "epoch":
                 if on_epoch is not None:
@@ -113,8 +163,7 @@ def _in_processes(jobs: Sequence[tuple[Genome, Any]], splits: Any, processes: in
                 yield index, replace(result, model=model.eval())
     finally:
         for p in procs:
-            if p.is_alive():
-                p.terminate()
+            stop_process(p)
         for p in procs:
             p.join(timeout=30)
 

@@ -1,5 +1,8 @@
 """Entry points for worker subprocesses in tests (importable under the spawn start method)."""
 
+import os
+import signal
+
 from search.runner import run_worker
 from search.settings import SearchSettings
 from tests.synthetic import tiny_splits
@@ -14,3 +17,16 @@ def tiny_settings(tmp_path, **overrides) -> dict:
                 sampler="random", device="cpu", train_overrides={"batch_size": 64, "lr": 0.05})
     base.update(overrides)
     return base
+
+
+class KillForkServerOnce:
+    """A search callback: in a worker process, after its first trial, SIGKILLs the process's parent (the fork server)."""
+
+    def __init__(self) -> None:
+        self.command_pid = os.getpid()
+        self.done = False
+
+    def __call__(self, study, trial) -> None:
+        if os.getpid() != self.command_pid and not self.done:
+            self.done = True
+            os.kill(os.getppid(), signal.SIGKILL)

@@ -11,7 +11,7 @@ import torch
 from blocks import build_model
 from tests.synthetic import TINY_GENOME, tiny_splits
 from training import TrainConfig, train
-from training.parallel import TrainingProcessError, process_context, train_many
+from training.parallel import EXIT_UNKNOWN, TrainingProcessError, exit_code, join_process, process_context, train_many
 
 
 def _jobs(seeds):
@@ -138,3 +138,44 @@ def test_the_process_helpers_do_not_import_torch():
                             cwd=Path(__file__).resolve().parents[2])
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+def _kill_fork_server_then_sleep() -> None:
+    os.kill(os.getppid(), signal.SIGKILL)
+    time.sleep(1.0)
+
+
+def _parent_pid(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def test_a_process_whose_fork_server_died_is_waited_for_by_its_pid():
+    ctx = process_context()
+    if ctx.get_start_method() != "forkserver":
+        pytest.skip("no fork server on this platform")
+    p = ctx.Process(target=_kill_fork_server_then_sleep)
+    p.start()
+    p.join(timeout=30)  # returns when the server dies: multiprocessing reads exit code 255 at once
+    assert p.exitcode == EXIT_UNKNOWN and exit_code(p) is None  # ... while the process still sleeps
+    assert join_process(p) == EXIT_UNKNOWN
+    try:  # ended: gone, or a zombie that the new parent has not reaped (yet)
+        with open(f"/proc/{p.pid}/stat") as f:
+            assert f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        pass
+
+
+@pytest.mark.slow
+def test_training_runs_whose_fork_server_died_still_return_their_results():
+    if process_context().get_start_method() != "forkserver":
+        pytest.skip("no fork server on this platform")
+    killed = []
+
+    def kill_server(index, metrics):
+        if not killed:
+            killed.append(_parent_pid(_training_pids()[0]))
+            os.kill(killed[0], signal.SIGKILL)
+
+    results = dict(train_many(_jobs([0, 1]), tiny_splits(), processes=2, on_epoch=kill_server))
+    assert killed and sorted(results) == [0, 1] and all(len(r.epochs) == 2 for r in results.values())
