@@ -15,6 +15,8 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import TrialState
 
+from training.parallel import pid_running
+
 __all__ = ["OWNER_KEY", "fail_orphans", "is_orphan", "owner_token", "retry_trial", "runs_here"]
 
 OWNER_KEY = "owner"  # user attribute: "<host>:<pid>:<start time>"
@@ -45,12 +47,8 @@ def is_orphan(owner: str | None) -> bool:
     if host != socket.gethostname() or not pid_text.isdigit():
         return False
     pid = int(pid_text)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not pid_running(pid):
         return True
-    except PermissionError:  # alive, another user's
-        return False
     return bool(start) and _start_time(pid) not in ("", start)  # the pid was reused by a newer process
 
 

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from blocks import BudgetNASError, Genome
 
-__all__ = ["EXIT_UNKNOWN", "TrainingProcessError", "exit_code", "join_process", "process_context",
+__all__ = ["EXIT_UNKNOWN", "TrainingProcessError", "exit_code", "join_process", "pid_running", "process_context",
            "start_process_server", "stop_process", "train_many"]
 
 # What every worker process needs before its first step; torch.optim imports torch._dynamo (~1 s) lazily, at
@@ -58,8 +58,9 @@ def start_process_server(preload: Sequence[str] = ()) -> None:
         forkserver.ensure_running()
 
 
-def _pid_alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie that nobody reaps counts as ended)."""
+def pid_running(pid: int) -> bool:
+    """True while process ``pid`` of this host runs (a zombie, which a container without an init may never reap,
+    has ended)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -81,7 +82,7 @@ def exit_code(process: Any) -> int | None:
     exit code once it has ended.
     """
     code = process.exitcode
-    if code == EXIT_UNKNOWN and process.pid is not None and _pid_alive(process.pid):
+    if code == EXIT_UNKNOWN and process.pid is not None and pid_running(process.pid):
         return None
     return code
 

@@ -2,6 +2,7 @@ import multiprocessing
 import os
 import socket
 import time
+from pathlib import Path
 
 import optuna
 import pandas as pd
@@ -510,6 +511,22 @@ def test_a_dead_fork_server_neither_fails_the_search_nor_leaves_its_workers_behi
     assert trained_count(trials) == 6
     assert any(not t.user_attrs["owner"].startswith(f"{socket.gethostname()}:{os.getpid()}:")  # worker 1 trained
                for t in trials if t.user_attrs.get("status") == "complete")
+
+
+def test_a_worker_that_is_a_zombie_nobody_reaps_is_an_orphan():
+    """Its parent (the fork server) died and a container's PID 1 need not reap it: its trial must still be retried."""
+    from search.recovery import is_orphan, owner_token
+
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    try:
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert is_orphan(owner_token(pid))
+    finally:
+        os.waitpid(pid, 0)
 
 
 def test_a_worker_whose_fork_server_died_is_a_failure_only_if_it_left_a_trial_running():
