@@ -15,47 +15,41 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import TrialState
 
-from training.parallel import pid_running
+from training.parallel import pid_running, pid_start_time
 
-__all__ = ["OWNER_KEY", "fail_orphans", "is_orphan", "owner_token", "retry_trial", "runs_here"]
+__all__ = ["OWNER_KEY", "fail_orphans", "is_orphan", "local_pid", "owner_token", "retry_trial", "runs_here"]
 
 OWNER_KEY = "owner"  # user attribute: "<host>:<pid>:<start time>"
 _MAX_RETRIES = 2
 
 
-def _start_time(pid: int) -> str:
-    """The process's start time in clock ticks since boot (Linux), '' where /proc is not available."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return ""
-
-
 def owner_token(pid: int | None = None) -> str:
     """This process (or ``pid`` on this host) as ``host:pid:start``."""
     pid = os.getpid() if pid is None else pid
-    return f"{socket.gethostname()}:{pid}:{_start_time(pid)}"
+    return f"{socket.gethostname()}:{pid}:{pid_start_time(pid)}"
+
+
+def local_pid(owner: str | None) -> int | None:
+    """The pid that ``owner`` names when it is a process of this host, else None."""
+    host, _, rest = (owner or "").partition(":")
+    pid_text = rest.partition(":")[0]
+    return int(pid_text) if host == socket.gethostname() and pid_text.isdigit() else None
 
 
 def is_orphan(owner: str | None) -> bool:
     """True when ``owner`` names a process of this host that is gone."""
-    if not owner:
+    pid = local_pid(owner)
+    if pid is None:
         return False
-    host, _, rest = owner.partition(":")
-    pid_text, _, start = rest.partition(":")
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return False
-    pid = int(pid_text)
     if not pid_running(pid):
         return True
-    return bool(start) and _start_time(pid) not in ("", start)  # the pid was reused by a newer process
+    start = owner.partition(":")[2].partition(":")[2]
+    return bool(start) and pid_start_time(pid) not in ("", start)  # the pid was reused by a newer process
 
 
 def runs_here(owner: str | None) -> bool:
     """True when ``owner`` names a live process of this host."""
-    host, _, rest = (owner or "").partition(":")
-    return host == socket.gethostname() and rest.partition(":")[0].isdigit() and not is_orphan(owner)
+    return local_pid(owner) is not None and not is_orphan(owner)
 
 
 def retry_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import pickle
 import queue
-import socket
 import threading
 import time
 import warnings
@@ -32,7 +31,7 @@ from budgets import Limits, Verdict, check, totals
 from search.console import make_console
 from search.plan import format_duration, rung_epochs
 from search.ranking import score
-from search.recovery import OWNER_KEY, fail_orphans, owner_token, runs_here
+from search.recovery import OWNER_KEY, fail_orphans, local_pid, owner_token, runs_here
 from search.settings import WORKER_MODULES, SearchError, SearchSettings, open_study
 from search.space import narrow_to_limits, sample_genome, sample_hparams
 from training import EpochMetrics, Splits, TrainConfig, TrainResult, load_splits, resolve_device, train
@@ -416,7 +415,7 @@ def _console_log() -> Callable[[str], None]:
 
 
 def _worker_entry(settings: SearchSettings, worker: int, callbacks: Sequence[Callback], errors: Any) -> None:
-    """A worker process: its failure reaches the parent as one line on ``errors``, and a non-zero exit."""
+    """A worker process: its failure reaches the parent as ``(worker, line)`` on ``errors``, and a non-zero exit."""
     import signal
     import sys
 
@@ -427,7 +426,7 @@ def _worker_entry(settings: SearchSettings, worker: int, callbacks: Sequence[Cal
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as e:
-        errors.put(_failure_line(worker, e))
+        errors.put((worker, _failure_line(worker, e)))
         sys.exit(1)
 
 
@@ -447,14 +446,14 @@ def _run_worker_here(settings: SearchSettings, study: optuna.Study, callbacks: S
         torch.set_num_threads(threads)
 
 
-def _start_processes(procs: Sequence[Any], started: list[tuple[int, Any]], reasons: list[str]) -> None:
+def _start_processes(procs: Sequence[Any], started: list[tuple[int, Any]], reasons: dict[int, str]) -> None:
     """Start each worker process (numbered from 1) into ``started``; one that cannot start is named in
     ``reasons`` (the others run on)."""
     for i, p in enumerate(procs, start=1):
         try:
             p.start()
         except Exception as e:
-            reasons.append(_failure_line(i, RuntimeError(f"could not start: {type(e).__name__}: {e}")))
+            reasons[i] = _failure_line(i, RuntimeError(f"could not start: {type(e).__name__}: {e}"))
         else:
             started.append((i, p))
 
@@ -462,11 +461,10 @@ def _start_processes(procs: Sequence[Any], started: list[tuple[int, Any]], reaso
 def _cut_short(study: optuna.Study, pids: dict[int, int]) -> dict[int, str]:
     """Of the workers whose exit code is unknown (their fork server died first), those that left a trial RUNNING:
     they were killed inside it (the next run retries it). One that ended cleanly left none and succeeded."""
-    host = socket.gethostname()
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if pids else []
     lines = {}
     for worker, pid in pids.items():
-        left = [t.number for t in running if str(t.user_attrs.get(OWNER_KEY, "")).startswith(f"{host}:{pid}:")]
+        left = [t.number for t in running if local_pid(t.user_attrs.get(OWNER_KEY)) == pid]
         if left:
             lines[worker] = (f"worker {worker} ended inside trial {left[0]} (exit code unknown: its fork server "
                              "died first); the next run retries it")
@@ -503,7 +501,7 @@ def run_search(settings: SearchSettings, study: optuna.Study | None = None,
     errors = ctx.Queue()
     procs = [ctx.Process(target=_worker_entry, args=(replace(settings), i, tuple(callbacks), errors), daemon=False)
              for i in range(1, settings.workers)]
-    reasons: list[str] = []  # why each failed worker failed
+    reasons: dict[int, str] = {}  # why each failed worker failed, by worker number
     started: list[tuple[int, Any]] = []  # (worker number, process) of the processes that did start
     # Started from a thread: a fork server still importing torch would otherwise hold up worker 0 here.
     starter = threading.Thread(target=_start_processes, args=(procs, started, reasons), name="start workers",
@@ -515,7 +513,7 @@ def run_search(settings: SearchSettings, study: optuna.Study | None = None,
         try:
             _run_worker_here(settings, study, callbacks)
         except Exception as e:  # reported like a worker process's failure, once the others have ended
-            reasons.append(_failure_line(0, e))
+            reasons[0] = _failure_line(0, e)
         starter.join()
         codes = {i: join_process(p) for i, p in started}
     except BaseException:  # Ctrl-C reaches the workers too; SIGTERM of this process is passed on
@@ -529,14 +527,15 @@ def run_search(settings: SearchSettings, study: optuna.Study | None = None,
         return study
     while True:  # the failed workers' own lines
         try:
-            reasons.append(errors.get(timeout=0.5))
+            worker, line = errors.get(timeout=0.5)
         except queue.Empty:
             break
-    named = {int(r.split()[1].rstrip(":")) for r in reasons}  # "worker N: ..."
+        reasons[worker] = line
     silent = {i: f"worker {i} exit code {code}" for i, code in codes.items()  # e.g. killed
-              if code not in (0, EXIT_UNKNOWN) and i not in named}
-    silent.update(_cut_short(study, {i: p.pid for i, p in started if codes[i] == EXIT_UNKNOWN and i not in named}))
-    if reasons or silent:
-        detail = "; ".join(sorted(set(reasons)) + list(silent.values()))
-        raise SearchError(f"{len(named | set(silent))} of {settings.workers} workers failed: {detail}")
+              if code not in (0, EXIT_UNKNOWN) and i not in reasons}
+    silent.update(_cut_short(study, {i: p.pid for i, p in started if codes[i] == EXIT_UNKNOWN and i not in reasons}))
+    failures = {**reasons, **silent}
+    if failures:
+        detail = "; ".join(failures[i] for i in sorted(failures))
+        raise SearchError(f"{len(failures)} of {settings.workers} workers failed: {detail}")
     return study

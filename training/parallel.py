@@ -19,8 +19,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 from blocks import BudgetNASError, Genome
 
-__all__ = ["EXIT_UNKNOWN", "TrainingProcessError", "exit_code", "join_process", "pid_running", "process_context",
-           "start_process_server", "stop_process", "train_many"]
+__all__ = ["EXIT_UNKNOWN", "TrainingProcessError", "exit_code", "join_process", "pid_running", "pid_start_time",
+           "process_context", "start_process_server", "stop_process", "train_many"]
 
 # What every worker process needs before its first step; torch.optim imports torch._dynamo (~1 s) lazily, at
 # the first optimizer.
@@ -58,6 +58,21 @@ def start_process_server(preload: Sequence[str] = ()) -> None:
         forkserver.ensure_running()
 
 
+def _stat(pid: int) -> list[str]:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state first), [] where it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
+def pid_start_time(pid: int) -> str:
+    """Process ``pid``'s start time in clock ticks since boot (Linux), '' where /proc is not available."""
+    fields = _stat(pid)
+    return fields[19] if len(fields) > 19 else ""
+
+
 def pid_running(pid: int) -> bool:
     """True while process ``pid`` of this host runs (a zombie, which a container without an init may never reap,
     has ended)."""
@@ -67,11 +82,7 @@ def pid_running(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
+    return _stat(pid)[:1] != ["Z"]
 
 
 def exit_code(process: Any) -> int | None:
