@@ -4,6 +4,8 @@
     python benchmarks/bench_search_throughput.py --data-dir ../shared/data --workers 1 2 auto
     python benchmarks/bench_search_throughput.py --data-dir ../shared/data --skip-split --workers 2 auto \
         --baseline /tmp/before --repeat 2     # an earlier commit's checkout, interleaved with this one
+    python benchmarks/bench_search_throughput.py --data-dir ../shared/data --skip-split --workers auto \
+        --baseline /tmp/b57 --baseline-workers 1 2 --repeat 3   # the code the issue measured, its two layouts
 
 Part 1 runs the search in this process (one worker) with every step timed: data loading (once per
 worker), model build, training steps, validation, storage round trips and leaderboard writing.
@@ -16,7 +18,10 @@ search approaches once start-up and the idle tail of the last trials no longer w
 longer trials, where a worker's start-up (importing torch, loading the data) weighs less. ``--baseline
 DIR`` runs DIR's ``run_search.py`` (e.g. ``git worktree add /tmp/before <commit>``; it needs ``--enqueue``)
 on the same designs right before this checkout's, layout by layout, ``--repeat`` times, so that a
-before/after ratio comes from one sitting on one machine.
+before/after ratio comes from one sitting on one machine; ``--baseline-workers`` gives the baseline its own
+layouts (each round: the baseline's, then this checkout's). The issue's own starting point, 57c3fff, predates
+``--enqueue``: ``git worktree add /tmp/b57 57c3fff && git -C /tmp/b57 apply
+$PWD/benchmarks/baselines/57c3fff-enqueue.patch`` adds it (trial N trains the N-th genome; nothing else changes).
 """
 
 from __future__ import annotations
@@ -121,6 +126,9 @@ def main() -> None:
     parser.add_argument("--designs", type=int, default=8, help="trials (the same designs at every layout)")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--baseline", type=Path, help="an earlier checkout, run on the same designs before each run")
+    parser.add_argument("--baseline-workers", nargs="*",
+                        help="the baseline's layouts when they differ from --workers (an old checkout without auto); "
+                             "each round then runs every baseline layout, then every layout of this checkout")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each layout (and of the baseline)")
     args = parser.parse_args()
     genomes = designs(args.designs)
@@ -135,17 +143,20 @@ def main() -> None:
                 if step not in ("total", "trials"):
                     print(f"  {step:32s} {seconds:7.1f} s  {100 * seconds / split['total']:5.1f}%")
         codes = [("baseline", args.baseline.resolve()), ("this checkout", ROOT)] if args.baseline else [("", ROOT)]
-        for workers in args.workers:
-            for _ in range(args.repeat):
-                for name, code in codes:
-                    seconds, trials, busy, accs = _cli(args.data_dir, out, workers, genomes, args.epochs, code)
-                    n = min(cpu_worker_cap()[0] if workers == "auto" else int(workers), trials)
-                    print(f"{name + ': ' if name else ''}CLI --workers {workers}: {trials} trials in {seconds:.1f} s "
-                          f"(process start and data loading included) = {3600 * trials / seconds:.0f} trials/hour; "
-                          f"in-trial time {busy:.1f} s ({busy / trials:.1f} s per trial), workers busy "
-                          f"{100 * busy / (n * seconds):.0f}% of the wall time; steady state (no start-up, no idle "
-                          f"tail) {3600 * trials * n / busy:.0f} trials/hour; val % "
-                          + " ".join(f"{a:.2f}" for a in accs), flush=True)
+        if args.baseline and args.baseline_workers is not None:
+            runs = [(codes[0], w) for w in args.baseline_workers] + [(codes[1], w) for w in args.workers]
+            runs = runs * args.repeat
+        else:  # layout by layout, the baseline right before this checkout
+            runs = [(code, w) for w in args.workers for _ in range(args.repeat) for code in codes]
+        for (name, code), workers in runs:
+            seconds, trials, busy, accs = _cli(args.data_dir, out, workers, genomes, args.epochs, code)
+            n = min(cpu_worker_cap()[0] if workers == "auto" else int(workers), trials)
+            print(f"{name + ': ' if name else ''}CLI --workers {workers}: {trials} trials in {seconds:.1f} s "
+                  f"(process start and data loading included) = {3600 * trials / seconds:.0f} trials/hour; "
+                  f"in-trial time {busy:.1f} s ({busy / trials:.1f} s per trial), workers busy "
+                  f"{100 * busy / (n * seconds):.0f}% of the wall time; steady state (no start-up, no idle "
+                  f"tail) {3600 * trials * n / busy:.0f} trials/hour; val % "
+                  + " ".join(f"{a:.2f}" for a in accs), flush=True)
 
 
 if __name__ == "__main__":
