@@ -38,7 +38,8 @@ class Dropout(nn.Dropout):
         shape = [x.shape[0], x.shape[2], x.shape[3], x.shape[1]] if channels_last else list(x.shape)
         n = x.numel()
         words = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_()
-        draws = words.view(torch.int16)[:n].view(shape) & 0x7FFF  # uniform in [0, 32768)
+        words.bitwise_and_(0x7FFF7FFF7FFF7FFF)  # each 16-bit lane uniform in [0, 32768), in place
+        draws = words.view(torch.int16)[:n].view(shape)
         # the comparison writes the float mask directly: a bool mask's conversion to float is an unvectorised pass
         keep = torch.ge(draws, int(round(self.p * 32768)), out=torch.empty(shape, dtype=x.dtype, device=x.device))
         keep.mul_(1.0 / (1.0 - self.p))
