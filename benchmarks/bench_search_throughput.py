@@ -131,6 +131,8 @@ def main() -> None:
                              "each round then runs every baseline layout, then every layout of this checkout")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each layout (and of the baseline)")
     args = parser.parse_args()
+    if args.baseline_workers is not None and not args.baseline:
+        parser.error("--baseline-workers needs --baseline")
     genomes = designs(args.designs)
     print(f"{len(genomes)} designs at budget {BUDGET:,}, {args.epochs} epoch(s) on {SUBSET:,} images each")
     with tempfile.TemporaryDirectory() as tmp:
@@ -143,7 +145,7 @@ def main() -> None:
                 if step not in ("total", "trials"):
                     print(f"  {step:32s} {seconds:7.1f} s  {100 * seconds / split['total']:5.1f}%")
         codes = [("baseline", args.baseline.resolve()), ("this checkout", ROOT)] if args.baseline else [("", ROOT)]
-        if args.baseline and args.baseline_workers is not None:
+        if args.baseline_workers is not None:
             runs = [(codes[0], w) for w in args.baseline_workers] + [(codes[1], w) for w in args.workers]
             runs = runs * args.repeat
         else:  # layout by layout, the baseline right before this checkout
