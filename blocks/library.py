@@ -19,8 +19,13 @@ _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 }
 
 
-def make_activation(name: str) -> nn.Module:
-    return _ACTIVATIONS[name]()
+def make_activation(name: str, inplace: bool = False) -> nn.Module:
+    """The activation module ``name``; ``inplace`` makes ReLU overwrite its input (other activations ignore it).
+
+    In place only where nothing else reads the input: after a unit's conv / linear, or on a residual sum. A
+    single-threaded training step ran 2.4% faster (BENCHMARKS.md), with the same values.
+    """
+    return nn.ReLU(inplace=True) if inplace and name == "relu" else _ACTIVATIONS[name]()
 
 
 class Dropout(nn.Dropout):
@@ -112,8 +117,8 @@ def _unit(order: str, cin: int, cout: int, core: nn.Module, act: str, norm: Call
             channels = cout
         elif letter == "b":
             modules.append(norm(channels))
-        elif letter == "a":
-            modules.append(make_activation(act))
+        elif letter == "a":  # in place only on what the core produced: a unit's input may also feed a shortcut
+            modules.append(make_activation(act, inplace="c" in order[:order.index("a")]))
         elif letter == "d":
             modules.append(Dropout(dropout))
     return modules
@@ -168,7 +173,7 @@ def build_res(layer: Layer, shape: tuple, norm: Callable[[int], nn.Module]) -> n
         shortcut = nn.Identity()
     post = []
     if "a" in unit_order:
-        post.append(make_activation(layer.act))
+        post.append(make_activation(layer.act, inplace=True))  # on the fresh sum
     if layer.dropout:
         post.append(Dropout(layer.dropout))
     return Residual(main, shortcut, nn.Sequential(*post))

@@ -125,3 +125,30 @@ def test_strided_pointwise_conv_gives_nn_conv2ds_outputs_and_gradients(cin, cout
     for got, want in zip(torch.autograd.grad(y, [x, conv.weight, conv.bias], grad),
                          torch.autograd.grad(expected, [x, reference.weight, reference.bias], grad)):
         assert torch.allclose(got, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("genome", [
+    "i1x12x12n10-conv_c6_k3-res_c6_oacb-res_c8_s2-dws_c8_oacb-gap-conv_c10_k1_b0_oc",
+    "i1x12x12n10-conv_c6_k3_ocabd_r0.1-res_c6_ocab-dws_c8-conv_c8_k3_oabcd_r0.1-flat-fc_c10_ocba",
+])
+@pytest.mark.parametrize("training", [True, False])
+def test_in_place_relus_give_the_values_of_out_of_place_ones(genome, training):
+    import copy
+
+    torch.manual_seed(0)
+    model = build_model(Genome.from_string(genome)).train(training)
+    relus = [m for m in model.modules() if isinstance(m, torch.nn.ReLU)]
+    assert any(m.inplace for m in relus) and not all(m.inplace for m in relus)  # a unit starting with 'a' keeps its input
+    reference = copy.deepcopy(model)
+    for m in reference.modules():
+        if isinstance(m, torch.nn.ReLU):
+            m.inplace = False
+    x = torch.randn(8, 1, 12, 12)
+    outputs = []
+    for net in (model, reference):
+        torch.manual_seed(1)  # the same dropout masks
+        out = net(x.clone())
+        out.pow(2).mean().backward()
+        outputs.append((out.detach(), [p.grad for p in net.parameters()]))
+    assert torch.equal(outputs[0][0], outputs[1][0])
+    assert all(torch.equal(a, b) for a, b in zip(outputs[0][1], outputs[1][1]))
