@@ -11,19 +11,13 @@ elementwise op can reach). Best of 3 rounds of ``--repeat`` calls, milliseconds.
 from __future__ import annotations
 
 import argparse
-import time
+import timeit
 
 
 def best_ms(fn, repeat: int) -> float:
     """Best mean milliseconds per call of ``fn`` over 3 rounds of ``repeat`` calls, after one untimed call."""
     fn()
-    best = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
-        for _ in range(repeat):
-            fn()
-        best = min(best, (time.perf_counter() - start) / repeat)
-    return best * 1e3
+    return min(timeit.repeat(fn, number=repeat, repeat=3)) / repeat * 1e3
 
 
 def main() -> None:

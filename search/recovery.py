@@ -29,21 +29,27 @@ def owner_token(pid: int | None = None) -> str:
     return f"{socket.gethostname()}:{pid}:{pid_start_time(pid)}"
 
 
+def _local_owner(owner: str | None) -> tuple[int, str] | None:
+    """(pid, start time) of ``owner`` when it names a process of this host, else None."""
+    host, _, rest = (owner or "").partition(":")
+    pid_text, _, start = rest.partition(":")
+    return (int(pid_text), start) if host == socket.gethostname() and pid_text.isdigit() else None
+
+
 def local_pid(owner: str | None) -> int | None:
     """The pid that ``owner`` names when it is a process of this host, else None."""
-    host, _, rest = (owner or "").partition(":")
-    pid_text = rest.partition(":")[0]
-    return int(pid_text) if host == socket.gethostname() and pid_text.isdigit() else None
+    local = _local_owner(owner)
+    return local[0] if local else None
 
 
 def is_orphan(owner: str | None) -> bool:
     """True when ``owner`` names a process of this host that is gone."""
-    pid = local_pid(owner)
-    if pid is None:
+    local = _local_owner(owner)
+    if local is None:
         return False
+    pid, start = local
     if not pid_running(pid):
         return True
-    start = owner.partition(":")[2].partition(":")[2]
     return bool(start) and pid_start_time(pid) not in ("", start)  # the pid was reused by a newer process
 
 

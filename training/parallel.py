@@ -158,7 +158,7 @@ def _in_processes(jobs: Sequence[tuple[Genome, Any]], splits: Any, processes: in
                 kind, index, payload = done.get(timeout=1.0 if not dead and None in codes else _POLL_S)
             except queue.Empty:
                 if dead or None not in codes:  # nothing more can come
-                    code = (dead or [c for c in codes if c != 0] or codes)[0]
+                    code = dead[0] if dead else next((c for c in codes if c), 0)
                     raise TrainingProcessError(f"a training process died (exit code {code}); "
                                                f"{len(pending)} run(s) not finished") from None
                 continue

@@ -2,7 +2,6 @@ import multiprocessing
 import os
 import socket
 import time
-from pathlib import Path
 
 import optuna
 import pandas as pd
@@ -516,13 +515,14 @@ def test_a_dead_fork_server_neither_fails_the_search_nor_leaves_its_workers_behi
 def test_a_worker_that_is_a_zombie_nobody_reaps_is_an_orphan():
     """Its parent (the fork server) died and a container's PID 1 need not reap it: its trial must still be retried."""
     from search.recovery import is_orphan, owner_token
+    from training.parallel import _stat
 
     pid = os.fork()
     if pid == 0:
         os._exit(0)
     try:
         deadline = time.monotonic() + 10
-        while Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z" and time.monotonic() < deadline:
+        while _stat(pid)[:1] != ["Z"] and time.monotonic() < deadline:
             time.sleep(0.01)
         assert is_orphan(owner_token(pid))
     finally:
