@@ -129,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                                    "label smoothing")
     search.add_argument("--no-repair", action="store_true",
                         help="reject over-budget proposals instead of scaling their widths down to the budget")
+    search.add_argument("--no-retry-interrupted", action="store_true",
+                        help="a trial stopped by Ctrl-C or SIGTERM stays failed (default: the next run trains its "
+                             "genome again, as it does for a killed worker's trial)")
 
     limits = parser.add_argument_group("limits")
     limits.add_argument("--budget", type=_positive_int, metavar="PARAMS", help="maximum trainable parameters")
@@ -307,8 +310,10 @@ def _search(args: argparse.Namespace) -> int:
     from reports.final import finalize
     from reports.html import write_report
     from reports.leaderboard import LeaderboardWriter, top_table, write_leaderboard
+    from reports.runfiles import atomic_write, load_finals
     from reports.summary import make_console
     from search.ranking import RANK_RULE
+    from search.recovery import fail_orphans
     from search.runner import enqueue_genomes, run_search, trained_count
     from search.settings import SearchSettings, open_study, redact, study_exists
 
@@ -331,7 +336,8 @@ def _search(args: argparse.Namespace) -> int:
         workers=_worker_count(args.workers, _device(args.device), console.print), device=args.device, seed=args.seed,
         out=args.out,
         train_subset=args.train_subset, tune_hparams=args.tune_hparams, repair=not args.no_repair,
-        stop_at_target=args.stop_at_target)
+        stop_at_target=args.stop_at_target, retry_interrupted=not args.no_retry_interrupted)
+    load_finals(settings.run_dir)  # a damaged finals.json is named now, not after the search
     if args.finalize and not study_exists(settings):
         raise UsageError(f"--finalize: no study {settings.study!r} in {redact(settings.storage_url)}; "
                          "check --study / --out / --storage")
@@ -340,7 +346,8 @@ def _search(args: argparse.Namespace) -> int:
                   f"pruner {settings.pruner} ({settings.rungs} rungs), {settings.workers} worker(s)")
     started = time.monotonic()
     warm_starts = _warm_starts(args.enqueue or [], settings.dataset)
-    study = open_study(settings)  # the one study object of this command
+    study = _guarded(settings, lambda: open_study(settings))  # the one study object of this command
+    _guarded(settings, lambda: fail_orphans(study, console.print))  # a killed run's trials are not "trained"
     resumed = study.get_trials(deepcopy=False)
     if resumed:
         statuses = [t.user_attrs.get("status") if t.state.name != "FAIL" else "failed" for t in resumed]
@@ -351,7 +358,7 @@ def _search(args: argparse.Namespace) -> int:
         queued = enqueue_genomes(study, warm_starts, console.print, settings.limits)
         console.print(f"--enqueue: {queued} design(s) queued to be evaluated first")
     settings.run_dir.mkdir(parents=True, exist_ok=True)
-    (settings.run_dir / "settings.json").write_text(json.dumps(settings.to_dict(), indent=1))
+    atomic_write(settings.run_dir / "settings.json", json.dumps(settings.to_dict(), indent=1))
 
     def print_plan() -> None:  # while the worker processes start
         for line in _plan(settings, args, trained_count(resumed)).lines():
@@ -475,30 +482,22 @@ def _terminate(signum: int, frame: object) -> None:
     raise _Terminated()
 
 
-class RunError(BudgetNASError):
-    """The environment failed a run (full disk, storage error): one line, exit code 1."""
-
-    exit_code = 1
-
-
 def _os_reason(e: OSError) -> str:
     return f"cannot write {e.filename}: {e.strerror or e}" if e.filename else f"{type(e).__name__}: {e}"
 
 
 def _guarded(settings, step):
-    """Run ``step()``; a storage failure becomes one ``RunError`` line naming the storage."""
-    from optuna.exceptions import StorageInternalError
-
-    from search.settings import redact
+    """Run ``step()``; a failure of the storage anywhere in it becomes one line naming the storage, exit code 1
+    (``search.settings.storage_failure``)."""
+    from search.settings import storage_failure
 
     try:
         return step()
-    except StorageInternalError as e:  # (an OSError, say a full disk writing a CSV, is main()'s one line)
-        cause = e.__cause__ or e.__context__ or e
-        orig = getattr(cause, "orig", None) or cause
-        reason = f"{type(orig).__name__}: {str(orig).splitlines()[0][:200]}"
-        raise RunError(f"storage {redact(settings.storage_url)} failed ({reason}); "
-                       "completed trials are kept") from None
+    except Exception as e:  # (an OSError, say a full disk writing a CSV, is main()'s one line)
+        failure = storage_failure(e, settings.storage_url)
+        if failure is None:
+            raise
+        raise failure from None
 
 
 def cli() -> None:

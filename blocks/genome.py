@@ -331,7 +331,7 @@ def load_genome(source: str | Path) -> Genome:
         if path.stat().st_size > MAX_TEXT:
             raise GenomeError(f"{path.stat().st_size:,} bytes is over the {MAX_TEXT:,}-byte limit for a genome file",
                               source=text)
-        content = path.read_text()
+        content = path.read_text(encoding="utf-8-sig")  # a byte-order mark, as some editors write, is not JSON
     except FileNotFoundError:
         raise GenomeError(f"no such genome file: {text}") from None
     except (OSError, UnicodeDecodeError) as e:

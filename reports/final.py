@@ -15,7 +15,7 @@ import pandas as pd
 
 from blocks import Genome
 from reports.export import ExportError, export_onnx, export_torchscript, save_checkpoint, standalone_source
-from reports.leaderboard import load_finals, save_finals
+from reports.runfiles import load_finals, save_finals
 from training import EpochMetrics, Splits, TrainConfig, TrainResult, load_splits, resolve_device
 from training.parallel import train_many
 

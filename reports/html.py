@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 from pathlib import Path
 
 import matplotlib.ticker
@@ -17,7 +16,8 @@ import pandas as pd
 
 from blocks import Genome
 from budgets import analyze
-from reports.leaderboard import load_finals, read_leaderboard
+from reports.leaderboard import read_leaderboard
+from reports.runfiles import atomic_write, load_finals, load_settings
 from search.ranking import RANK_RULE
 
 __all__ = ["write_report", "plot_accuracy_vs_params", "plot_best_so_far", "plot_final_curves"]
@@ -32,6 +32,12 @@ def _finish(ax, xlabel: str, ylabel: str, title: str) -> None:
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
+
+
+def _legend(ax, **placement) -> None:
+    """The legend, where something is labelled (an empty one is a matplotlib warning on stderr)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, **placement)
 
 
 def _png(fig) -> str:
@@ -82,7 +88,7 @@ def plot_accuracy_vs_params(df: pd.DataFrame, budget: int | None, target: float 
         ax.axhline(target, color="tab:green", ls=":", lw=1, label=f"target {target}%")
     _finish(ax, "parameters", "validation accuracy (%)", "Validation accuracy vs parameters")
     ax.xaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    _legend(ax, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     return fig
 
@@ -95,7 +101,7 @@ def plot_best_so_far(df: pd.DataFrame):
         ax.step(trained["trial"], trained["val_acc"].cummax(), where="post", color="tab:blue", label="best so far")
     _finish(ax, "trial number", "validation accuracy (%)", "Best validation accuracy so far")
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    ax.legend(fontsize=8, loc="lower right")
+    _legend(ax, loc="lower right")
     return fig
 
 
@@ -114,7 +120,7 @@ def plot_final_curves(finals: dict, df: pd.DataFrame):
             ax.plot(range(1, len(c) + 1), c, color=line.get_color(), alpha=0.25, lw=0.8)
     _finish(ax, "epoch", "test accuracy (%)", "Finalists: test accuracy per epoch (mean over seeds; thin lines: each seed)")
     if ax.lines:
-        ax.legend(fontsize=8, loc="lower right")
+        _legend(ax, loc="lower right")
         low = min(min(line.get_ydata()) for line in ax.lines)
         ax.set_ylim(max(low, 95.0) - 0.2, 100.0)
     return fig
@@ -221,8 +227,7 @@ def write_report(run_dir: str | Path, df: pd.DataFrame | None = None, run_info: 
     """
     run_dir = Path(run_dir)
     df = read_leaderboard(run_dir / "leaderboard.csv") if df is None else df
-    settings_path = run_dir / "settings.json"
-    settings = json.loads(settings_path.read_text()) if settings_path.is_file() else {}
+    settings = load_settings(run_dir)
     finals = load_finals(run_dir)
     budget, target = settings.get("budget"), settings.get("target")
     counts = df["status"].value_counts().to_dict()
@@ -266,7 +271,7 @@ def write_report(run_dir: str | Path, df: pd.DataFrame | None = None, run_info: 
         parts.append(f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>")
     parts.append("</body></html>")
     html_path = run_dir / "report.html"
-    html_path.write_text("\n".join(parts))
+    atomic_write(html_path, "\n".join(parts))
 
     md = [f"# BudgetNAS report: {settings.get('study', run_dir.name)}", "", *[f"> {line}" for line in summary], "",
           ", ".join(f"**{k}** {v}" for k, v in shown.items() if v is not None), "",
@@ -274,5 +279,5 @@ def write_report(run_dir: str | Path, df: pd.DataFrame | None = None, run_info: 
     if winner:
         md += ["", "## Best design", "", f"`{winner}`", "", _markdown(_winner_table(winner))]
     md_path = run_dir / "report.md"
-    md_path.write_text("\n".join(md) + "\n")
+    atomic_write(md_path, "\n".join(md) + "\n")
     return html_path, md_path

@@ -6,20 +6,17 @@ Only trained trials (status complete) are ranked; rejected, pruned, diverged, fa
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from rich.table import Table
 
+from reports.runfiles import atomic_write, load_finals
 from search.ranking import rank_key, tie_floor
 
-__all__ = ["COLUMNS", "FINAL_COLUMNS", "LeaderboardWriter", "load_finals", "rank_trials", "read_leaderboard", "save_finals",
-           "top_table", "trials_frame", "write_leaderboard"]
+__all__ = ["COLUMNS", "FINAL_COLUMNS", "LeaderboardWriter", "rank_trials", "read_leaderboard", "top_table", "trials_frame", "write_leaderboard"]
 
 COLUMNS = ["rank", "trial", "status", "genome", "params", "rf", "macs", "ram", "flash", "val_acc", "best_epoch", "epochs", "images",
            "rung_val", "seconds", "device", "seed", "reasons", "hash", "val_meets_target"]
@@ -96,25 +93,6 @@ def _int(value: Any) -> int:
     return 0 if value is None or pd.isna(value) else int(value)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
-def load_finals(run_dir: Path) -> dict:
-    """``finals.json`` of a run directory: {trial number: final evaluation summary}."""
-    path = Path(run_dir) / "finals.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def save_finals(run_dir: Path, finals: dict) -> None:
-    _atomic_write(Path(run_dir) / "finals.json", json.dumps(finals, indent=1))
-
-
 def write_leaderboard(study: Any, settings: Any, finals: dict | None = None) -> pd.DataFrame:
     """Rewrite ``<out>/<study>/leaderboard.csv`` atomically from the study's trials; returns the frame.
 
@@ -122,7 +100,7 @@ def write_leaderboard(study: Any, settings: Any, finals: dict | None = None) -> 
     """
     finals = load_finals(settings.run_dir) if finals is None else finals
     df = trials_frame(study, settings.target, finals, settings.val_size)
-    _atomic_write(settings.run_dir / "leaderboard.csv", df.to_csv(index=False))
+    atomic_write(settings.run_dir / "leaderboard.csv", df.to_csv(index=False))
     return df
 
 

@@ -3,7 +3,6 @@ over several seeds on the full training set, print a notebook-style log and writ
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -13,6 +12,7 @@ import torch
 from blocks import BudgetNASError, Genome, GenomeError, load_genome
 from reports.final import FinalResult, final_evaluation, write_artifacts
 from reports.leaderboard import read_leaderboard
+from reports.runfiles import load_settings
 from training import TrainConfig, load_splits, resolve_device
 
 __all__ = ["ReproduceError", "Source", "resolve_source", "reproduce"]
@@ -55,26 +55,12 @@ def resolve_source(source: str, rank: int | None = None, trial: int | None = Non
             genome = Genome.from_string(genome_text)
         except GenomeError as e:
             raise ReproduceError(f"{source}: {what}: {e}") from None
-        settings = _settings_beside(Path(source))
+        settings = load_settings(Path(source).parent)
         study = settings.get("study", Path(source).parent.name)
         return Source(genome, f"{study}-{what.replace(' ', '')}", settings.get("dataset"), settings.get("target"))
     genome = load_genome(source)
     name = Path(source).stem if source.endswith(".json") else f"genome-{genome.hash}"
     return Source(genome, name, None, None)
-
-
-def _settings_beside(leaderboard: Path) -> dict:
-    """The study's ``settings.json`` next to a leaderboard ({} when there is none)."""
-    path = leaderboard.parent / "settings.json"
-    if not path.is_file():
-        return {}
-    try:
-        settings = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise ReproduceError(f"{path}: not readable JSON ({type(e).__name__}); fix or delete it") from None
-    if not isinstance(settings, dict):
-        raise ReproduceError(f"{path}: expected a JSON object, got {type(settings).__name__}")
-    return settings
 
 
 def reproduce(source: Source, *, seeds: list[int], epochs: int, dataset: str, data_dir: str, device: str,

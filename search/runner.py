@@ -15,11 +15,12 @@ The search knows nothing of reports: whoever runs it attaches Optuna-style callb
 
 from __future__ import annotations
 
+import os
 import pickle
-import queue
 import threading
 import time
 import warnings
+from contextlib import nullcontext
 from dataclasses import asdict, replace
 from typing import Any, Callable, Sequence
 
@@ -28,11 +29,13 @@ from optuna.trial import TrialState
 
 from blocks import BudgetNASError, Genome, GenomeError
 from budgets import Limits, Verdict, check, totals
+
 from search.console import make_console
+from search.interrupts import HeldSignals
 from search.plan import format_duration, rung_epochs
 from search.ranking import score
-from search.recovery import OWNER_KEY, fail_orphans, local_pid, owner_token, runs_here
-from search.settings import WORKER_MODULES, SearchError, SearchSettings, open_study
+from search.recovery import OWNER_KEY, fail_orphans, is_orphan, local_pid, owner_token, retry_trial, runs_here
+from search.settings import WORKER_MODULES, SearchError, SearchSettings, StorageFailure, open_study, storage_failure
 from search.space import narrow_to_limits, sample_genome, sample_hparams
 from training import EpochMetrics, Splits, TrainConfig, TrainResult, load_splits, resolve_device, train
 from training.parallel import EXIT_UNKNOWN, join_process, process_context, stop_process
@@ -85,12 +88,30 @@ class Objective:
     """
 
     def __init__(self, settings: SearchSettings, splits: Splits, study: optuna.Study | None = None,
-                 log: Callable[[str], None] = print, train_fn: TrainFn = train) -> None:
+                 log: Callable[[str], None] = print, train_fn: TrainFn = train, held: HeldSignals | None = None) -> None:
         self.settings, self.splits, self.study, self.log, self.train_fn = settings, splits, study, log, train_fn
         self.limits = settings.limits
+        self.held = held  # the worker's held Ctrl-C / SIGTERM: taken in here, where the trial can be failed cleanly
 
     def __call__(self, trial: Any) -> Any:
         trial.set_user_attr(OWNER_KEY, owner_token())
+        with self.held.raising() if self.held is not None else nullcontext():
+            try:
+                return self.evaluate(trial)
+            except KeyboardInterrupt:
+                self.requeue(trial)
+                raise
+
+    def requeue(self, trial: Any) -> None:
+        """Queue an interrupted trial again with the same genome (``retry_trial``), as a killed one is, unless
+        ``settings.retry_interrupted`` is off. A trial interrupted before it had a genome leaves nothing to redo."""
+        if self.study is None or not self.settings.retry_interrupted or "genome" not in trial.user_attrs:
+            return
+        retry_trial(self.study, self.study._storage.get_trial(trial._trial_id))
+        self.log(f"trial {trial.number} interrupted; queued again with the same genome for the next run")
+
+    def evaluate(self, trial: Any) -> Any:
+        """Propose, check, claim a slot, train and record one trial (``__call__`` without the interrupt handling)."""
         try:
             genome, verdict = self.propose(trial)
         except _Infeasible as e:
@@ -394,16 +415,24 @@ def run_worker(settings: SearchSettings, worker: int = 0, *, study: optuna.Study
     if settings.threads_per_worker:
         import torch
         torch.set_num_threads(settings.threads_per_worker)
-    study = study or open_study(settings, worker)
-    fail_orphans(study, log)
-    splits = splits if splits is not None else _load_data(settings, worker)
-    objective = Objective(settings, splits, study, log, train_fn)
-    trained_before = trained_count(study.get_trials(deepcopy=False))
-    progress = WorkerProgress(settings, worker, log, trained_before)
-    start = time.monotonic()
-    if trained_before < settings.trials:
-        study.optimize(objective, n_trials=None, timeout=settings.timeout, callbacks=[progress, *callbacks],
-                       gc_after_trial=False, catch=())
+    try:
+        study = study or open_study(settings, worker)
+        fail_orphans(study, log)
+        splits = splits if splits is not None else _load_data(settings, worker)
+        held = HeldSignals()
+        objective = Objective(settings, splits, study, log, train_fn, held)
+        trained_before = trained_count(study.get_trials(deepcopy=False))
+        progress = WorkerProgress(settings, worker, log, trained_before)
+        start = time.monotonic()
+        if trained_before < settings.trials:
+            with held:
+                study.optimize(objective, n_trials=None, timeout=settings.timeout, callbacks=[progress, *callbacks],
+                               gc_after_trial=False, catch=())
+    except Exception as e:
+        failure = storage_failure(e, settings.storage_url)
+        if failure is None:
+            raise
+        raise failure from None
     log(f"[w{worker}] done: trained {progress.mine} trial(s) in {time.monotonic() - start:.0f} s")
     return progress.mine
 
@@ -414,25 +443,50 @@ def _console_log() -> Callable[[str], None]:
     return lambda line: console.print(line, markup=False, highlight=False)
 
 
-def _worker_entry(settings: SearchSettings, worker: int, callbacks: Sequence[Callback], errors: Any) -> None:
-    """A worker process: its failure reaches the parent as ``(worker, line)`` on ``errors``, and a non-zero exit."""
+_ORPHAN_POLL_S = 1.0  # how often a worker process looks whether its command is still there
+
+
+def _worker_entry(settings: SearchSettings, worker: int, callbacks: Sequence[Callback], errors: Any,
+                  command: str) -> None:
+    """A worker process: its failure reaches the parent as ``(line, exit code)`` through the pipe ``errors``, and
+    a non-zero exit. When the ``command`` (an owner token) is gone, killed say, the worker stops as on SIGTERM:
+    its trial is failed and queued again, and no search goes on unseen beside the next run."""
     import signal
     import sys
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    threading.Thread(target=_stop_when_gone, args=(command,), name="command watch", daemon=True).start()
     try:
         run_worker(settings, worker, callbacks=callbacks)
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as e:
-        errors.put((worker, _failure_line(worker, e)))
+        errors.send((_failure_line(worker, e), _failure_code(e)))
         sys.exit(1)
+    finally:
+        errors.close()
+
+
+def _stop_when_gone(command: str) -> None:
+    import signal
+
+    while not is_orphan(command):
+        time.sleep(_ORPHAN_POLL_S)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _failure_line(worker: int, error: Exception) -> str:
-    return (f"worker {worker}: {error}" if isinstance(error, BudgetNASError)
-            else f"worker {worker}: {type(error).__name__}: {error}".splitlines()[0][:300])
+    if isinstance(error, BudgetNASError):
+        return f"worker {worker}: {error}"
+    if isinstance(error, OSError) and error.filename:  # a full disk writing the leaderboard, say
+        return f"worker {worker}: cannot write {error.filename}: {error.strerror or error}"
+    return f"worker {worker}: {type(error).__name__}: {error}".splitlines()[0][:300]
+
+
+def _failure_code(error: Exception) -> int:
+    """The exit code a worker's failure asks for: the environment's (1: a full disk, a failed storage) or bad input (2)."""
+    return 1 if isinstance(error, OSError) else getattr(error, "exit_code", 2)
 
 
 def _run_worker_here(settings: SearchSettings, study: optuna.Study, callbacks: Sequence[Callback]) -> None:
@@ -471,6 +525,18 @@ def _cut_short(study: optuna.Study, pids: dict[int, int]) -> dict[int, str]:
     return lines
 
 
+def _combined_failure(lines: dict[int, str], codes: dict[int, int], workers: int) -> BudgetNASError:
+    """One error for the failed workers: a storage failure (exit code 1) when that is what every one of them met,
+    else a ``SearchError`` (2). The same reason from several workers is said once."""
+    reasons = {i: line.split(": ", 1)[1] if line.startswith(f"worker {i}: ") else line for i, line in lines.items()}
+    if len(set(reasons.values())) == 1 and len(lines) > 1:
+        detail = f"workers {', '.join(map(str, sorted(lines)))}: {next(iter(reasons.values()))}"
+    else:
+        detail = "; ".join(lines[i] for i in sorted(lines))
+    error = StorageFailure if set(codes.values()) == {1} else SearchError  # the environment failed, or the input
+    return error(f"{len(lines)} of {workers} workers failed: {detail}")
+
+
 def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -498,10 +564,12 @@ def run_search(settings: SearchSettings, study: optuna.Study | None = None,
         raise TypeError(f"run_search: the callbacks travel to the worker processes and must be picklable "
                         f"(module-level functions or classes): {type(e).__name__}: {e}") from None
     ctx = process_context(preload=WORKER_MODULES)
-    errors = ctx.Queue()
-    procs = [ctx.Process(target=_worker_entry, args=(replace(settings), i, tuple(callbacks), errors), daemon=False)
-             for i in range(1, settings.workers)]
+    pipes = {i: ctx.Pipe(duplex=False) for i in range(1, settings.workers)}  # (read, write); no semaphores to leak
+    command = owner_token()
+    procs = [ctx.Process(target=_worker_entry, args=(replace(settings), i, tuple(callbacks), pipes[i][1], command),
+                         daemon=False) for i in range(1, settings.workers)]
     reasons: dict[int, str] = {}  # why each failed worker failed, by worker number
+    exit_codes: dict[int, int] = {}  # the exit code each failure asks for (a storage failure: 1)
     started: list[tuple[int, Any]] = []  # (worker number, process) of the processes that did start
     # Started from a thread: a fork server still importing torch would otherwise hold up worker 0 here.
     starter = threading.Thread(target=_start_processes, args=(procs, started, reasons), name="start workers",
@@ -513,7 +581,7 @@ def run_search(settings: SearchSettings, study: optuna.Study | None = None,
         try:
             _run_worker_here(settings, study, callbacks)
         except Exception as e:  # reported like a worker process's failure, once the others have ended
-            reasons[0] = _failure_line(0, e)
+            reasons[0], exit_codes[0] = _failure_line(0, e), _failure_code(e)
         starter.join()
         codes = {i: join_process(p) for i, p in started}
     except BaseException:  # Ctrl-C reaches the workers too; SIGTERM of this process is passed on
@@ -523,19 +591,22 @@ def run_search(settings: SearchSettings, study: optuna.Study | None = None,
         for _, p in started:
             p.join(timeout=60)
         raise
+    finally:
+        for read, write in pipes.values():
+            write.close()
+    for i, (read, _) in pipes.items():  # the failed workers' own lines
+        try:
+            if read.poll():
+                reasons[i], exit_codes[i] = read.recv()
+        except EOFError:  # it ended without a word: a success, or its exit code says what happened
+            pass
+        read.close()
     if not reasons and not any(codes.values()):
         return study
-    while True:  # the failed workers' own lines
-        try:
-            worker, line = errors.get(timeout=0.5)
-        except queue.Empty:
-            break
-        reasons[worker] = line
     silent = {i: f"worker {i} exit code {code}" for i, code in codes.items()  # e.g. killed
               if code not in (0, EXIT_UNKNOWN) and i not in reasons}
     silent.update(_cut_short(study, {i: p.pid for i, p in started if codes[i] == EXIT_UNKNOWN and i not in reasons}))
     failures = {**reasons, **silent}
     if failures:
-        detail = "; ".join(failures[i] for i in sorted(failures))
-        raise SearchError(f"{len(failures)} of {settings.workers} workers failed: {detail}")
+        raise _combined_failure(failures, {i: exit_codes.get(i, 2) for i in failures}, settings.workers)
     return study

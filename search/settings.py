@@ -17,8 +17,8 @@ from blocks import BudgetNASError
 from budgets import Limits
 from search.plan import REDUCTION
 
-__all__ = ["SearchError", "SearchSettings", "SAMPLERS", "PRUNERS", "RUNGS", "WORKER_MODULES", "cpu_worker_cap",
-           "make_sampler", "make_pruner", "open_study", "redact", "study_exists"]
+__all__ = ["SearchError", "SearchSettings", "StorageFailure", "SAMPLERS", "PRUNERS", "RUNGS", "WORKER_MODULES",
+           "cpu_worker_cap", "make_sampler", "make_pruner", "open_study", "redact", "storage_failure", "study_exists"]
 
 SAMPLERS = ("tpe", "nsga2", "random")
 PRUNERS = ("sha", "median", "hyperband", "none")
@@ -35,7 +35,13 @@ _IDENTITY = ("dataset", "budget", "min_rf", "max_macs", "max_ram", "max_flash", 
 
 
 class SearchError(BudgetNASError):
-    """Bad search input or an unusable storage: one readable line, exit code 2."""
+    """Bad search input, or a storage that cannot be opened: one readable line, exit code 2."""
+
+
+class StorageFailure(BudgetNASError):
+    """The storage failed during a run (a full disk, a lost server): one line naming it, exit code 1."""
+
+    exit_code = 1
 
 
 @dataclass
@@ -70,6 +76,8 @@ class SearchSettings:
     repair: bool = True  # scale widths down to the budget instead of rejecting
     stop_at_target: bool = False
     train_overrides: dict = field(default_factory=dict)  # TrainConfig fields (tests, benchmarks)
+    retry_interrupted: bool = True  # a trial stopped by Ctrl-C / SIGTERM is queued again, as a killed one is
+    sampler_salt: int = 0  # != 0 when this command joined a study another command created (``open_study``)
     max_rejections_in_a_row: int = 1000  # a worker gives up after this many infeasible proposals in a row
     heartbeat_s: int = 10  # RDB storages: a worker's heartbeat period
     grace_s: int = 30  # a RUNNING trial without heartbeat for this long is failed and retried
@@ -83,7 +91,7 @@ class SearchSettings:
             raise SearchError(f"unknown --rungs {self.rungs!r}; choose from {', '.join(RUNGS)}")
         for name in ("budget", "max_macs", "max_ram", "max_flash", "trials", "epochs", "min_epochs", "workers", "train_subset", "timeout"):
             value = getattr(self, name)
-            if value is not None and value <= 0:
+            if value is not None and not value > 0:  # NaN too
                 raise SearchError(f"--{name.replace('_', '-')} must be > 0, got {value}")
         if self.seed is not None and not 0 <= self.seed < 2 ** 32:
             raise SearchError(f"--seed must be in [0, 2**32), got {self.seed}")
@@ -92,10 +100,13 @@ class SearchSettings:
                               "processes cannot share it; give a file (sqlite:///path/study.db) or a server URL")
         if self.target is not None and not 0 < self.target <= 100:
             raise SearchError(f"--target is a validation accuracy in percent (0, 100], got {self.target}")
+        for name in ("out", "data_dir"):
+            if not str(getattr(self, name)).strip():
+                raise SearchError(f"--{name.replace('_', '-')} needs a folder, got an empty string")
         if self.study is None:
             self.study = f"{self.dataset}-b{self.budget}" if self.budget else self.dataset
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.study):
-            raise SearchError(f"--study {self.study!r}: use letters, digits, '.', '_' and '-' only")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.study) or not self.study.strip("."):
+            raise SearchError(f"--study {self.study!r}: use letters, digits, '.', '_' and '-' only, not only dots")
 
     @property
     def limits(self) -> Limits:
@@ -198,22 +209,85 @@ def redact(url: str) -> str:
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
+def _root_cause(error: BaseException) -> BaseException:
+    """The driver's own error under SQLAlchemy's and Optuna's wrappers (``orig``, causes, contexts)."""
+    from optuna.exceptions import StorageInternalError
+
+    cause = error
+    for _ in range(10):
+        inner = getattr(cause, "orig", None) or (
+            (cause.__cause__ or cause.__context__) if isinstance(cause, StorageInternalError) else None)
+        if inner is None:
+            break
+        cause = inner
+    return cause
+
+
+def _reason(error: BaseException) -> str:
+    cause = _root_cause(error)
+    return f"{type(cause).__name__}: {(str(cause).splitlines() or [''])[0][:200]}"
+
+
+def storage_failure(error: BaseException, url: str) -> StorageFailure | None:
+    """The one line for an error caused by the storage anywhere in its chain, or None for any other error.
+
+    Optuna sometimes replaces a storage error with its own (a full disk while it records a trial's result ends
+    in ``AssertionError: Should not reach.``), so the chain's causes and contexts are searched.
+    """
+    from optuna.exceptions import StorageInternalError
+
+    seen, todo = set(), [error]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen or isinstance(e, BudgetNASError):  # ours already say what failed
+            continue
+        seen.add(id(e))
+        if type(e).__module__.startswith(("sqlalchemy", "sqlite3", "psycopg")) or isinstance(e, StorageInternalError):
+            return StorageFailure(f"storage {redact(url)} failed ({_reason(e)}); completed trials are kept")
+        todo += [e.__cause__, e.__context__]
+    return None
+
+
+class _Storage(optuna.storages.RDBStorage):
+    """Optuna's RDB storage whose heartbeat thread stays quiet when the storage fails: a missed heartbeat harms
+    nothing, and the worker's own next write meets the same error and reports it once (``storage_failure``)."""
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            super().record_heartbeat(trial_id)
+        except Exception:
+            pass
+
+
+def _writable_folder(folder: Path) -> None:
+    """Refuse a study folder on a read-only file system, by name, before SQLite says something vaguer."""
+    try:
+        read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return
+    if read_only:
+        raise SearchError(f"{folder}: the study's folder is on a read-only file system; give --out (or --storage) "
+                          "on a writable disk")
+
+
 def _storage(settings: SearchSettings) -> optuna.storages.BaseStorage:
     url = settings.storage_url
     if url.startswith("sqlite:///"):
-        settings.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            settings.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise SearchError(f"cannot create the study's folder {settings.run_dir}: {e.strerror or e}") from None
+        _writable_folder(Path(url[len("sqlite:///"):]).parent)
         # isolation_level None: pysqlite issues no BEGIN of its own; _begin_immediate issues every BEGIN
         engine_kwargs: dict = {"connect_args": {"timeout": 60, "isolation_level": None}}
     else:
         engine_kwargs = {"pool_pre_ping": True}
     if url.startswith(("sqlite", "postgresql", "mysql")):
-        from optuna.storages import RDBStorage
-
         from search.recovery import retry_trial
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # heartbeat options are marked experimental
-            storage = RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=settings.heartbeat_s,
+            storage = _Storage(url, engine_kwargs=engine_kwargs, heartbeat_interval=settings.heartbeat_s,
                                  grace_period=settings.grace_s,
                                  heartbeat_stale_trial_callback=retry_trial)
         if url.startswith("sqlite"):
@@ -238,16 +312,19 @@ def _begin_immediate(engine: Any) -> None:
 
 def open_study(settings: SearchSettings, worker: int = 0) -> optuna.Study:
     """Create or resume the study; a resumed study must have the same dataset, budget and limits."""
-    sampler_seed = None if settings.seed is None else settings.seed + worker
     directions = ["maximize", "minimize"] if settings.multi_objective else ["maximize"]
+    pruner = make_pruner(settings.pruner, settings.multi_objective, settings.min_epochs, settings.epochs)
     attempts = 6
     for attempt in range(attempts):  # workers starting together race to create the tables / the study
         try:
             storage = _storage(settings)
-            study = optuna.create_study(storage=storage, study_name=settings.study, load_if_exists=True,
-                                        directions=directions, sampler=make_sampler(settings.sampler, sampler_seed),
-                                        pruner=make_pruner(settings.pruner, settings.multi_objective,
-                                                           settings.min_epochs, settings.epochs))
+            try:
+                study = optuna.create_study(storage=storage, study_name=settings.study, directions=directions,
+                                            pruner=pruner)
+                created = True
+            except optuna.exceptions.DuplicatedStudyError:
+                study = optuna.load_study(storage=storage, study_name=settings.study, pruner=pruner)
+                created = False
             break
         except (SearchError, KeyboardInterrupt):
             raise
@@ -256,10 +333,16 @@ def open_study(settings: SearchSettings, worker: int = 0) -> optuna.Study:
             if any(mark in reason for mark in _CREATION_RACE) and attempt < attempts - 1:
                 time.sleep(0.2 + random.random())
                 continue
-            raise SearchError(f"cannot open storage {redact(settings.storage_url)}: {reason}") from None
+            raise SearchError(f"cannot open storage {redact(settings.storage_url)}: {_reason(e)}") from None
+    if not created and worker == 0 and not settings.sampler_salt:
+        # Another command's study (or this one's, resumed): a sampler seeded like that command's would propose the
+        # same genomes in lockstep with it. The workers this command starts inherit the salt.
+        settings.sampler_salt = 1 + int.from_bytes(os.urandom(3), "little")
     done = len(study.get_trials(deepcopy=False))
-    if done and settings.seed is not None:  # a resumed sampler must not replay the proposals it made before
-        study.sampler = make_sampler(settings.sampler, settings.seed + worker + 7919 * done)
+    seed = None
+    if settings.seed is not None:  # a resumed sampler must not replay the proposals it made before
+        seed = (settings.seed + worker + 7919 * done + 104729 * settings.sampler_salt) % 2 ** 32
+    study.sampler = make_sampler(settings.sampler, seed)
     known = study.user_attrs
     wanted = settings.identity()
     if "dataset" in known:

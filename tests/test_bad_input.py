@@ -43,13 +43,19 @@ def test_an_empty_mode_argument_is_refused_and_creates_nothing(mode, tmp_path):
     (["--describe", "zoo/lenet5.json", "--finalize"], "--describe and --finalize are separate modes"),
     (["--reproduce", "x.csv", "--rank", "1", "--trial", "2"], "--rank and --trial both pick a leaderboard row"),
     (["--budget", "8000", "--timeout", "-1"], "--timeout must be > 0"),
+    (["--budget", "8000", "--timeout", "nan"], "--timeout must be > 0"),
+    (["--budget", "8000", "--study", ".."], "--study '..': use letters"),
+    (["--budget", "8000", "--out", ""], "--out needs a folder"),
+    (["--budget", "8000", "--data-dir", " "], "--data-dir needs a folder"),
+    (["--budget", "8000", "--storage", "postgresql://nobody@127.0.0.1:1/none"], "cannot open storage"),
     (["--budget", "8000", "--seed", "-1"], "--seed must be in [0, 2**32)"),
     (["--budget", "8000", "--storage", "sqlite:///"], "in-memory database"),
     (["--budget", "8000", "--storage", "sqlite:///:memory:"], "in-memory database"),
     (["--budget", "8000", "--finalize", "--study", "typo"], "--finalize: no study 'typo'"),
 ])
 def test_conflicts_and_bad_values(args, expected, tmp_path):
-    one_line(cli(*args, "--out", str(tmp_path / "runs")), 2, expected)
+    out = [] if "--out" in args else ["--out", str(tmp_path / "runs")]
+    one_line(cli(*args, *out, cwd=tmp_path), 2, expected)
     assert not (tmp_path / "runs" / "typo").exists()
 
 
@@ -195,3 +201,99 @@ def test_reproduce_checkpoint_with_export_onnx(tmp_path):
     meta = {p.key: p.value for p in onnx.load(str(written)).metadata_props}
     assert meta["normalize_mean"] == "0.130700" and meta["input"] == "images"
     one_line(cli("--describe", "zoo/lenet5.json", "--export", "onnx"), 2, "--export only applies with --reproduce")
+
+
+# --- Reliability, round three (issue 24) ---
+
+def _run_dir(tmp_path):
+    """A run directory as a search leaves it: leaderboard, settings, finals."""
+    run = tmp_path / "runs" / "s"
+    run.mkdir(parents=True)
+    genome = "i1x28x28n10-conv_c8_k3-gap-conv_c10_k1_oc"
+    (run / "leaderboard.csv").write_text(
+        "rank,trial,status,genome,params,rf,macs,ram,flash,val_acc,best_epoch,epochs,images\n"
+        f"1,0,complete,{genome},178,3,52000,6272,178,91.5,1,1,1000\n")
+    (run / "settings.json").write_text(json.dumps({"study": "s", "dataset": "mnist", "budget": 3000}))
+    (run / "finals.json").write_text(json.dumps({"0": {"test_acc_mean": 91.0, "test_acc_std": 0.1, "test_acc_min": 90.9,
+                                                       "meets_target": None, "seeds": [0], "statuses": ["complete"],
+                                                       "per_epoch_test_acc": [[91.0]]}}))
+    return run
+
+
+def test_a_whole_run_directory_reports(tmp_path):
+    run = _run_dir(tmp_path)
+    result = cli("--report", str(run))
+    assert result.returncode == 0, result.stderr
+    assert (run / "report.html").read_text().endswith("</html>")
+
+
+@pytest.mark.parametrize("content", ["[1,2]", '{"0": {"test_acc_mean": "high"}}', None],
+                         ids=["a-list", "a-string-accuracy", "cut-to-60-bytes"])
+def test_a_damaged_finals_json_is_one_line_in_every_command(tmp_path, content):
+    run = _run_dir(tmp_path)
+    finals = run / "finals.json"
+    finals.write_text(content if content is not None else finals.read_text()[:60])
+    search = ["--budget", "3000", "--study", "s", "--out", str(run.parent), "--device", "cpu", "--data-dir",
+              str(tmp_path / "none")]
+    for args in (["--report", str(run)], search, [*search, "--finalize"]):
+        one_line(cli(*args), 2, f"{finals}: ")
+        assert "--finalize" in cli(*args).stderr  # says what to do
+    assert not (run / "study.db").exists()  # refused before anything started
+
+
+@pytest.mark.parametrize("content, expected", [
+    ("[1,2]", "expected a JSON object, got list"), ('{"study": "s", "bud', "not readable JSON"), ("", "empty"),
+    (b"\x00\xff\xfe\x01", "not readable JSON"), ('{"budget": "abc"}', "field 'budget' must be an integer, got 'abc'"),
+    ('{"target": [99]}', "field 'target' must be a number"),
+], ids=["list", "truncated", "empty", "binary", "budget-abc", "target-list"])
+def test_a_damaged_settings_json_is_one_line_naming_it(tmp_path, content, expected):
+    run = _run_dir(tmp_path)
+    path = run / "settings.json"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    one_line(cli("--report", str(run)), 2, f"{path}: {expected}")
+    one_line(cli("--reproduce", str(run / "leaderboard.csv"), "--device", "cpu"), 2, f"{path}: {expected}")
+
+
+def test_a_genome_file_with_a_utf8_byte_order_mark(tmp_path):
+    path = tmp_path / "bom.json"
+    path.write_text(json.dumps({"input": {"channels": 1, "height": 28, "width": 28, "classes": 10},
+                                "layers": [{"type": "conv", "out": 8, "kernel": 3}, {"type": "gap"},
+                                           {"type": "conv", "out": 10, "kernel": 1, "order": "c"}]}),
+                    encoding="utf-8-sig")
+    result = cli("--describe", str(path), "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["params"] > 0
+
+
+@pytest.fixture
+def mounted(tmp_path):
+    """A small tmpfs at tmp_path / 'disk' (root only); yields the folder."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)],
+                                           capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def test_a_full_disk_while_writing_the_report_names_the_file_and_keeps_the_old_one(tmp_path, mounted):
+    run = _run_dir(mounted)
+    assert cli("--report", str(run)).returncode == 0
+    before = (run / "report.html").read_bytes()
+    subprocess.run(["dd", "if=/dev/zero", f"of={mounted / 'filler'}", "bs=64k"], capture_output=True)
+    one_line(cli("--report", str(run)), 1, f"cannot write {run / 'report.html'}: No space left on device")
+    assert (run / "report.html").read_bytes() == before  # whole, not cut off
+    assert not list(run.glob(".*.tmp"))
+
+
+def test_resuming_on_a_read_only_mount_says_read_only(tmp_path, mounted):
+    run = mounted / "s"
+    run.mkdir()
+    (run / "study.db").write_bytes(b"")
+    assert subprocess.run(["mount", "-o", "remount,ro", str(mounted)]).returncode == 0
+    one_line(cli("--budget", "3000", "--study", "s", "--out", str(mounted), "--device", "cpu"), 2,
+             "read-only file system")
+

@@ -45,7 +45,7 @@ def process_context(preload: Sequence[str] = ()) -> Any:
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
     # Applies when the server starts; a running server keeps its own list.
-    ctx.set_forkserver_preload([*_PRELOAD, *preload, "training._server_exit"])
+    ctx.set_forkserver_preload(["training._server_signals", *_PRELOAD, *preload, "training._server_exit"])
     return ctx
 
 
