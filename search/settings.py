@@ -16,6 +16,7 @@ import optuna
 from blocks import BudgetNASError
 from budgets import Limits
 from search.plan import REDUCTION
+from training.parallel import available_memory_gib
 
 __all__ = ["SearchError", "SearchSettings", "StorageFailure", "SAMPLERS", "PRUNERS", "RUNGS", "WORKER_MODULES",
            "cpu_worker_cap", "make_sampler", "make_pruner", "open_study", "redact", "storage_failure", "study_exists"]
@@ -186,22 +187,11 @@ def cpu_worker_cap() -> tuple[int, str]:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:
         cores = os.cpu_count() or 1
-    available = _available_memory_gib()
+    available = available_memory_gib()
     by_memory = max(1, int(available)) if available is not None else cores
     if by_memory < cores:
         return by_memory, f"{available:.1f} GiB free memory, ~1 GiB per worker"
     return cores, f"{cores} CPU core(s)"
-
-
-def _available_memory_gib() -> float | None:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) / 2 ** 20
-    except OSError:
-        pass
-    return None
 
 
 def redact(url: str) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -52,6 +52,8 @@ class Splits:
     test_y: torch.Tensor
     mean: tuple[float, ...]  # per channel, of the training split, in [0, 1] units
     std: tuple[float, ...]
+    classes: list[str] | None = None  # class names by label (the user's folder names); None: "0", "1", ...
+    layout: str = ""  # how the user's data was read, for the plan line ("" for the built-in datasets)
 
     @property
     def device(self) -> torch.device:
@@ -63,8 +65,7 @@ class Splits:
             return self
         gen = torch.Generator().manual_seed(seed)
         keep = torch.randperm(len(self.train_y), generator=gen)[:n_train].to(self.device)
-        return Splits(self.name, self.spec, self.train_x[keep], self.train_y[keep], self.val_x, self.val_y,
-                      self.test_x, self.test_y, self.mean, self.std)
+        return replace(self, train_x=self.train_x[keep], train_y=self.train_y[keep])
 
 
 def _read_idx(path: Path, is_images: bool) -> torch.Tensor:
@@ -108,12 +109,31 @@ def _torchvision_split(info: _DatasetInfo, root: Path, train: bool) -> tuple[tor
     return x.contiguous(), torch.as_tensor(ds.targets, dtype=torch.int64)
 
 
+USER_VAL_SHARE = 0.1  # of each class, the validation split of the user's own data (at most ``val_size`` images)
+
+
 def load_splits(name: str = "mnist", data_dir: str | Path = "data", *, device: torch.device | str = "cpu",
-                val_size: int = 5000, split_seed: int = 0, download: bool = True) -> Splits:
-    """Load ``name`` from ``data_dir`` (downloading when missing), carve the validation split, move to device."""
+                val_size: int = 5000, split_seed: int = 0, download: bool = True,
+                image_size: str | None = None) -> Splits:
+    """Load ``name`` from ``data_dir`` (downloading when missing), carve the validation split, move to device.
+
+    ``name`` may also be the path of the user's own data (``training.userdata``: an image folder or a .npz file;
+    ``image_size`` "HxW" resizes it once); its validation split is a stratified ``USER_VAL_SHARE`` of each class,
+    at most ``val_size`` images.
+    """
+    from training.userdata import is_user_dataset, load_user_data, stratified_split
+
+    if is_user_dataset(name):
+        user = load_user_data(name, image_size)
+        share = min(USER_VAL_SHARE, val_size / len(user.train_y)) if val_size else 0.0
+        train_idx, val_idx = stratified_split(user.train_y, share, split_seed) if share else (
+            torch.arange(len(user.train_y)), torch.zeros(0, dtype=torch.int64))
+        return _splits(name, user.spec, user.train_x, user.train_y, user.test_x, user.test_y, train_idx, val_idx,
+                       device, classes=user.classes, layout=user.layout)
     info = DATASETS.get(name)
     if info is None:
-        raise DataError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+        raise DataError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}, or the path of an image folder "
+                        "or a .npz file")
     root = Path(data_dir)
     if root.exists() and not root.is_dir():
         raise DataError(f"data dir {root} is a file, not a directory")
@@ -144,14 +164,20 @@ def load_splits(name: str = "mnist", data_dir: str | Path = "data", *, device: t
     if not 0 <= val_size < len(train_y):
         raise DataError(f"validation size {val_size} must be in [0, {len(train_y)})")
     order = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(split_seed))
-    val_idx, train_idx = order[:val_size], order[val_size:]
+    return _splits(name, info.spec, train_x, train_y, test_x, test_y, order[val_size:], order[:val_size], device)
+
+
+def _splits(name: str, spec: InputSpec, train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
+            test_y: torch.Tensor, train_idx: torch.Tensor, val_idx: torch.Tensor, device: torch.device | str,
+            classes: list[str] | None = None, layout: str = "") -> Splits:
+    """The splits on ``device``, normalised by the training split's per-channel mean and std."""
     scaled = train_x[train_idx].float().div_(255)
     mean = tuple(scaled.mean(dim=(0, 2, 3)).tolist())
-    std = tuple(scaled.std(dim=(0, 2, 3)).tolist())
+    std = tuple(max(v, 1e-3) for v in scaled.std(dim=(0, 2, 3)).tolist())  # a constant channel must not divide by 0
     device = torch.device(device)
-    return Splits(name, info.spec, train_x[train_idx].to(device), train_y[train_idx].to(device),
+    return Splits(name, spec, train_x[train_idx].to(device), train_y[train_idx].to(device),
                   train_x[val_idx].to(device), train_y[val_idx].to(device), test_x.to(device), test_y.to(device),
-                  mean, std)
+                  mean, std, classes or [str(i) for i in range(spec.classes)], layout)
 
 
 def _download(info: _DatasetInfo, root: Path) -> None:

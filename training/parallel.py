@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from blocks import BudgetNASError, Genome
 
-__all__ = ["EXIT_UNKNOWN", "TrainingProcessError", "exit_code", "join_process", "pid_running", "pid_start_time",
+__all__ = ["EXIT_UNKNOWN", "TrainingProcessError", "available_memory_gib", "exit_code", "join_process", "pid_running", "pid_start_time",
            "process_context", "start_process_server", "stop_process", "train_many"]
 
 # What every worker process needs before its first step; torch.optim imports torch._dynamo (~1 s) lazily, at
@@ -65,6 +65,18 @@ def _stat(pid: int) -> list[str]:
             return f.read().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return []
+
+
+def available_memory_gib() -> float | None:
+    """MemAvailable of /proc/meminfo in GiB, None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 2 ** 20
+    except OSError:
+        pass
+    return None
 
 
 def pid_start_time(pid: int) -> str:
