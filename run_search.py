@@ -89,8 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
                                                                              "(default 15)")
 
     search = parser.add_argument_group("search (the default mode)")
-    search.add_argument("--dataset", help="mnist (default), fashion-mnist or cifar10 (--reproduce of a leaderboard: "
-                                          "the study's dataset)")
+    search.add_argument("--dataset", metavar="NAME|PATH",
+                        help="mnist (default), fashion-mnist, cifar10, or your own data: a folder "
+                             "(train/<class>/*.png, optional test/<class>/) or a .npz (x_train, y_train, optional "
+                             "x_test, y_test, class_names); --reproduce of a leaderboard: the study's dataset")
+    search.add_argument("--image-size", metavar="HxW", help="resize your own images to HxW once, at load")
+    search.add_argument("--augment", choices=["auto", "none", "affine", "crop", "cropflip"], default="auto",
+                        help="training augmentation: auto (default) = affine rotation for MNIST-like data, crop + "
+                             "flip for CIFAR-10, none for your own data (what keeps its labels is yours to say); "
+                             "none; affine (small rotations); crop (shifts of up to 1/8 of the side); cropflip "
+                             "(shifts and horizontal flips)")
     search.add_argument("--data-dir", default="data", help="dataset root; downloaded there when missing (default ./data)")
     search.add_argument("--target", type=float, metavar="ACC",
                         help="validation accuracy in percent to reach; then smaller models are sought")
@@ -173,11 +181,41 @@ def _device(name: str) -> str:
 
 
 def _dataset(name: str) -> str:
-    from training import DATASETS
+    """A built-in dataset's name, or the absolute path of the user's own data (workers and resumes find it)."""
+    from pathlib import Path
 
+    from training import DATASETS
+    from training.userdata import is_user_dataset
+
+    if not name.strip():
+        raise UsageError("--dataset needs a name or a path, got an empty string")
+    if is_user_dataset(name):
+        if not Path(name).exists():
+            raise UsageError(f"--dataset {name}: no such file or folder")
+        return str(Path(name).resolve())
     if name not in DATASETS:
-        raise UsageError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+        raise UsageError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}, or the path of your own data "
+                         "(an image folder or a .npz file)")
     return name
+
+
+def _load_data(settings, console):
+    """The search's data, loaded and checked once before the study is created (a bad dataset is one line, and no
+    study, calibration or worker follows); its facts are printed as the plan's data line."""
+    from training import augmentation, load_splits
+
+    splits = load_splits(settings.dataset, settings.data_dir, device="cpu", val_size=settings.val_size,
+                         image_size=settings.image_size)
+    spec = splits.spec
+    from training import TrainConfig
+
+    mode, _ = augmentation(TrainConfig(augment=settings.augment), splits)
+    names = ", ".join(splits.classes[:6]) + (", ..." if len(splits.classes) > 6 else "")
+    console.print(f"data: {spec.channels}x{spec.height}x{spec.width}, {spec.classes} classes ({names}); "
+                  f"{len(splits.train_y):,} train / {len(splits.val_y):,} validation / {len(splits.test_y):,} test"
+                  + (f"; {splits.layout}" if splits.layout else "") + f"; augment {mode}"
+                  + (" (auto)" if settings.augment == "auto" else ""), markup=False, highlight=False)
+    return splits
 
 
 def _worker_count(requested: str, device: str, log) -> int:
@@ -202,25 +240,25 @@ def _worker_count(requested: str, device: str, log) -> int:
     return count
 
 
-def _plan(settings, args: argparse.Namespace, trained: int = 0):
+def _plan(settings, args: argparse.Namespace, splits, trained: int = 0):
     """The plan of this command, with per-epoch times measured on a few steps of designs from the space."""
     import torch
 
     from search.plan import Plan, calibrate, expected_epochs
     from search.space import random_designs
-    from training import DATASETS, resolve_device
+    from training import resolve_device
 
     device = resolve_device(settings.device)
-    info = DATASETS[settings.dataset]
-    search_images = min(settings.train_subset or info.train_images, info.train_images - settings.val_size)
+    spec, train_images, test_images = splits.spec, len(splits.train_y) + len(splits.val_y), len(splits.test_y)
+    search_images = min(settings.train_subset or len(splits.train_y), len(splits.train_y))
     threads = torch.get_num_threads()
     worker_threads = settings.threads_per_worker if device.type == "cpu" and settings.threads_per_worker else threads
     torch.set_num_threads(worker_threads)
-    designs = random_designs(info.spec, [settings.limits] * 2, seed=settings.seed)
-    per_image = sum(calibrate(g, info.spec, device) for g in designs) / len(designs)
+    designs = random_designs(spec, [settings.limits] * 2, seed=settings.seed)
+    per_image = sum(calibrate(g, spec, device) for g in designs) / len(designs)
     torch.set_num_threads(threads)
-    search_s = per_image * (search_images + settings.val_size / 3)  # a forward pass: about a third of a step
-    final_s = per_image * (info.train_images + info.test_images / 3)
+    search_s = per_image * (search_images + len(splits.val_y) / 3)  # a forward pass: about a third of a step
+    final_s = per_image * (train_images + test_images / 3)
     name = (torch.cuda.get_device_name(device) if device.type == "cuda"
             else f"{device.type}, {worker_threads} thread(s) per worker")
     return Plan(max(settings.trials - trained, 0), expected_epochs(settings.pruner, settings.min_epochs, settings.epochs,
@@ -228,11 +266,11 @@ def _plan(settings, args: argparse.Namespace, trained: int = 0):
                 settings.workers, args.final_top * args.seeds, args.final_epochs, final_s, name, trained, settings.timeout)
 
 
-def _warm_starts(sources: list[str], dataset: str) -> list:
-    """Genomes of ``--enqueue`` sources (files, strings, leaderboard CSVs' top 3), checked against the dataset."""
+def _warm_starts(sources: list[str], dataset: str, spec) -> list:
+    """Genomes of ``--enqueue`` sources (files, strings, leaderboard CSVs' top 3), checked against the data's ``spec``."""
     from blocks import load_genome
     from reports.leaderboard import read_leaderboard
-    from training import DATASETS, check_genome_fits
+    from training import check_genome_fits
 
     genomes = []
     for source in sources:
@@ -246,8 +284,14 @@ def _warm_starts(sources: list[str], dataset: str) -> list:
         else:
             genomes.append(load_genome(source))
     for genome in genomes:
-        check_genome_fits(genome, DATASETS[dataset].spec, dataset)
+        check_genome_fits(genome, spec, dataset)
     return genomes
+
+
+def _device_type(name: str) -> str:
+    from training import resolve_device
+
+    return resolve_device(name).type
 
 
 def _check_modes(args: argparse.Namespace) -> None:
@@ -329,7 +373,8 @@ def _search(args: argparse.Namespace) -> int:
     settings = SearchSettings(
         budget=args.budget, min_rf=limits.min_rf, max_macs=args.max_macs, max_ram=args.max_ram,
         max_flash=args.max_flash, precision=args.precision, target=args.target,
-        dataset=_dataset(args.dataset or "mnist"), data_dir=args.data_dir, trials=args.trials, timeout=args.timeout,
+        dataset=_dataset(args.dataset or "mnist"), data_dir=args.data_dir, image_size=args.image_size,
+        augment=args.augment, trials=args.trials, timeout=args.timeout,
         epochs=args.epochs or 15, min_epochs=args.min_epochs, rungs=args.rungs, sampler=args.sampler,
         pruner=args.pruner,
         storage=args.storage, study=args.study,
@@ -345,7 +390,8 @@ def _search(args: argparse.Namespace) -> int:
                   f"{settings.trials} trials x {settings.epochs} epochs, sampler {settings.sampler}, "
                   f"pruner {settings.pruner} ({settings.rungs} rungs), {settings.workers} worker(s)")
     started = time.monotonic()
-    warm_starts = _warm_starts(args.enqueue or [], settings.dataset)
+    splits = _load_data(settings, console)
+    warm_starts = _warm_starts(args.enqueue or [], settings.dataset, splits.spec)
     study = _guarded(settings, lambda: open_study(settings))  # the one study object of this command
     _guarded(settings, lambda: fail_orphans(study, console.print))  # a killed run's trials are not "trained"
     resumed = study.get_trials(deepcopy=False)
@@ -358,17 +404,21 @@ def _search(args: argparse.Namespace) -> int:
         queued = enqueue_genomes(study, warm_starts, console.print, settings.limits)
         console.print(f"--enqueue: {queued} design(s) queued to be evaluated first")
     settings.run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(settings.run_dir / "settings.json", json.dumps(settings.to_dict(), indent=1))
+    spec = splits.spec
+    atomic_write(settings.run_dir / "settings.json", json.dumps(
+        {**settings.to_dict(), "input": f"{spec.channels}x{spec.height}x{spec.width}", "classes": splits.classes,
+         "data_layout": splits.layout or None}, indent=1))
 
     def print_plan() -> None:  # while the worker processes start
-        for line in _plan(settings, args, trained_count(resumed)).lines():
+        for line in _plan(settings, args, splits, trained_count(resumed)).lines():
             console.print(line)
 
     code = 0
     try:
         if not args.finalize:
+            here = splits.subset(settings.train_subset, seed=settings.seed) if _device_type(settings.device) == "cpu" else None
             _guarded(settings, lambda: run_search(settings, study, callbacks=[LeaderboardWriter(settings)],
-                                                  on_started=print_plan))
+                                                  on_started=print_plan, splits=here))
         if args.final_top:
             _guarded(settings, lambda: finalize(
                 study, settings, write_leaderboard(study, settings), args.final_top, args.final_epochs,
@@ -401,12 +451,14 @@ def _reproduce(args: argparse.Namespace) -> int:
     from reports.export import load_checkpoint, non_finite_parameters
     from reports.reproduce import reproduce, resolve_source
     from reports.summary import make_console, render_summary
-    from training import DATASETS, check_genome_fits, evaluate, load_splits, resolve_device
+    from training import check_genome_fits, evaluate, load_splits, resolve_device
 
     device = _device(args.device)
     source = resolve_source(args.reproduce, rank=args.rank, trial=args.trial)
     dataset = _dataset(args.dataset or source.dataset or "mnist")
-    check_genome_fits(source.genome, DATASETS[dataset].spec, dataset)
+    full = load_splits(dataset, args.data_dir, device=resolve_device(device), val_size=0,
+                       image_size=args.image_size or source.image_size)
+    check_genome_fits(source.genome, full.spec, dataset)
     console = make_console()
     render_summary(analyze(source.genome), check(source.genome, _limits(args)), _limits(args), console)
     if args.checkpoint:
@@ -415,7 +467,6 @@ def _reproduce(args: argparse.Namespace) -> int:
         if bad:
             console.print(f"[yellow]warning: {args.checkpoint} holds NaN or inf in {len(bad)} tensor(s) "
                           f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); its accuracy is meaningless[/]")
-        full = load_splits(dataset, args.data_dir, device=resolve_device(device), val_size=0)
         loss, acc = evaluate(model.to(full.device), full.test_x, full.test_y, full.mean, full.std)
         console.print(f"checkpoint {args.checkpoint}: test loss {loss:.4f}, test accuracy {acc:.2f}%")
         if args.export == "onnx":
@@ -426,12 +477,12 @@ def _reproduce(args: argparse.Namespace) -> int:
             normalize = (checkpoint.get("train_config") or {}).get("normalize") or {"mean": full.mean, "std": full.std}
             out_dir = Path(args.out) / source.name
             out_dir.mkdir(parents=True, exist_ok=True)
-            export_onnx(model, source.genome, out_dir / "model.onnx", normalize["mean"], normalize["std"])
+            export_onnx(model, source.genome, out_dir / "model.onnx", normalize["mean"], normalize["std"], full.classes)
             console.print(f"written: {out_dir / 'model.onnx'}")
         return 0
     seeds = list(range(args.seeds))
-    final, out_dir = reproduce(source, seeds=seeds, epochs=args.epochs or 15, dataset=dataset,
-                               data_dir=args.data_dir, device=device, out=args.out, log=console.print,
+    final, out_dir = reproduce(source, seeds=seeds, epochs=args.epochs or 15, full=full, augment=args.augment,
+                               device=device, out=args.out, log=console.print,
                                require_onnx=args.export == "onnx",
                                processes=_worker_count(args.workers, device, console.print))
     console.print(f"[bold]{source.name}: {final.params:,} params, test accuracy {final.mean:.2f} ± {final.std:.2f} % "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import platform
 from pathlib import Path
 from typing import Any, Sequence
@@ -140,11 +141,17 @@ def _constructor(m: nn.Module) -> str:
 _DEFAULT_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SiLU, nn.GELU, nn.Hardswish, nn.Tanh, nn.Sigmoid)
 
 
-def standalone_source(genome: Genome, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> str:
+def _class_names(genome: Genome, classes: Sequence[str] | None) -> list[str]:
+    return [str(c) for c in classes] if classes is not None else [str(i) for i in range(genome.input.classes)]
+
+
+def standalone_source(genome: Genome, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                      classes: Sequence[str] | None = None) -> str:
     """Plain-PyTorch source of the genome's model; its state_dict keys match ``build_model(genome)``.
 
     ``mean`` / ``std``: the per-channel normalisation the model was trained with (in [0, 1] pixel units),
-    written as ``MEAN`` / ``STD`` with a ``preprocess()`` that takes raw 0-255 pixels.
+    written as ``MEAN`` / ``STD`` with a ``preprocess()`` that takes raw 0-255 pixels. ``classes``: the class
+    names by score index (``CLASSES``; default "0", "1", ...).
     """
     model = build_model(genome)
     uses_residual = any(isinstance(m, Residual) for m in model.modules())
@@ -167,6 +174,7 @@ from torch import nn
 
 MEAN = {mean!r}  # per channel, of the training images scaled to [0, 1]
 STD = {std!r}
+CLASSES = {_class_names(genome, classes)!r}  # the class name of each score, by index
 {_RESIDUAL_SOURCE if uses_residual else ""}
 
 def preprocess(pixels: torch.Tensor) -> torch.Tensor:
@@ -193,9 +201,11 @@ class ExportError(BudgetNASError):
     """An export that cannot be written here (e.g. the optional ONNX packages are missing)."""
 
 
-def export_onnx(model: nn.Module, genome: Genome, path: Path, mean: Sequence[float], std: Sequence[float]) -> None:
+def export_onnx(model: nn.Module, genome: Genome, path: Path, mean: Sequence[float], std: Sequence[float],
+                classes: Sequence[str] | None = None) -> None:
     """``model.onnx``: input ``images`` (normalised, dynamic batch), output ``scores``; the normalisation,
-    the genome and the input name go in the ONNX metadata. Needs ``pip install -e '.[onnx]'``."""
+    the genome, the input name and the class names (``classes``, a JSON list) go in the ONNX metadata.
+    Needs ``pip install -e '.[onnx]'``."""
     try:
         import onnx
         import onnxscript  # noqa: F401  (torch.onnx's exporter needs it)
@@ -214,7 +224,8 @@ def export_onnx(model: nn.Module, genome: Genome, path: Path, mean: Sequence[flo
     proto = program.model_proto
     for key, value in (("input", "images"), ("normalize_mean", ",".join(f"{v:.6f}" for v in mean)),
                        ("normalize_std", ",".join(f"{v:.6f}" for v in std)), ("pixel_scale", "1/255"),
-                       ("genome", genome.to_string()), ("producer", "BudgetNAS")):
+                       ("genome", genome.to_string()), ("classes", json.dumps(_class_names(genome, classes))),
+                       ("producer", "BudgetNAS")):
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.save(proto, str(path))

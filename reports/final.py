@@ -107,20 +107,20 @@ def write_artifacts(out_dir: Path, genome: Genome, final: FinalResult, full: Spl
     for result in results:
         path = out_dir / f"checkpoint_seed{result.seed}.pt"
         config = {**result.config, "normalize": {"mean": list(full.mean), "std": list(full.std)},
-                  "dataset": full.name}
+                  "dataset": full.name, "classes": full.classes}
         save_checkpoint(path, result.model, genome, config, result.seed, [asdict(m) for m in result.epochs])
         written.append(path)
     if results:
         export_torchscript(results[0].model, out_dir / "model.ts")
         written.append(out_dir / "model.ts")
         try:
-            export_onnx(results[0].model, genome, out_dir / "model.onnx", full.mean, full.std)
+            export_onnx(results[0].model, genome, out_dir / "model.onnx", full.mean, full.std, full.classes)
             written.append(out_dir / "model.onnx")
         except ExportError as e:
             if require_onnx:
                 raise
             log(f"model.onnx not written: {e}")
-    (out_dir / "model.py").write_text(standalone_source(genome, mean=full.mean, std=full.std))
+    (out_dir / "model.py").write_text(standalone_source(genome, mean=full.mean, std=full.std, classes=full.classes))
     written.append(out_dir / "model.py")
     rows = [{"seed": seed, **epoch} for seed, epochs in zip(final.seeds, final.per_seed) for epoch in epochs]
     pd.DataFrame(rows).to_csv(out_dir / "metrics.csv", index=False)
@@ -151,9 +151,10 @@ def finalize(study: Any, settings: Any, ranked: pd.DataFrame, top_k: int, epochs
         log("final evaluation: no trained trial to evaluate")
         return {}
     full = splits if splits is not None else load_splits(settings.dataset, settings.data_dir,
-                                                         device=resolve_device(settings.device), val_size=0)
+                                                         device=resolve_device(settings.device), val_size=0,
+                                                         image_size=settings.image_size)
     finals = load_finals(settings.run_dir)
-    base = TrainConfig(device=settings.device, **settings.train_overrides)
+    base = TrainConfig(device=settings.device, augment=settings.augment, **settings.train_overrides)
     todo = []  # (trial, genome, job indices): every finalist's runs go to one pool, so none waits for another
     jobs: list[tuple[Genome, TrainConfig]] = []
     names: list[str] = []

@@ -238,9 +238,12 @@ def write_report(run_dir: str | Path, df: pd.DataFrame | None = None, run_info: 
               "Best so far": _png(plot_best_so_far(df))}
     if finals:
         images["Finalists per epoch"] = _png(plot_final_curves(finals, df))
-    shown = {k: settings.get(k) for k in ("study", "dataset", "budget", "min_rf", "max_macs", "target", "trials",
-                                          "epochs", "min_epochs", "sampler", "pruner", "workers", "train_subset",
-                                          "seed")}
+    shown = {k: settings.get(k) for k in ("study", "dataset", "input", "image_size", "budget", "min_rf", "max_macs",
+                                          "target", "trials", "epochs", "min_epochs", "sampler", "pruner", "workers",
+                                          "train_subset", "seed")}
+    if settings.get("classes"):
+        names = settings["classes"]
+        shown["classes"] = f"{len(names)}: " + ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
     shown = {k: (f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else v) for k, v in shown.items()}
     info = {**(run_info or {}), **_exported(run_dir)}
     name = html.escape(str(settings.get("study", run_dir.name)))

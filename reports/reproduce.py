@@ -13,7 +13,7 @@ from blocks import BudgetNASError, Genome, GenomeError, load_genome
 from reports.final import FinalResult, final_evaluation, write_artifacts
 from reports.leaderboard import read_leaderboard
 from reports.runfiles import load_settings
-from training import TrainConfig, load_splits, resolve_device
+from training import Splits, TrainConfig
 
 __all__ = ["ReproduceError", "Source", "resolve_source", "reproduce"]
 
@@ -28,6 +28,7 @@ class Source:
     name: str  # output folder name
     dataset: str | None  # from the study's settings.json, when known
     target: float | None
+    image_size: str | None = None  # the study's --image-size
 
 
 def resolve_source(source: str, rank: int | None = None, trial: int | None = None) -> Source:
@@ -57,19 +58,20 @@ def resolve_source(source: str, rank: int | None = None, trial: int | None = Non
             raise ReproduceError(f"{source}: {what}: {e}") from None
         settings = load_settings(Path(source).parent)
         study = settings.get("study", Path(source).parent.name)
-        return Source(genome, f"{study}-{what.replace(' ', '')}", settings.get("dataset"), settings.get("target"))
+        return Source(genome, f"{study}-{what.replace(' ', '')}", settings.get("dataset"), settings.get("target"),
+                      settings.get("image_size"))
     genome = load_genome(source)
     name = Path(source).stem if source.endswith(".json") else f"genome-{genome.hash}"
     return Source(genome, name, None, None)
 
 
-def reproduce(source: Source, *, seeds: list[int], epochs: int, dataset: str, data_dir: str, device: str,
-              out: str, log: Callable[[str], None] = print, require_onnx: bool = False,
+def reproduce(source: Source, *, seeds: list[int], epochs: int, full: Splits, device: str, out: str,
+              augment: str = "auto", log: Callable[[str], None] = print, require_onnx: bool = False,
               processes: int = 1) -> tuple[FinalResult, Path]:
-    """Retrain over ``seeds`` and write ``<out>/<name>/``; returns the result and that folder. ``processes`` > 1
-    on CPU trains the seeds side by side, one single-threaded process each."""
-    full = load_splits(dataset, data_dir, device=resolve_device(device), val_size=0)
-    final = final_evaluation(source.genome, full, epochs, seeds, TrainConfig(device=device), log=log,
+    """Retrain over ``seeds`` on ``full`` (the whole training set and the test set) and write ``<out>/<name>/``;
+    returns the result and that folder. ``processes`` > 1 on CPU trains the seeds side by side, one
+    single-threaded process each."""
+    final = final_evaluation(source.genome, full, epochs, seeds, TrainConfig(device=device, augment=augment), log=log,
                              processes=processes)
     out_dir = Path(out) / source.name
     write_artifacts(out_dir, source.genome, final, full, log=log, require_onnx=require_onnx)

@@ -205,7 +205,8 @@ class Objective:
         of the full run is reported (none after the last: a finished run is kept).
         """
         s = self.settings
-        config = TrainConfig(**{"epochs": s.epochs, "seed": s.seed, "device": s.device, **s.train_overrides,
+        config = TrainConfig(**{"epochs": s.epochs, "seed": s.seed, "device": s.device, "augment": s.augment,
+                                **s.train_overrides,
                                 **(sample_hparams(trial) if s.tune_hparams else {})})
         pruning = s.pruner != "none" and not s.multi_objective and self.study is not None
         if pruning and s.rungs == "separate":
@@ -399,7 +400,8 @@ def _load_data(settings: SearchSettings, worker: int) -> Splits:
     if device.type == "cuda" and settings.workers > 1:
         import torch
         device = torch.device("cuda", worker % torch.cuda.device_count())
-    splits = load_splits(settings.dataset, settings.data_dir, device=device, val_size=settings.val_size)
+    splits = load_splits(settings.dataset, settings.data_dir, device=device, val_size=settings.val_size,
+                         image_size=settings.image_size)
     return splits.subset(settings.train_subset, seed=settings.seed)
 
 
@@ -489,13 +491,14 @@ def _failure_code(error: Exception) -> int:
     return 1 if isinstance(error, OSError) else getattr(error, "exit_code", 2)
 
 
-def _run_worker_here(settings: SearchSettings, study: optuna.Study, callbacks: Sequence[Callback]) -> None:
+def _run_worker_here(settings: SearchSettings, study: optuna.Study, callbacks: Sequence[Callback],
+                     splits: Splits | None) -> None:
     """Worker 0 in this process; the process's CPU thread count is restored afterwards."""
     import torch
 
     threads = torch.get_num_threads()
     try:
-        run_worker(settings, 0, study=study, callbacks=callbacks)
+        run_worker(settings, 0, study=study, callbacks=callbacks, splits=splits)
     finally:
         torch.set_num_threads(threads)
 
@@ -542,7 +545,8 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 
 def run_search(settings: SearchSettings, study: optuna.Study | None = None,
-               callbacks: Sequence[Callback] = (), on_started: Callable[[], None] | None = None) -> optuna.Study:
+               callbacks: Sequence[Callback] = (), on_started: Callable[[], None] | None = None,
+               splits: Splits | None = None) -> optuna.Study:
     """Run ``settings.workers`` local workers on one study and return the study.
 
     With several workers, workers 1.. are processes (``training.parallel.process_context``: forked from a
@@ -550,13 +554,14 @@ def run_search(settings: SearchSettings, study: optuna.Study | None = None,
     ``on_started()`` (the CLI's plan, which times a few training steps) and worker 0, which runs in this process with its CPU threads set for the search and restored after.
     The callbacks travel to the worker processes, so they must be picklable (module-level functions or
     instances of module-level classes). A worker that fails does not stop the others; once all have
-    ended, ``SearchError`` names each failure. Ctrl-C or SIGTERM stops every worker.
+    ended, ``SearchError`` names each failure. Ctrl-C or SIGTERM stops every worker. ``splits`` (the caller's,
+    already loaded and checked) serve worker 0; the processes load their own.
     """
     study = study or open_study(settings)  # creates it and checks a resumed one before any worker starts
     if settings.workers == 1:
         if on_started is not None:
             on_started()
-        run_worker(settings, 0, study=study, callbacks=callbacks)
+        run_worker(settings, 0, study=study, callbacks=callbacks, splits=splits)
         return study
     try:  # found now, not when the last trial is done: the processes are started from a thread
         pickle.dumps((settings, tuple(callbacks)))
@@ -579,7 +584,7 @@ def run_search(settings: SearchSettings, study: optuna.Study | None = None,
         if on_started is not None:
             on_started()
         try:
-            _run_worker_here(settings, study, callbacks)
+            _run_worker_here(settings, study, callbacks, splits)
         except Exception as e:  # reported like a worker process's failure, once the others have ended
             reasons[0], exit_codes[0] = _failure_line(0, e), _failure_code(e)
         starter.join()

@@ -31,8 +31,8 @@ WORKER_MODULES = ("search.runner", "optuna.storages._rdb.models", "alembic.comma
 # What a lost race between workers creating the same tables / study looks like (then: try again).
 _CREATION_RACE = ("already exists", "IntegrityError", "UniqueViolation", "UNIQUE constraint", "duplicate key")
 # Study attributes that must match when a study is resumed.
-_BEFORE_RECORDED = {"precision": "int8"}  # identity fields added later, as they were before
-_IDENTITY = ("dataset", "budget", "min_rf", "max_macs", "max_ram", "max_flash", "precision", "objectives")
+_BEFORE_RECORDED = {"precision": "int8", "image_size": None}  # identity fields added later, as they were before
+_IDENTITY = ("dataset", "image_size", "budget", "min_rf", "max_macs", "max_ram", "max_flash", "precision", "objectives")
 
 
 class SearchError(BudgetNASError):
@@ -56,8 +56,10 @@ class SearchSettings:
     max_flash: int | None = None  # bytes of weights, at ``precision``
     precision: str = "int8"
     target: float | None = None  # validation accuracy, percent
-    dataset: str = "mnist"
+    dataset: str = "mnist"  # a built-in name, or the path of the user's image folder / .npz file
     data_dir: str = "data"
+    image_size: str | None = None  # "HxW": the user's images resized once at load
+    augment: str = "auto"  # TrainConfig.augment
     trials: int = 50  # trained trials (rejected proposals do not count)
     timeout: float | None = None  # seconds, per worker
     epochs: int = 15  # the full fidelity: every surviving trial trains this many epochs
@@ -105,7 +107,8 @@ class SearchSettings:
             if not str(getattr(self, name)).strip():
                 raise SearchError(f"--{name.replace('_', '-')} needs a folder, got an empty string")
         if self.study is None:
-            self.study = f"{self.dataset}-b{self.budget}" if self.budget else self.dataset
+            name = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(self.dataset).stem) or "data"  # a path's last part
+            self.study = f"{name}-b{self.budget}" if self.budget else name
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.study) or not self.study.strip("."):
             raise SearchError(f"--study {self.study!r}: use letters, digits, '.', '_' and '-' only, not only dots")
 
@@ -132,7 +135,7 @@ class SearchSettings:
         return self.sampler == "nsga2"
 
     def identity(self) -> dict[str, Any]:
-        return {"dataset": self.dataset, "budget": self.budget, "min_rf": self.min_rf, "max_macs": self.max_macs,
+        return {"dataset": self.dataset, "image_size": self.image_size, "budget": self.budget, "min_rf": self.min_rf, "max_macs": self.max_macs,
                 "max_ram": self.max_ram, "max_flash": self.max_flash, "precision": self.precision,
                 "objectives": "val_acc,params" if self.multi_objective else "score"}
 

@@ -9,13 +9,14 @@ repaired by width and is left to the checker.
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from typing import Any, Callable, NamedTuple
 
 from blocks.genome import Genome, GenomeError, InputSpec, Layer, make_layer
 from budgets import Limits, totals
 
-__all__ = ["Fitted", "random_designs", "sample_genome", "fit_to_limits", "narrow_to_limits", "sample_hparams", "MIN_WIDTH"]
+__all__ = ["Fitted", "STEM_FROM", "random_designs", "sample_genome", "fit_to_limits", "narrow_to_limits", "sample_hparams", "stem_downsamples", "MIN_WIDTH"]
 
 MIN_WIDTH = 4  # channels; widths are even numbers >= this
 MAX_SCALE = 8.0  # the most a sampled width is scaled up to fill the budget
@@ -70,10 +71,23 @@ def _widths(bp: dict, scale: float) -> dict[str, int]:
     return widths
 
 
+STEM_FROM = 48  # inputs at least this many pixels on a side start with a strided stem (``stem_downsamples``)
+
+
+def stem_downsamples(size: int) -> int:
+    """How many times a design halves an input of ``size`` pixels (its shorter side) before its first stage: none
+    below ``STEM_FROM`` (MNIST and CIFAR-10 designs are as they always were), else until about 24 pixels are left
+    (48 -> 1, 64 and 96 -> 2, 128 -> 3): the first conv gets stride 2, and each further halving is a max-pool
+    right after it. Full-resolution maps of a large input would need more RAM than a microcontroller has."""
+    return 0 if size < STEM_FROM else max(1, math.ceil(math.log2(size / 24)))
+
+
 def _build(bp: dict, spec: InputSpec, widths: dict[str, int]) -> Genome:
-    """Genome of a blueprint with the given widths (``_widths``); pads 'same' when the map gets small."""
+    """Genome of a blueprint with the given widths (``_widths``); pads 'same' when the map gets small, and a large
+    input starts with a strided stem (``stem_downsamples``)."""
     layers: list[Layer] = []
     size = min(spec.height, spec.width)
+    stem = stem_downsamples(size)
     common = {"order": bp["order"]}
     if bp["dropout"]:
         common["dropout"] = bp["dropout"]
@@ -81,7 +95,7 @@ def _build(bp: dict, spec: InputSpec, widths: dict[str, int]) -> Genome:
     def add(kind: str, fields: dict) -> None:
         layers.append(make_layer(kind, fields, len(layers)))
 
-    stride_next = False
+    stride_next = stem > 0
     for s, stage in enumerate(bp["stages"]):
         width = widths[f"s{s}_width"]
         for b in range(stage["blocks"]):
@@ -104,6 +118,10 @@ def _build(bp: dict, spec: InputSpec, widths: dict[str, int]) -> Genome:
             if stride_next:
                 size = (size + 1) // 2
                 stride_next = False
+            if len(layers) == 1:
+                for _ in range(stem - 1):  # the stem's further halvings
+                    add("max", {"kernel": 2})
+                    size //= 2
         if "down" in stage:
             if stage["down"] == "stride" or size < 4:
                 stride_next = size >= 4

@@ -175,3 +175,71 @@ def test_a_rerun_says_it_resumes_and_version(tmp_path):
     assert "plan: up to 1 more trained trials (1 already trained) x" in second.stdout  # not 2 more
     version = cli("--version")
     assert version.returncode == 0 and version.stdout.startswith("run_search.py ")
+
+
+# --- Your own data (issue 25) ---
+
+def _digits_files(tmp_path):
+    """scikit-learn's real 8x8 digits as an image folder (with named classes) and as an .npz."""
+    import numpy as np
+
+    from tests.training.test_userdata import _digits, write_folder
+
+    x, y = _digits()
+    names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    write_folder(tmp_path / "digits", x, y, names=names)
+    np.savez(tmp_path / "digits.npz", x_train=x, y_train=y)
+    return tmp_path / "digits", tmp_path / "digits.npz", names
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["folder", "npz"])
+def test_a_search_on_your_own_data_ends_with_a_report_a_finalist_and_exports(tmp_path, kind):
+    import json
+
+    folder, npz, names = _digits_files(tmp_path)
+    data = folder if kind == "folder" else npz
+    result = cli("--dataset", str(data), "--budget", "2000", "--target", "98", "--trials", "3", "--epochs", "2",
+                 "--final-top", "1", "--seeds", "1", "--final-epochs", "2", "--workers", "1", "--device", "cpu",
+                 "--out", str(tmp_path / "runs"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    run_dir = tmp_path / "runs" / "digits-b2000"
+    assert "data: 1x8x8, 10 classes" in result.stdout and "359 images (20% of each class) held out" in result.stdout
+    assert "augment none (auto)" in result.stdout
+    board = pd.read_csv(run_dir / "leaderboard.csv")
+    assert board["genome"].str.startswith("i1x8x8n10-").all()
+    settings = json.loads((run_dir / "settings.json").read_text())
+    assert settings["input"] == "1x8x8" and settings["dataset"] == str(data.resolve())
+    final = next((run_dir / "final").glob("trial*"))
+    source = (final / "model.py").read_text()
+    expected = sorted(names) if kind == "folder" else [str(i) for i in range(10)]  # folders: sorted, as ImageFolder
+    assert f"CLASSES = {expected!r}" in source
+    assert "1x8x8" in (run_dir / "report.html").read_text()
+    if (final / "model.onnx").is_file():
+        import onnx
+
+        meta = {p.key: p.value for p in onnx.load(str(final / "model.onnx")).metadata_props}
+        assert json.loads(meta["classes"]) == expected
+
+
+@pytest.mark.parametrize("make, expected", [
+    (lambda p: (p / "d").mkdir(), "no train/ folder"),
+    (lambda p: ((p / "d" / "train" / "a").mkdir(parents=True), (p / "d" / "train" / "a" / "x.png").write_bytes(b"no")),
+     "x.png: cannot decode"),
+    (lambda p: __import__("numpy").savez(p / "d.npz", x_train=__import__("numpy").zeros((3, 4, 4)), y_train=[0, 1]),
+     "2 labels for 3 images"),
+], ids=["empty-folder", "corrupt-image", "lengths"])
+def test_bad_data_fails_at_once_with_one_line_and_no_study(tmp_path, make, expected):
+    make(tmp_path)
+    data = tmp_path / ("d.npz" if (tmp_path / "d.npz").exists() else "d")
+    started = time.monotonic()
+    result = cli("--dataset", str(data), "--budget", "2000", "--out", str(tmp_path / "runs"), "--device", "cpu")
+    assert result.returncode == 2 and expected in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "runs").exists() and time.monotonic() - started < 30
+    assert "plan:" not in result.stdout  # nothing was calibrated
+
+
+def test_an_unknown_dataset_name_says_a_path_works_too(tmp_path):
+    result = cli("--dataset", "svhn", "--budget", "2000", "--out", str(tmp_path / "runs"))
+    assert result.returncode == 2 and "or the path of your own data" in result.stderr

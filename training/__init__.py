@@ -9,8 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["DATASETS", "DataError", "EpochMetrics", "Splits", "TrainConfig", "TrainResult", "Trainer",
-           "check_genome_fits", "evaluate", "load_splits", "parameter_groups", "resolve_device", "train"]
+__all__ = ["AUGMENTATIONS", "DATASETS", "DataError", "EpochMetrics", "Splits", "TrainConfig", "TrainResult", "Trainer",
+           "augmentation", "check_genome_fits", "evaluate", "load_splits", "parameter_groups", "resolve_device", "train"]
 
 _DATA = ("DATASETS", "DataError", "Splits", "check_genome_fits", "load_splits")
 

@@ -54,6 +54,7 @@ class Splits:
     std: tuple[float, ...]
     classes: list[str] | None = None  # class names by label (the user's folder names); None: "0", "1", ...
     layout: str = ""  # how the user's data was read, for the plan line ("" for the built-in datasets)
+    user_data: bool = False  # the user's own images (``training.userdata``), not a built-in dataset
 
     @property
     def device(self) -> torch.device:
@@ -129,7 +130,7 @@ def load_splits(name: str = "mnist", data_dir: str | Path = "data", *, device: t
         train_idx, val_idx = stratified_split(user.train_y, share, split_seed) if share else (
             torch.arange(len(user.train_y)), torch.zeros(0, dtype=torch.int64))
         return _splits(name, user.spec, user.train_x, user.train_y, user.test_x, user.test_y, train_idx, val_idx,
-                       device, classes=user.classes, layout=user.layout)
+                       device, classes=user.classes, layout=user.layout, user_data=True)
     info = DATASETS.get(name)
     if info is None:
         raise DataError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}, or the path of an image folder "
@@ -169,7 +170,7 @@ def load_splits(name: str = "mnist", data_dir: str | Path = "data", *, device: t
 
 def _splits(name: str, spec: InputSpec, train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
             test_y: torch.Tensor, train_idx: torch.Tensor, val_idx: torch.Tensor, device: torch.device | str,
-            classes: list[str] | None = None, layout: str = "") -> Splits:
+            classes: list[str] | None = None, layout: str = "", user_data: bool = False) -> Splits:
     """The splits on ``device``, normalised by the training split's per-channel mean and std."""
     scaled = train_x[train_idx].float().div_(255)
     mean = tuple(scaled.mean(dim=(0, 2, 3)).tolist())
@@ -177,7 +178,7 @@ def _splits(name: str, spec: InputSpec, train_x: torch.Tensor, train_y: torch.Te
     device = torch.device(device)
     return Splits(name, spec, train_x[train_idx].to(device), train_y[train_idx].to(device),
                   train_x[val_idx].to(device), train_y[val_idx].to(device), test_x.to(device), test_y.to(device),
-                  mean, std, classes or [str(i) for i in range(spec.classes)], layout)
+                  mean, std, classes or [str(i) for i in range(spec.classes)], layout, user_data)
 
 
 def _download(info: _DatasetInfo, root: Path) -> None:

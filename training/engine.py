@@ -24,8 +24,11 @@ from blocks import Genome, build_model
 from training.augment import augment_batch
 from training.data import Splits, check_genome_fits
 
-__all__ = ["EpochMetrics", "TrainConfig", "TrainResult", "Trainer", "evaluate", "keep_freed_memory", "parameter_groups",
+__all__ = ["AUGMENTATIONS", "EpochMetrics", "TrainConfig", "TrainResult", "Trainer", "augmentation", "evaluate", "keep_freed_memory", "parameter_groups",
            "resolve_device", "train", "training_layout"]
+
+
+AUGMENTATIONS = ("auto", "none", "affine", "crop", "cropflip")
 
 
 @dataclass
@@ -45,11 +48,11 @@ class TrainConfig:
     step_epochs: int = 5  # step: decay every this many epochs
     step_gamma: float = 0.1  # step: multiply the LR by this at each decay
     label_smoothing: float = 0.0
-    augment: str = "auto"  # auto | none | affine | cropflip ; auto = affine for 1-channel data, else cropflip
+    augment: str = "auto"  # auto | none | affine | crop | cropflip ; ``augmentation()`` says what auto means
     rotation_deg: float = 7.0  # affine: uniform rotation in [-deg, deg]
     translate_px: float = 0.0  # affine: uniform shift in [-px, px] per axis
     scale_frac: float = 0.0  # affine: zoom by a uniform factor in [1 - frac, 1 + frac]
-    crop_pad_px: int = 4  # cropflip: integer shift in [-px, px], zero fill; plus a random horizontal flip
+    crop_pad_px: int | None = None  # crop(flip): integer shift in [-px, px], zero fill; None = 1/8 of the side (32 -> 4)
     seed: int = 0  # model init, batch order, augmentation, dropout
     device: str = "auto"  # auto | cuda | mps | cpu ; auto = cuda, then mps, then cpu
     amp: bool = True  # CUDA only: bf16 autocast
@@ -63,7 +66,7 @@ class TrainConfig:
         checks = {
             "epochs": self.epochs >= 1, "batch_size": self.batch_size >= 2, "lr": self.lr > 0,
             "optimizer": self.optimizer in ("sgd", "adam", "adamw"), "schedule": self.schedule in ("onecycle", "step"),
-            "augment": self.augment in ("auto", "none", "affine", "cropflip"),
+            "augment": self.augment in AUGMENTATIONS,
             "device": self.device in ("auto", "cuda", "mps", "cpu"),
             "label_smoothing": 0 <= self.label_smoothing < 1, "weight_decay": self.weight_decay >= 0,
             "warmup_frac": 0 < self.warmup_frac < 1, "scale_frac": 0 <= self.scale_frac < 1,
@@ -192,6 +195,28 @@ class _Normalize:
         return ((x - self.mean) / self.std).contiguous(memory_format=self.memory_format)
 
 
+def augmentation(config: TrainConfig, splits: Splits) -> tuple[str, dict]:
+    """The augmentation a run uses: its mode and ``augment_batch``'s arguments.
+
+    ``auto``: the built-in datasets as always (affine rotation for one channel, MNIST-like; crop and flip for
+    CIFAR-10); the user's own data gets ``none``: no transformation is known to keep its labels (a flip changes
+    text and digits, a rotation or a shift moves a spectrogram's axes), and on scikit-learn's 8x8 digits a shift
+    cost accuracy (BENCHMARKS.md). ``crop`` is a shift by up to 1/8 of the side with no flip.
+    """
+    mode = config.augment
+    if mode == "auto":
+        mode = "none" if splits.user_data else "affine" if splits.spec.channels == 1 else "cropflip"
+    pad = config.crop_pad_px if config.crop_pad_px is not None else max(1, round(min(splits.spec.height,
+                                                                                     splits.spec.width) / 8))
+    return mode, {
+        "none": {},
+        "affine": {"rotation_deg": config.rotation_deg, "translate_px": config.translate_px,
+                   "scale_frac": config.scale_frac},
+        "crop": {"crop_pad_px": pad},
+        "cropflip": {"crop_pad_px": pad, "hflip": True},
+    }[mode]
+
+
 class Trainer:
     """Owns the model, optimizer, schedule and RNG of one run over resident ``Splits``."""
 
@@ -218,15 +243,7 @@ class Trainer:
         self.scheduler = self._scheduler()
         self.steps_done = 0
         self.normalize = _Normalize(splits.mean, splits.std, self.device, self.memory_format)
-        mode = config.augment
-        if mode == "auto":
-            mode = "affine" if splits.spec.channels == 1 else "cropflip"
-        self.augment = {
-            "none": {},
-            "affine": {"rotation_deg": config.rotation_deg, "translate_px": config.translate_px,
-                       "scale_frac": config.scale_frac},
-            "cropflip": {"crop_pad_px": config.crop_pad_px, "hflip": True},
-        }[mode]
+        self.augment = augmentation(config, splits)[1]
 
     def _optimizer(self) -> torch.optim.Optimizer:
         c, params = self.config, parameter_groups(self.model, self.config.weight_decay, self.config.decay_norm_bias)

@@ -111,3 +111,42 @@ def test_narrow_to_limits_carries_a_design_to_a_smaller_budget():
     macs = check(big, Limits()).macs
     assert check(narrow_to_limits(big, Limits(max_macs=macs // 2)), Limits()).macs <= macs // 2
     assert narrow_to_limits(big, Limits(max_params=100)) is None  # even 4-channel layers are over
+
+
+def test_built_in_datasets_get_the_same_genomes_as_before_the_input_size_rules():
+    """Issue 25: the stem that large inputs get must not change MNIST or CIFAR-10 proposals (hashes recorded on
+    43f2d47, before it)."""
+    import optuna
+
+    from budgets import Limits
+    from search.space import sample_genome
+    from training import DATASETS
+
+    recorded = {
+        "mnist": ["cf540da9872a", "4cd940f6dd19", "d684ad4dd196", "6f52ac218fb6", "4c3a813b1222", "e9b7e0262688",
+                  "42b0a658fe6d", "74f4e7dad99a", "0621cc8b811f", "172a408efaf1", "ddf8b7e924f4", "d2cce1fe234e"],
+        "cifar10": ["5d7e56b95bb9", "39abd824d28c", "93523137f15e", "abd4d9bbff2f", "3ba781cb8a2a", "d9c8fd83c78e",
+                    "164db7efda72", "9328c488852c", "0449ebd8d7d2", "843c0823dd78", "208e760fd436", "63ff94a3019e"],
+    }
+    for name, budget in (("mnist", 8000), ("cifar10", 20000)):
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+        hashes = [sample_genome(study.ask(), DATASETS[name].spec, Limits(max_params=budget)).genome.hash
+                  for _ in range(12)]
+        assert hashes == recorded[name]
+
+
+def test_large_inputs_start_with_a_strided_stem_and_small_ones_do_not_collapse():
+    import optuna
+
+    from blocks import InputSpec
+    from budgets import Limits, analyze
+    from search.space import sample_genome, stem_downsamples
+
+    assert [stem_downsamples(s) for s in (8, 28, 32, 47, 48, 64, 96, 128)] == [0, 0, 0, 0, 1, 2, 2, 3]
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(20):
+        big = sample_genome(study.ask(), InputSpec(3, 96, 96, 10), Limits(max_params=20000, max_ram=65536)).genome
+        assert big.layers[0].stride == 2 and big.layers[1].type == "max"  # 96 -> 48 -> 24 before the first stage
+        small = analyze(sample_genome(study.ask(), InputSpec(1, 8, 8, 10), Limits(max_params=2000)).genome)
+        maps = [min(row.output_shape[-2:]) for row in small.layers if row.type not in ("gap", "flat", "fc", "lsm")]
+        assert small.params <= 2000 and min(maps[:-1]) >= 2  # no map collapses to 1x1 before the head
