@@ -76,7 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     final = parser.add_argument_group("final evaluation and reproduction")
     final.add_argument("--rank", type=_positive_int, help="with --reproduce CSV: the leaderboard rank (default 1)")
     final.add_argument("--trial", type=int, help="with --reproduce CSV: the trial number instead of a rank")
-    final.add_argument("--seeds", type=_positive_int, default=3, help="training seeds 0..N-1 (default 3)")
+    final.add_argument("--seeds", type=_positive_int, default=3,
+                       help="training seeds of the final evaluation and --reproduce: K..K+N-1 (default 3)")
+    final.add_argument("--seed-offset", type=int, default=0, metavar="K",
+                       help="the first of --seeds (default 0); e.g. --seed-offset 100 checks a claim on seeds the "
+                            "search never used")
     final.add_argument("--checkpoint", metavar="PATH",
                        help="with --reproduce: evaluate this checkpoint on the test set instead of training")
     final.add_argument("--export", choices=["onnx"],
@@ -288,6 +292,13 @@ def _warm_starts(sources: list[str], dataset: str, spec) -> list:
     return genomes
 
 
+def _seeds(args: argparse.Namespace) -> list[int]:
+    """The final evaluation's training seeds: ``--seeds`` of them from ``--seed-offset``."""
+    if not 0 <= args.seed_offset < 2 ** 31:
+        raise UsageError(f"--seed-offset must be in [0, 2**31), got {args.seed_offset}")
+    return list(range(args.seed_offset, args.seed_offset + args.seeds))
+
+
 def _device_type(name: str) -> str:
     from training import resolve_device
 
@@ -422,7 +433,7 @@ def _search(args: argparse.Namespace) -> int:
         if args.final_top:
             _guarded(settings, lambda: finalize(
                 study, settings, write_leaderboard(study, settings), args.final_top, args.final_epochs,
-                list(range(args.seeds)), log=console.print,
+                _seeds(args), log=console.print,
                 on_final=lambda finals: write_leaderboard(study, settings, finals), processes=settings.workers))
     except KeyboardInterrupt as e:
         code = 143 if isinstance(e, _Terminated) else 130
@@ -480,7 +491,7 @@ def _reproduce(args: argparse.Namespace) -> int:
             export_onnx(model, source.genome, out_dir / "model.onnx", normalize["mean"], normalize["std"], full.classes)
             console.print(f"written: {out_dir / 'model.onnx'}")
         return 0
-    seeds = list(range(args.seeds))
+    seeds = _seeds(args)
     final, out_dir = reproduce(source, seeds=seeds, epochs=args.epochs or 15, full=full, augment=args.augment,
                                device=device, out=args.out, log=console.print,
                                require_onnx=args.export == "onnx",
