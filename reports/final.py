@@ -6,6 +6,7 @@ report test accuracy (mean, std, min, per epoch); write checkpoint, TorchScript,
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -16,6 +17,7 @@ import pandas as pd
 from blocks import Genome
 from reports.export import ExportError, export_onnx, export_torchscript, save_checkpoint, standalone_source
 from reports.runfiles import load_finals, save_finals
+from reports.verdict import lower_bound, share_at_target, verdict
 from training import EpochMetrics, Splits, TrainConfig, TrainResult, load_splits, resolve_device
 from training.parallel import train_many
 
@@ -50,11 +52,18 @@ class FinalResult:
         return min(self.final_accs) if self.final_accs else float("nan")
 
     def summary(self, target: float | None) -> dict:
+        """finals.json's entry: mean, std, min, the lower bound and the verdict (``reports.verdict``), per-epoch runs."""
+        accs = self.final_accs
         return {"test_acc_mean": round(self.mean, 4), "test_acc_std": round(self.std, 4),
-                "test_acc_min": round(self.min, 4),
-                "meets_target": None if target is None else bool(self.mean >= target),
+                "test_acc_min": round(self.min, 4), "test_acc_low": _rounded(lower_bound(accs)),
+                "seeds_at_target": None if target is None else _rounded(share_at_target(accs, target)),
+                "meets_target": verdict(accs, target),
                 "seeds": self.seeds, "statuses": self.statuses,
                 "per_epoch_test_acc": [[e["test_acc"] for e in epochs] for epochs in self.per_seed]}
+
+
+def _rounded(value: float) -> float | None:
+    return None if math.isnan(value) else round(value, 4)
 
 
 def final_evaluation(genome: Genome, full: Splits, epochs: int, seeds: list[int], base: TrainConfig | None = None,

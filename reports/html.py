@@ -16,8 +16,9 @@ import pandas as pd
 
 from blocks import Genome
 from budgets import analyze
-from reports.leaderboard import read_leaderboard
+from reports.leaderboard import FINAL_COLUMNS, read_leaderboard
 from reports.runfiles import atomic_write, load_finals, load_settings
+from reports.verdict import VERDICT_RULE, lower_bound, share_at_target, verdict
 from search.ranking import RANK_RULE
 
 __all__ = ["write_report", "plot_accuracy_vs_params", "plot_best_so_far", "plot_final_curves"]
@@ -144,12 +145,12 @@ def _top(df: pd.DataFrame, n: int = 10) -> pd.DataFrame:
     """The best ranked rows with the console's column names, units and thousands separators."""
     names = {"rank": "rank", "trial": "trial", "params": "params", "val_acc": "val acc (%)", "epochs": "epochs",
              "rf": "RF (px)", "macs": "MACs", "ram": "RAM (B)", "flash": "flash (B)", "test_acc_mean": "test mean (%)", "test_acc_std": "test std",
-             "test_acc_min": "test min (%)", "meets_target": "meets target", "genome": "genome"}
+             "test_acc_min": "test min (%)", "test_acc_low": "test 95% low (%)", "seeds_at_target": "seeds at target",
+             "meets_target": "verdict", "genome": "genome"}
     top = df[df["rank"].notna()].head(n)
     top = top[[c for c in names if c in top.columns]].copy()
     if "test_acc_mean" in top.columns and top["test_acc_mean"].isna().all():  # no final evaluation: no empty columns
-        top = top.drop(columns=[c for c in ("test_acc_mean", "test_acc_std", "test_acc_min", "meets_target")
-                                if c in top.columns])
+        top = top.drop(columns=[c for c in FINAL_COLUMNS if c in top.columns])
     for column in ("rank", "trial", "epochs", "rf"):
         top[column] = top[column].astype("Int64")
     for column in ("params", "macs", "ram", "flash"):
@@ -183,11 +184,18 @@ def headline(df: pd.DataFrame, settings: dict, finals: dict) -> list[str]:
               f"{float(best['val_acc']):.2f}% after {fidelity}")
     final = finals.get(str(int(best["trial"])))
     if final:
+        accs = [run[-1] for run in final.get("per_epoch_test_acc", []) if run and run[-1] is not None]
+        low = lower_bound(accs)
         test = (f"test accuracy {final['test_acc_mean']:.2f} ± {final['test_acc_std']:.2f}% "
-                f"(min {final['test_acc_min']:.2f}%) over {len(final.get('seeds', []))} seed(s), retrained from scratch")
-        verdict = ("no target set" if target is None else
-                   f"target {target}% {'MET' if final['test_acc_mean'] >= target else 'NOT met'} on the test mean")
-        lines = [f"Best design, {design}; {test}: {verdict}."]
+                f"(min {final['test_acc_min']:.2f}%" + (f", 95% lower bound {low:.2f}%" if low == low else "")
+                + f") over {len(accs)} seed(s), retrained from scratch")
+        said = {"certain": "MET, certain (the 95% lower bound is at or above it)",
+                "likely": "met on the mean but not certain (LIKELY: the 95% lower bound is below it)",
+                "no": "NOT met (the test mean is below it)"}
+        outcome = ("no target set" if target is None else
+                   f"target {target}% {said[verdict(accs, target)]}; {share_at_target(accs, target):.0%} of the "
+                   "seeds reached it")
+        lines = [f"Best design, {design}; {test}: {outcome}."]
     else:
         on_val = ("no target set" if target is None else
                   f"target {target}% {'met' if float(best['val_acc']) >= target else 'NOT met'} on validation")
@@ -266,7 +274,7 @@ def write_report(run_dir: str | Path, df: pd.DataFrame | None = None, run_info: 
         parts.append("<p>" + "<br>".join(f"<b>{html.escape(k)}</b> {html.escape(str(v))}" for k, v in info.items())
                      + "</p>")
     parts += [f"<p>Ranking: {html.escape(RANK_RULE)}. Test accuracy comes from retraining the finalists from scratch "
-              "on the full training set.</p>",
+              f"on the full training set. Verdict: {html.escape(VERDICT_RULE)}.</p>",
               "<h2>Top 10</h2>", _table(top, "t g"), f"<p class='legend'>{html.escape(GENOME_LEGEND)}</p>"]
     if winner:
         parts += [f"<h2>Best design</h2><p><code>{html.escape(winner)}</code></p>", _table(_winner_table(winner), "t w")]

@@ -22,7 +22,7 @@ COLUMNS = ["rank", "trial", "status", "genome", "params", "rf", "macs", "ram", "
            "rung_val", "seconds", "device", "seed", "reasons", "hash", "val_meets_target"]
 INTEGER_COLUMNS = ["trial", "params", "rf", "macs", "ram", "flash", "best_epoch", "epochs", "images", "seed"]
 # Filled in for the finalists (retrained on the full training set over several seeds, test set).
-FINAL_COLUMNS = ["test_acc_mean", "test_acc_std", "test_acc_min", "meets_target"]
+FINAL_COLUMNS = ["test_acc_mean", "test_acc_std", "test_acc_min", "test_acc_low", "seeds_at_target", "meets_target"]
 
 
 def trials_frame(study: Any, target: float | None = None, finals: dict | None = None,
@@ -137,7 +137,8 @@ def top_table(df: pd.DataFrame, n: int = 10, title: str = "Top trials", genome_c
         table.add_column(name, justify=justify, overflow="fold")
     extra = "test_acc_mean" in df.columns and df["test_acc_mean"].notna().any()
     if extra:
-        table.add_column("test acc (mean ± std)", justify="right")
+        table.add_column("test acc (mean ± std, low)", justify="right")
+        table.add_column("verdict")
     ranked = df[df["rank"].notna()].head(n)
     for _, r in ranked.iterrows():
         genome = str(r["genome"])
@@ -146,6 +147,9 @@ def top_table(df: pd.DataFrame, n: int = 10, title: str = "Top trials", genome_c
         cells = [str(int(r["rank"])), str(int(r["trial"])), f"{int(r['params']):,}", f"{float(r['val_acc']):.2f}",
                  str(int(r["rf"])), f"{int(r['macs']):,}", genome]
         if extra:
-            cells.append("" if pd.isna(r["test_acc_mean"]) else f"{r['test_acc_mean']:.2f} ± {r['test_acc_std']:.2f}")
+            low = r.get("test_acc_low")
+            cells.append("" if pd.isna(r["test_acc_mean"]) else f"{r['test_acc_mean']:.2f} ± {r['test_acc_std']:.2f}"
+                         + ("" if low is None or pd.isna(low) else f", {low:.2f}"))
+            cells.append("" if r.get("meets_target") is None or pd.isna(r.get("meets_target")) else str(r["meets_target"]))
         table.add_row(*cells)
     return table

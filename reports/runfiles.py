@@ -101,6 +101,11 @@ def _finals_problem(finals: Any) -> str | None:
             return f"{where}: the key must be a trial number"
         if not isinstance(entry, dict):
             return f"{where}: expected an object, got {type(entry).__name__}"
+        if entry.get("meets_target") not in (None, True, False, "certain", "likely", "no"):
+            return f"{where}: field 'meets_target' must be certain, likely, no or null, got {entry.get('meets_target')!r}"
+        for name in ("test_acc_low", "seeds_at_target"):
+            if entry.get(name) is not None and not _is_number(entry.get(name)):
+                return f"{where}: field '{name}' must be a number or null, got {entry.get(name)!r}"
         for name in ("test_acc_mean", "test_acc_std", "test_acc_min"):
             if not _is_number(entry.get(name)) and not (name != "test_acc_mean" and entry.get(name) is None):
                 return f"{where}: field '{name}' must be a number, got {entry.get(name)!r}"

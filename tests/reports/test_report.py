@@ -35,7 +35,8 @@ def test_final_columns_reach_the_leaderboard(searched):
     df = pd.read_csv(searched.run_dir / "leaderboard.csv")
     best = df[df["rank"] == 1].iloc[0]
     assert best["test_acc_min"] <= best["test_acc_mean"]
-    assert isinstance(best["meets_target"], (bool, type(True))) or best["meets_target"] in ("True", "False")
+    assert best["meets_target"] in ("certain", "likely", "no")
+    assert best["test_acc_low"] <= best["test_acc_mean"] and 0 <= best["seeds_at_target"] <= 1
     finals = json.loads((searched.run_dir / "finals.json").read_text())
     summary = finals[str(int(best["trial"]))]
     assert len(summary["per_epoch_test_acc"]) == 2 and len(summary["per_epoch_test_acc"][0]) == 2
@@ -139,13 +140,23 @@ def test_headline_when_the_target_is_missed_and_no_final_evaluation_ran():
     assert "Final evaluation skipped" in lines[1] and "1 trial(s) were stopped earlier" in lines[2]
 
 
-def test_headline_when_the_target_is_met_on_the_test_mean():
+def _final(accs):
+    import statistics
+
+    return {"test_acc_mean": statistics.fmean(accs), "test_acc_std": statistics.stdev(accs), "test_acc_min": min(accs),
+            "seeds": list(range(len(accs))), "per_epoch_test_acc": [[98.0, a] for a in accs]}
+
+
+def test_headline_when_the_target_is_met_for_certain_likely_or_not():
     from reports.html import headline
 
-    finals = {"3": {"test_acc_mean": 99.45, "test_acc_std": 0.03, "test_acc_min": 99.41, "seeds": [0, 1, 2]}}
-    lines = headline(_board(99.5), {"target": 99.4}, finals)
-    assert "test accuracy 99.45 ± 0.03% (min 99.41%) over 3 seed(s)" in lines[0]
-    assert "target 99.4% MET on the test mean" in lines[0]
+    lines = headline(_board(99.5), {"target": 99.4}, {"3": _final([99.44, 99.46, 99.45, 99.43, 99.47])})
+    assert "test accuracy 99.45 ± 0.02% (min 99.43%, 95% lower bound 99.43%) over 5 seed(s)" in lines[0]
+    assert "target 99.4% MET, certain" in lines[0] and "100% of the seeds reached it" in lines[0]
+    likely = headline(_board(99.5), {"target": 99.4}, {"3": _final([99.37, 99.50, 99.42])})[0]
+    assert "met on the mean but not certain (LIKELY" in likely and "67% of the seeds" in likely
+    missed = headline(_board(99.5), {"target": 99.4}, {"3": _final([99.28, 99.40, 99.43])})[0]
+    assert "target 99.4% NOT met (the test mean is below it)" in missed
 
 
 def test_report_reads_well(searched):
