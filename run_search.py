@@ -32,6 +32,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seed_count(text: str) -> str:
+    return text if text == "auto" else str(_positive_int(text))
+
+
+AUTO_SEEDS = 3  # --seeds auto: the first round
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -76,8 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     final = parser.add_argument_group("final evaluation and reproduction")
     final.add_argument("--rank", type=_positive_int, help="with --reproduce CSV: the leaderboard rank (default 1)")
     final.add_argument("--trial", type=int, help="with --reproduce CSV: the trial number instead of a rank")
-    final.add_argument("--seeds", type=_positive_int, default=3,
-                       help="training seeds of the final evaluation and --reproduce: K..K+N-1 (default 3)")
+    final.add_argument("--seeds", type=_seed_count, default="3", metavar="N|auto",
+                       help="training seeds of the final evaluation and --reproduce: K..K+N-1 (default 3); auto "
+                            "(with --target): 3, then more, up to --max-seeds, while a finalist's verdict is open")
+    final.add_argument("--max-seeds", type=_positive_int, default=10, help="with --seeds auto: the most seeds a "
+                                                                          "finalist gets (default 10)")
     final.add_argument("--seed-offset", type=int, default=0, metavar="K",
                        help="the first of --seeds (default 0); e.g. --seed-offset 100 checks a claim on seeds the "
                             "search never used")
@@ -267,7 +277,8 @@ def _plan(settings, args: argparse.Namespace, splits, trained: int = 0):
             else f"{device.type}, {worker_threads} thread(s) per worker")
     return Plan(max(settings.trials - trained, 0), expected_epochs(settings.pruner, settings.min_epochs, settings.epochs,
                                                                     settings.rungs), search_s,
-                settings.workers, args.final_top * args.seeds, args.final_epochs, final_s, name, trained, settings.timeout)
+                settings.workers, args.final_top * len(_seeds(args)), args.final_epochs, final_s, name, trained,
+                settings.timeout)
 
 
 def _warm_starts(sources: list[str], dataset: str, spec) -> list:
@@ -293,10 +304,20 @@ def _warm_starts(sources: list[str], dataset: str, spec) -> list:
 
 
 def _seeds(args: argparse.Namespace) -> list[int]:
-    """The final evaluation's training seeds: ``--seeds`` of them from ``--seed-offset``."""
+    """The final evaluation's training seeds (``--seeds auto``: its first round) from ``--seed-offset``."""
     if not 0 <= args.seed_offset < 2 ** 31:
         raise UsageError(f"--seed-offset must be in [0, 2**31), got {args.seed_offset}")
-    return list(range(args.seed_offset, args.seed_offset + args.seeds))
+    count = AUTO_SEEDS if args.seeds == "auto" else int(args.seeds)
+    return list(range(args.seed_offset, args.seed_offset + count))
+
+
+def _max_seeds(args: argparse.Namespace) -> int | None:
+    """``--max-seeds`` when racing (``--seeds auto`` with a target), else None."""
+    if args.seeds != "auto" or args.target is None:
+        return None
+    if args.max_seeds < AUTO_SEEDS:
+        raise UsageError(f"--max-seeds {args.max_seeds} is below the {AUTO_SEEDS} seeds --seeds auto starts with")
+    return args.max_seeds
 
 
 def _device_type(name: str) -> str:
@@ -316,6 +337,10 @@ def _check_modes(args: argparse.Namespace) -> None:
         value = getattr(args, name)
         if value is not None and not value.strip():
             raise UsageError(f"--{name} needs a value, got an empty string")
+    if args.reproduce is not None and args.seeds == "auto":
+        raise UsageError("--seeds auto races a search's finalists against its --target; give --reproduce a number of "
+                         "seeds (say --seeds 5)")
+    _seeds(args), _max_seeds(args)  # --seed-offset and --max-seeds checked before anything runs
     if args.rank is not None and args.trial is not None:
         raise UsageError("--rank and --trial both pick a leaderboard row; give one")
     for option, needs in (("json", "describe"), ("checkpoint", "reproduce"), ("rank", "reproduce"),
@@ -433,7 +458,7 @@ def _search(args: argparse.Namespace) -> int:
         if args.final_top:
             _guarded(settings, lambda: finalize(
                 study, settings, write_leaderboard(study, settings), args.final_top, args.final_epochs,
-                _seeds(args), log=console.print,
+                _seeds(args), log=console.print, max_seeds=_max_seeds(args),
                 on_final=lambda finals: write_leaderboard(study, settings, finals), processes=settings.workers))
     except KeyboardInterrupt as e:
         code = 143 if isinstance(e, _Terminated) else 130

@@ -17,7 +17,7 @@ import pandas as pd
 from blocks import Genome
 from reports.export import ExportError, export_onnx, export_torchscript, save_checkpoint, standalone_source
 from reports.runfiles import load_finals, save_finals
-from reports.verdict import lower_bound, share_at_target, verdict
+from reports.verdict import decided, lower_bound, share_at_target, verdict
 from training import EpochMetrics, Splits, TrainConfig, TrainResult, load_splits, resolve_device
 from training.parallel import train_many
 
@@ -137,23 +137,35 @@ def write_artifacts(out_dir: Path, genome: Genome, final: FinalResult, full: Spl
     return written
 
 
-def _already_evaluated(summary: dict | None, folder: Path, epochs: int, seeds: list[int]) -> bool:
-    """A finals.json entry that covers exactly these seeds and epochs, every run complete, artifacts on disk."""
-    if not summary or summary.get("seeds") != list(seeds) or set(summary.get("statuses", [])) != {"complete"}:
+def _already_evaluated(summary: dict | None, folder: Path, epochs: int, seeds: list[int], target: float | None,
+                       max_seeds: int | None) -> bool:
+    """A finals.json entry that covers these seeds and epochs (racing: these first, then until decided or
+    ``max_seeds``), every run complete, artifacts on disk."""
+    if not summary or set(summary.get("statuses", [])) != {"complete"}:
         return False
+    done = summary.get("seeds", [])
+    if max_seeds is None and done != list(seeds):
+        return False
+    if max_seeds is not None:
+        accs = [run[-1] for run in summary.get("per_epoch_test_acc", []) if run]
+        if done[:len(seeds)] != list(seeds) or not (decided(accs, target) or len(done) >= max_seeds):
+            return False
     if any(len(accs) != epochs for accs in summary.get("per_epoch_test_acc", [])):
         return False
-    return all((folder / f"checkpoint_seed{seed}.pt").is_file() for seed in seeds)
+    return all((folder / f"checkpoint_seed{seed}.pt").is_file() for seed in done)
 
 
 def finalize(study: Any, settings: Any, ranked: pd.DataFrame, top_k: int, epochs: int, seeds: list[int],
              log: Callable[[str], None] = print, splits: Splits | None = None,
-             on_final: Callable[[dict], None] | None = None, processes: int = 1) -> dict:
+             on_final: Callable[[dict], None] | None = None, processes: int = 1,
+             max_seeds: int | None = None) -> dict:
     """Retrain the ``top_k`` best rows of ``ranked`` (a leaderboard frame) on the full training set over ``seeds``.
 
     Test-set summaries go to ``<run_dir>/finals.json`` after each finalist (``on_final(finals)`` is called
     then, e.g. to rewrite the leaderboard); artifacts go to ``<run_dir>/final/trial<N>/``. Returns the finals.
     ``processes`` > 1 on CPU trains the runs (finalists x seeds) side by side (``training.parallel``).
+    ``max_seeds`` (``--seeds auto``): racing. A finalist whose verdict is still open after ``seeds``
+    (``reports.verdict.decided``) gets more seeds, as many at a time as there are processes, up to ``max_seeds``.
     """
     top = ranked[ranked["rank"].notna()].head(top_k)
     if top.empty:
@@ -164,33 +176,48 @@ def finalize(study: Any, settings: Any, ranked: pd.DataFrame, top_k: int, epochs
                                                          image_size=settings.image_size)
     finals = load_finals(settings.run_dir)
     base = TrainConfig(device=settings.device, augment=settings.augment, **settings.train_overrides)
-    todo = []  # (trial, genome, job indices): every finalist's runs go to one pool, so none waits for another
-    jobs: list[tuple[Genome, TrainConfig]] = []
-    names: list[str] = []
+    rounds: list[tuple[int, Genome, list[int]]] = []  # (trial, genome, seeds) still to train
     for _, row in top.iterrows():
         trial = int(row["trial"])
         genome = Genome.from_string(row["genome"])
-        if _already_evaluated(finals.get(str(trial)), settings.run_dir / "final" / f"trial{trial}", epochs, seeds):
+        if _already_evaluated(finals.get(str(trial)), settings.run_dir / "final" / f"trial{trial}", epochs, seeds,
+                              settings.target, max_seeds):
             log(f"final evaluation of rank {int(row['rank'])} (trial {trial}): already done with these seeds "
                 f"and epochs in {settings.run_dir / 'finals.json'}; not retrained")
             continue
         log(f"final evaluation of rank {int(row['rank'])} (trial {trial}, {int(row['params']):,} params): "
-            f"{epochs} epochs x {len(seeds)} seed(s) on the full training set")
-        todo.append((trial, genome, range(len(jobs), len(jobs) + len(seeds))))
-        jobs += _final_jobs(genome, epochs, seeds, base)
-        names += [f"trial {trial} seed {seed}" for seed in seeds]
-    finalist_of = {index: finalist for finalist in todo for index in finalist[2]}
-    results: dict[int, TrainResult] = {}
-    for index, result in train_many(jobs, full, processes, on_epoch=_epoch_logger(names, log)):
-        results[index] = result
-        trial, genome, indices = finalist_of[index]
-        if not all(i in results for i in indices):  # this finalist still has runs going
-            continue
-        log(f"trial {trial}:")
-        final = _final_result(genome, [results.pop(i) for i in indices], log)
-        write_artifacts(settings.run_dir / "final" / f"trial{trial}", genome, final, full)
-        finals[str(trial)] = final.summary(settings.target)
-        save_finals(settings.run_dir, finals)
-        if on_final is not None:
-            on_final(finals)
+            f"{epochs} epochs x {len(seeds)} seed(s) on the full training set"
+            + (f", more seeds (up to {max_seeds}) while its verdict is open" if max_seeds else ""))
+        rounds.append((trial, genome, list(seeds)))
+    runs_of: dict[int, list[TrainResult]] = {trial: [] for trial, _, _ in rounds}
+    while rounds:
+        jobs: list[tuple[Genome, TrainConfig]] = []  # every finalist's runs go to one pool, so none waits for another
+        names: list[str] = []
+        owner: dict[int, tuple[int, Genome, range]] = {}
+        for trial, genome, round_seeds in rounds:
+            indices = range(len(jobs), len(jobs) + len(round_seeds))
+            owner.update({i: (trial, genome, indices) for i in indices})
+            jobs += _final_jobs(genome, epochs, round_seeds, base)
+            names += [f"trial {trial} seed {seed}" for seed in round_seeds]
+        rounds = []
+        results: dict[int, TrainResult] = {}
+        for index, result in train_many(jobs, full, processes, on_epoch=_epoch_logger(names, log)):
+            results[index] = result
+            trial, genome, indices = owner[index]
+            if not all(i in results for i in indices):  # this finalist still has runs going
+                continue
+            runs_of[trial] += [results.pop(i) for i in indices]
+            log(f"trial {trial}:")
+            final = _final_result(genome, runs_of[trial], log)
+            write_artifacts(settings.run_dir / "final" / f"trial{trial}", genome, final, full)
+            finals[str(trial)] = final.summary(settings.target)
+            save_finals(settings.run_dir, finals)
+            if on_final is not None:
+                on_final(finals)
+            done = len(runs_of[trial])
+            if max_seeds is not None and done < max_seeds and not decided(final.final_accs, settings.target):
+                more = list(range(max(final.seeds) + 1, max(final.seeds) + 1 + min(max(processes, 1), max_seeds - done)))
+                log(f"trial {trial}: verdict still open after {done} seeds (the mean and its 95% bound lie on "
+                    f"opposite sides of the target); adding seed(s) {', '.join(map(str, more))}")
+                rounds.append((trial, genome, more))
     return finals

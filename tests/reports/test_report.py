@@ -168,3 +168,35 @@ def test_report_reads_well(searched):
     board = pd.read_csv(searched.run_dir / "leaderboard.csv", dtype=str)
     for column in ("trial", "params", "rf", "macs", "best_epoch", "epochs", "images", "seed"):
         assert not board[column].dropna().str.contains(".", regex=False).any(), column  # no 5.0 for 5
+
+
+@pytest.mark.parametrize("accs, target, expected_seeds", [
+    ({0: 99.9, 1: 99.8, 2: 99.85}, 99.0, [0, 1, 2]),  # clearly above: stops at 3
+    ({0: 90.0, 1: 90.2, 2: 90.1}, 99.0, [0, 1, 2]),  # clearly below: stops at 3
+    ({0: 99.30, 1: 99.50, 2: 99.45}, 99.4, list(range(7))),  # open: two rounds of two seeds at 99.6 decide it
+    ({0: 99.30, 1: 99.50, 2: 99.45, 7: 99.3}, 99.4, list(range(8))),  # never decided: up to --max-seeds
+], ids=["clear-yes", "clear-no", "borderline", "capped"])
+def test_seeds_auto_races_only_open_verdicts(searched, monkeypatch, tmp_path, accs, target, expected_seeds):
+    """``--seeds auto`` on tiny synthetic data: each seed's test accuracy is set, so the rule alone decides."""
+    from dataclasses import replace
+
+    import reports.final
+    from blocks import build_model
+    from training import EpochMetrics, TrainResult
+
+    def fake_train_many(jobs, splits, processes=1, on_epoch=None):
+        for index, (genome, config) in enumerate(jobs):
+            acc = accs.get(config.seed, 99.6 if len(accs) == 3 else 99.3)
+            yield index, TrainResult("complete", [EpochMetrics(1, 0.1, 99.0, None, None, 0.1, acc)], 0.0, "cpu",
+                                     config.seed, 0, {}, build_model(genome))
+
+    monkeypatch.setattr(reports.final, "train_many", fake_train_many)
+    settings = replace(searched, out=str(tmp_path), target=target)
+    study = open_study(searched)
+    lines = []
+    finals = finalize(study, settings, write_leaderboard(study, searched), top_k=1, epochs=1, seeds=[0, 1, 2],
+                      log=lines.append, splits=tiny_splits(), processes=2, max_seeds=8)
+    (summary,) = finals.values()
+    assert summary["seeds"] == expected_seeds
+    assert summary["meets_target"] in ("certain", "no", "likely")
+    assert any("verdict still open" in line for line in lines) == (len(expected_seeds) > 3)
