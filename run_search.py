@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import sys
+import textwrap
 import time
 
 __all__ = ["main", "build_parser"]
@@ -58,14 +59,21 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from reports.verdict import VERDICT_RULE
     from search.ranking import RANK_RULE
 
+    prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] not in ("", "-c") else "run_search.py"
     parser = _Parser(
-        prog=os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] not in ("", "-c") else "run_search.py",
-        description="Find tiny CNNs under a hard budget (params, receptive field, MACs).",
+        prog=prog,
+        description="Find tiny CNNs under a hard budget (params, receptive field, MACs, RAM, flash).",
         epilog="examples:\n"
-               "  python run_search.py --describe zoo/mnist_8k_gap.json --budget 8000\n"
-               "  python run_search.py --describe 'i1x28x28n10-conv_c8_k3-gap-conv_c10_k1_oc' --json\n",
+               f"  {prog} --budget 8000 --target 99.4 --data-dir ../shared/data\n"
+               f"  {prog} --dataset my_images/ --budget 2000 --target 98\n"
+               f"  {prog} --describe zoo/mnist_5k_search.json --budget 8000\n"
+               f"  {prog} --reproduce runs/mnist-b8000/leaderboard.csv --rank 1 --seeds 5 --seed-offset 100\n"
+               + "".join("\n" + textwrap.fill(text, 100, subsequent_indent="  ") + "\n" for text in (
+                   f"ranking (leaderboard, top 10, finalists): {RANK_RULE}.",
+                   f"verdict of --target on the test set (final evaluation): {VERDICT_RULE}.")),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     mode = parser.add_argument_group("modes")
@@ -97,8 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --reproduce: also write model.onnx (of --checkpoint, or of the retrained model); "
                             "needs pip install -e '.[onnx]'")
     final.add_argument("--final-top", type=int, default=3, metavar="K",
-                       help=f"after a search, retrain the top K (ranked: {RANK_RULE}) on the full training set "
-                            "(default 3; 0 = skip)")
+                       help="after a search, retrain the top K (ranked as below) on the full training set and "
+                            "score them on the test set (default 3; 0 = skip)")
     final.add_argument("--final-epochs", type=_positive_int, default=15, help="epochs of the final evaluation "
                                                                              "(default 15)")
 
@@ -115,7 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "(shifts and horizontal flips)")
     search.add_argument("--data-dir", default="data", help="dataset root; downloaded there when missing (default ./data)")
     search.add_argument("--target", type=float, metavar="ACC",
-                        help="validation accuracy in percent to reach; then smaller models are sought")
+                        help="accuracy in percent: during the search, a trial whose validation accuracy reaches it "
+                             "makes the search seek fewer params; in the final evaluation, the test accuracy over "
+                             "the seeds gets a verdict (below)")
     search.add_argument("--stop-at-target", action="store_true", help="stop at the first trial that meets --target")
     search.add_argument("--trials", type=_positive_int, default=50,
                         help="trained trials (rejected proposals don't count; default 50)")
@@ -151,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                                    "label smoothing")
     search.add_argument("--no-repair", action="store_true",
                         help="reject over-budget proposals instead of scaling their widths down to the budget")
+    search.add_argument("--dry-run", action="store_true",
+                        help="print the plan, the estimate and the first proposals' params, RF, MACs and RAM, then "
+                             "exit: no study is created, nothing is trained")
     search.add_argument("--no-retry-interrupted", action="store_true",
                         help="a trial stopped by Ctrl-C or SIGTERM stays failed (default: the next run trains its "
                              "genome again, as it does for a killed worker's trial)")
@@ -386,13 +399,13 @@ def _start_process_server(args: argparse.Namespace) -> None:
 
 
 def _search(args: argparse.Namespace) -> int:
-    _start_process_server(args)
+    if not args.dry_run:
+        _start_process_server(args)
     from reports.final import finalize
     from reports.html import write_report
     from reports.leaderboard import LeaderboardWriter, top_table, write_leaderboard
     from reports.runfiles import atomic_write, load_finals
     from reports.summary import make_console
-    from search.ranking import RANK_RULE
     from search.recovery import fail_orphans
     from search.runner import enqueue_genomes, run_search, trained_count
     from search.settings import SearchSettings, open_study, redact, study_exists
@@ -428,6 +441,8 @@ def _search(args: argparse.Namespace) -> int:
     started = time.monotonic()
     splits = _load_data(settings, console)
     warm_starts = _warm_starts(args.enqueue or [], settings.dataset, splits.spec)
+    if args.dry_run:
+        return _dry_run(settings, args, splits, warm_starts, console)
     study = _guarded(settings, lambda: open_study(settings))  # the one study object of this command
     _guarded(settings, lambda: fail_orphans(study, console.print))  # a killed run's trials are not "trained"
     resumed = study.get_trials(deepcopy=False)
@@ -466,7 +481,7 @@ def _search(args: argparse.Namespace) -> int:
                       "writing the leaderboard and report")
     df = _guarded(settings, lambda: write_leaderboard(study, settings))
     narrow = console.width < 160
-    console.print(top_table(df, 10, title=f"Top 10 of study {settings.study} (ranked: {RANK_RULE})",
+    console.print(top_table(df, 10, title=f"Top 10 of study {settings.study} (ranked as --help says)",
                             genome_chars=max(console.width - 70, 16) if narrow else None))
     if narrow:
         console.print("genomes shortened to fit the terminal: full ones in leaderboard.csv")
@@ -478,6 +493,41 @@ def _search(args: argparse.Namespace) -> int:
         "device": f"{resolve_device(settings.device)}, {settings.workers} worker(s)"})
     console.print(f"leaderboard: {settings.run_dir / 'leaderboard.csv'}   report: {html_path}")
     return code
+
+
+DRY_RUN_PROPOSALS = 5
+
+
+def _dry_run(settings, args: argparse.Namespace, splits, warm_starts: list, console) -> int:
+    """``--dry-run``: the plan, its estimate and the first proposals' costs, as worker 0 of a new study would draw
+    them; no study is created and no trial trained (the estimate times a few steps on random images)."""
+    import optuna
+
+    from budgets import check
+    from search.runner import trained_count
+    from search.settings import make_sampler, study_exists
+    from search.space import narrow_to_limits, sample_genome
+
+    trained = 0
+    if study_exists(settings):
+        trained = trained_count(optuna.load_study(study_name=settings.study, storage=settings.storage_url)
+                                .get_trials(deepcopy=False))
+        console.print(f"the study exists: a run would resume it ({trained} trained)")
+    for line in _plan(settings, args, splits, trained).lines():
+        console.print(line)
+    probe = optuna.create_study(sampler=make_sampler(settings.sampler, settings.seed))
+    proposals = [("queued", narrow_to_limits(g, settings.limits) or g) for g in warm_starts]
+    proposals += [("sampled", sample_genome(probe.ask(), splits.spec, settings.limits, repair=settings.repair).genome)
+                  for _ in range(DRY_RUN_PROPOSALS)]
+    console.print(f"first proposals (sampler {settings.sampler}, seed {settings.seed}; RAM at {settings.precision}):")
+    for kind, genome in proposals:
+        verdict = check(genome, settings.limits)
+        console.print(f"  {kind}: {verdict.params:,} params, RF {verdict.receptive_field}, {verdict.macs:,} MACs, "
+                      f"RAM {verdict.ram:,} B" + ("" if verdict.ok else f", rejected: {'; '.join(verdict.violations)}"),
+                      markup=False, highlight=False)
+        console.print(f"    {genome.to_string()}", markup=False, highlight=False, soft_wrap=True)
+    console.print("dry run: no study was created and no trial trained")
+    return 0
 
 
 def _reproduce(args: argparse.Namespace) -> int:

@@ -243,3 +243,17 @@ def test_bad_data_fails_at_once_with_one_line_and_no_study(tmp_path, make, expec
 def test_an_unknown_dataset_name_says_a_path_works_too(tmp_path):
     result = cli("--dataset", "svhn", "--budget", "2000", "--out", str(tmp_path / "runs"))
     assert result.returncode == 2 and "or the path of your own data" in result.stderr
+
+
+def test_dry_run_prints_the_plan_and_proposals_and_creates_nothing(tmp_path):
+    from tests.synthetic import write_idx
+
+    write_idx(tmp_path / "data" / "MNIST" / "raw", n_train=6000, n_test=100)
+    result = cli("--budget", "4000", "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "runs"), "--device",
+                 "cpu", "--dry-run", "--enqueue", "zoo/mnist_5k_search.json", env={**os.environ, "COLUMNS": "80"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout
+    assert "plan: up to 50 trained trials" in out and "estimate: ~" in out
+    assert out.count("  sampled: ") == 5 and "  queued: 3,9" in out  # the 4,404-param design narrowed to 4,000
+    assert "i1x28x28n10-" in out and "dry run: no study was created" in out
+    assert not (tmp_path / "runs").exists()
