@@ -481,9 +481,12 @@ def _search(args: argparse.Namespace) -> int:
                       "writing the leaderboard and report")
     df = _guarded(settings, lambda: write_leaderboard(study, settings))
     narrow = console.width < 160
-    console.print(top_table(df, 10, title=f"Top 10 of study {settings.study} (ranked as --help says)",
-                            genome_chars=max(console.width - 70, 16) if narrow else None))
-    if narrow:
+    if df["rank"].isna().all():
+        console.print(f"study {settings.study}: no trial has finished its training yet, so there is no top 10")
+    else:
+        console.print(top_table(df, 10, title=f"Top 10 of study {settings.study} (ranked as --help says)",
+                                genome_chars=max(console.width - 70, 16) if narrow else None))
+    if narrow and df["rank"].notna().any():
         console.print("genomes shortened to fit the terminal: full ones in leaderboard.csv")
     from search.plan import format_duration
     from training import resolve_device

@@ -202,9 +202,10 @@ class ExportError(BudgetNASError):
 
 
 def export_onnx(model: nn.Module, genome: Genome, path: Path, mean: Sequence[float], std: Sequence[float],
-                classes: Sequence[str] | None = None) -> None:
+                classes: Sequence[str] | None = None, seed: int | None = None) -> None:
     """``model.onnx``: input ``images`` (normalised, dynamic batch), output ``scores``; the normalisation,
-    the genome, the input name and the class names (``classes``, a JSON list) go in the ONNX metadata.
+    the genome, the input name, the class names (``classes``, a JSON list) and the training ``seed`` of these weights
+    go in the ONNX metadata.
     Needs ``pip install -e '.[onnx]'``."""
     try:
         import onnx
@@ -225,7 +226,7 @@ def export_onnx(model: nn.Module, genome: Genome, path: Path, mean: Sequence[flo
     for key, value in (("input", "images"), ("normalize_mean", ",".join(f"{v:.6f}" for v in mean)),
                        ("normalize_std", ",".join(f"{v:.6f}" for v in std)), ("pixel_scale", "1/255"),
                        ("genome", genome.to_string()), ("classes", json.dumps(_class_names(genome, classes))),
-                       ("producer", "BudgetNAS")):
+                       *((("seed", str(seed)),) if seed is not None else ()), ("producer", "BudgetNAS")):
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.save(proto, str(path))

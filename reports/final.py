@@ -123,7 +123,8 @@ def write_artifacts(out_dir: Path, genome: Genome, final: FinalResult, full: Spl
         export_torchscript(results[0].model, out_dir / "model.ts")
         written.append(out_dir / "model.ts")
         try:
-            export_onnx(results[0].model, genome, out_dir / "model.onnx", full.mean, full.std, full.classes)
+            export_onnx(results[0].model, genome, out_dir / "model.onnx", full.mean, full.std, full.classes,
+                        seed=results[0].seed)
             written.append(out_dir / "model.onnx")
         except ExportError as e:
             if require_onnx:

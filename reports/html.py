@@ -11,6 +11,7 @@ import io
 from pathlib import Path
 
 import matplotlib.ticker
+import numpy as np
 import matplotlib.pyplot as plt
 import pandas as pd
 
@@ -78,11 +79,13 @@ def plot_accuracy_vs_params(df: pd.DataFrame, budget: int | None, target: float 
             y = rows["val_acc"].fillna(strip)
         ax.scatter(rows["params"], y, c=color, marker=marker, s=28, alpha=0.75,
                    label=f"{label} ({len(rows)})")
-    ax.axhline(low - 0.06 * span, color="grey", lw=0.6, ls="-")
+    if (df["status"] == "rejected").any():
+        ax.axhline(low - 0.06 * span, color="grey", lw=0.6, ls="-", label="below: rejected (no accuracy)")
     ax.set_ylim(strip - 0.06 * span, high + 0.06 * span)
     front = pareto_front(df)
-    if not front.empty:
-        ax.step(front["params"], front["val_acc"], where="post", color="black", lw=1.2, label="Pareto front")
+    if not front.empty:  # markers too: a front of one design is a point, not a line
+        ax.step(front["params"], front["val_acc"], where="post", color="black", lw=1.2, marker="D", ms=4,
+                mfc="none", label=f"Pareto front ({len(front)})")
     if budget:
         ax.axvline(budget, color="tab:red", ls="--", lw=1, label=f"budget {budget:,}")
     if target is not None:
@@ -118,12 +121,14 @@ def plot_final_curves(finals: dict, df: pd.DataFrame):
         label = f"trial {trial} ({int(params.iloc[0]):,} params)" if len(params) else f"trial {trial}"
         line, = ax.plot(range(1, n + 1), mean, marker="o", ms=3, label=label)
         for c in curves:
-            ax.plot(range(1, len(c) + 1), c, color=line.get_color(), alpha=0.25, lw=0.8)
+            ax.plot(range(1, len(c) + 1), c, color=line.get_color(), alpha=0.25, lw=0.8, label="_seed")
     _finish(ax, "epoch", "test accuracy (%)", "Finalists: test accuracy per epoch (mean over seeds; thin lines: each seed)")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     if ax.lines:
         _legend(ax, loc="lower right")
         low = min(min(line.get_ydata()) for line in ax.lines)
-        ax.set_ylim(max(low, 95.0) - 0.2, 100.0)
+        last = min(line.get_ydata()[-1] for line in ax.lines)
+        ax.set_ylim(max(low, min(last - 3.0, 95.0)) - 0.2, 100.0)  # the end of every curve in view, not epoch 1's dip
     return fig
 
 
@@ -133,8 +138,21 @@ GENOME_LEGEND = ("Genome tokens: block name, then fields that differ from their 
                  "_a activation, _r dropout rate. The first token is the input: i<channels>x<height>x<width>n<classes>.")
 
 
+def _readable(df: pd.DataFrame) -> pd.DataFrame:
+    """Cells as a reader wants them: blanks for missing values, yes / no for booleans."""
+    def cell(v):
+        if v is None or (isinstance(v, float) and pd.isna(v)) or v is pd.NA:
+            return ""
+        if isinstance(v, (bool, np.bool_)):
+            return "yes" if v else "no"
+        return v
+    return df.astype(object).map(cell)
+
+
 def _table(df: pd.DataFrame, css: str = "t") -> str:
-    return df.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.2f}", border=0, classes=css)
+    if df.empty:
+        return "<p>No trial has finished its training yet.</p>"
+    return _readable(df).to_html(index=False, na_rep="", float_format=lambda v: f"{v:.2f}", border=0, classes=css)
 
 
 def _thousands(v) -> str:
@@ -152,7 +170,8 @@ def _top(df: pd.DataFrame, n: int = 10) -> pd.DataFrame:
     if "test_acc_mean" in top.columns and top["test_acc_mean"].isna().all():  # no final evaluation: no empty columns
         top = top.drop(columns=[c for c in FINAL_COLUMNS if c in top.columns])
     for column in ("rank", "trial", "epochs", "rf"):
-        top[column] = top[column].astype("Int64")
+        if column in top.columns:
+            top[column] = top[column].astype("Int64")
     for column in ("params", "macs", "ram", "flash"):
         if column in top.columns:
             top[column] = top[column].map(_thousands)
@@ -174,8 +193,12 @@ def headline(df: pd.DataFrame, settings: dict, finals: dict) -> list[str]:
     ranked = df[df["rank"].notna()].sort_values("rank")
     trained = df[df["status"].isin(["complete", "pruned", "diverged", "oom"])]
     if ranked.empty:
-        return [f"No trial completed its training yet ({len(trained)} trained partly, "
-                f"{int((df['status'] == 'rejected').sum())} rejected)."]
+        partly = df[df["status"].isin(["pruned", "diverged", "oom", "running"])]
+        best_partly = pd.to_numeric(partly["val_acc"], errors="coerce").max()
+        return [f"No trial has finished its full training yet: {len(partly)} stopped at an earlier rung or are "
+                "still training" + (f" (best validation accuracy there {best_partly:.2f}%)" if pd.notna(best_partly)
+                                    else "") + f", {int((df['status'] == 'rejected').sum())} rejected.",
+                *_near_chance(df)]
     best = ranked.iloc[0]
     epochs, images = best.get("epochs"), best.get("images")
     fidelity = f"{int(epochs)} epoch{'s' if int(epochs) != 1 else ''}" + (
@@ -205,10 +228,29 @@ def headline(df: pd.DataFrame, settings: dict, finals: dict) -> list[str]:
     pruned = int((df["status"] == "pruned").sum())
     lines.append(f"Search fidelity: trials that survived the pruner trained {fidelity}; {pruned} trial(s) were "
                  f"stopped earlier and are not ranked.")
-    return lines
+    return lines + _near_chance(df)
+
+
+def _near_chance(df: pd.DataFrame) -> list[str]:
+    """A warning when the best validation accuracy of the search is near chance (the designs learned little)."""
+    genomes = df["genome"].dropna() if "genome" in df.columns else pd.Series(dtype=object)
+    accs = pd.to_numeric(df["val_acc"], errors="coerce").dropna()
+    if genomes.empty or accs.empty:
+        return []
+    classes = Genome.from_string(genomes.iloc[0]).input.classes
+    chance = 100.0 / classes
+    best = float(accs.max())
+    if best >= chance + 0.25 * (100.0 - chance):
+        return []
+    return [f"Warning: the best validation accuracy, {best:.2f}%, is near chance ({chance:.0f}% for {classes} classes): "
+            "the designs learned little. Train longer (--epochs, more --trials, no --train-subset), or check the "
+            "data and its labels."]
 
 
 def _markdown(df: pd.DataFrame) -> str:
+    if df.empty:
+        return "No trial has finished its training yet."
+    df = _readable(df)
     header = "| " + " | ".join(str(c) for c in df.columns) + " |"
     sep = "| " + " | ".join("---" for _ in df.columns) + " |"
 
@@ -219,11 +261,16 @@ def _markdown(df: pd.DataFrame) -> str:
     return "\n".join([header, sep] + ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)])
 
 
-def _exported(run_dir: Path) -> dict[str, str]:
-    """Where the finalists' exported files are."""
+def _exported(run_dir: Path, finals: dict) -> dict[str, str]:
+    """Where the finalists' exported files are, and which seed's weights model.onnx / model.ts hold."""
     folders = sorted((run_dir / "final").glob("trial*")) if (run_dir / "final").is_dir() else []
-    return {f"exported ({folder.name})": ", ".join(sorted(p.name for p in folder.iterdir())) + f" in {folder}"
-            for folder in folders}
+    lines = {}
+    for folder in folders:
+        seeds = (finals.get(folder.name.removeprefix("trial")) or {}).get("seeds") or []
+        lines[f"exported ({folder.name})"] = (", ".join(sorted(p.name for p in folder.iterdir())) + f" in {folder}"
+                                              + (f"; model.onnx and model.ts hold seed {seeds[0]}'s weights"
+                                                 if seeds else ""))
+    return lines
 
 
 def write_report(run_dir: str | Path, df: pd.DataFrame | None = None, run_info: dict | None = None
@@ -253,7 +300,7 @@ def write_report(run_dir: str | Path, df: pd.DataFrame | None = None, run_info: 
         names = settings["classes"]
         shown["classes"] = f"{len(names)}: " + ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
     shown = {k: (f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else v) for k, v in shown.items()}
-    info = {**(run_info or {}), **_exported(run_dir)}
+    info = {**(run_info or {}), **_exported(run_dir, finals)}
     name = html.escape(str(settings.get("study", run_dir.name)))
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>BudgetNAS report: {name}</title>",
              "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"

@@ -200,3 +200,61 @@ def test_seeds_auto_races_only_open_verdicts(searched, monkeypatch, tmp_path, ac
     assert summary["seeds"] == expected_seeds
     assert summary["meets_target"] in ("certain", "no", "likely")
     assert any("verdict still open" in line for line in lines) == (len(expected_seeds) > 3)
+
+
+def _written_run(tmp_path, rows):
+    run = tmp_path / "run"
+    run.mkdir()
+    pd.DataFrame(rows).to_csv(run / "leaderboard.csv", index=False)
+    (run / "settings.json").write_text(json.dumps({"study": "s", "target": 99.0}))
+    return run
+
+
+GENOME = "i1x28x28n10-conv_c8_k3-gap-conv_c10_k1_oc"
+
+
+def test_report_cells_are_blank_or_yes_no_and_name_the_exported_seed(searched):
+    html_path, md_path = write_report(searched.run_dir)
+    page, md = html_path.read_text(), md_path.read_text()
+    top = page[page.index("<h2>Top 10</h2>"):page.index("<h2>Best design</h2>")]
+    for word in (">None<", ">False<", ">True<", ">nan<", ">NaN<", "<NA>"):
+        assert word not in top, word
+    for word in ("| None |", "| False |", "| True |", "| nan |"):
+        assert word not in md, word
+    assert "model.onnx and model.ts hold seed 0" in page
+
+
+def test_report_of_a_run_where_no_trial_finished(tmp_path):
+    import warnings
+
+    run = _written_run(tmp_path, [
+        {"rank": None, "trial": 0, "status": "pruned", "genome": GENOME, "params": 900, "val_acc": 97.6, "epochs": 1},
+        {"rank": None, "trial": 1, "status": "rejected", "genome": GENOME, "params": 9000, "val_acc": None}])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib's "No artists with labels" included
+        html_path, md_path = write_report(run)
+    page, md = html_path.read_text(), md_path.read_text()
+    assert "No trial has finished its training yet." in page and "No trial has finished its training yet." in md
+    assert "1 stopped at an earlier rung or are still training (best validation accuracy there 97.60%)" in page
+    assert "near chance" not in page
+
+
+def test_headline_warns_when_accuracies_are_near_chance(tmp_path):
+    from reports.html import headline
+
+    board = pd.DataFrame([{"rank": 1, "trial": 0, "status": "complete", "genome": GENOME, "params": 900,
+                           "val_acc": 18.5, "epochs": 1, "images": 1000}])
+    lines = headline(board, {"target": 99.0}, {})
+    assert any("is near chance (10% for 10 classes)" in line for line in lines)
+    board.loc[0, "val_acc"] = 60.0
+    assert not any("near chance" in line for line in headline(board, {}, {}))
+
+
+def test_finalist_plot_has_whole_epochs_and_keeps_low_accuracies_in_view(searched):
+    from reports.html import plot_final_curves
+
+    finals = {"0": {"per_epoch_test_acc": [[60.0, 85.0, 91.0], [62.0, 86.0, 92.5]]}}
+    fig = plot_final_curves(finals, pd.DataFrame({"trial": [0], "params": [900]}))
+    ax = fig.axes[0]
+    assert all(float(t).is_integer() for t in ax.get_xticks())
+    assert ax.get_ylim()[0] <= 91.0  # the last epoch's accuracies are in view
