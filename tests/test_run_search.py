@@ -1,4 +1,5 @@
 import json
+import re
 import os
 import subprocess
 import sys
@@ -67,3 +68,27 @@ def test_malformed_json_file(tmp_path, capsys):
     assert run_search.main(["--describe", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "bad.json: malformed JSON" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("width", [80, 200])
+def test_describe_fits_80_columns_with_whole_tokens_and_one_shape_notation(width):
+    import io
+
+    from rich.console import Console
+
+    from blocks import load_genome
+    from budgets import Limits, analyze, check
+    from reports.summary import render_summary
+
+    for name in ("mnist_5k_search", "mnist_3k6_search", "mnist_8k_gap", "cifar10_dws"):
+        genome = load_genome(str(ROOT / "zoo" / f"{name}.json"))
+        out = io.StringIO()
+        render_summary(analyze(genome), check(genome, Limits(max_params=8000)), Limits(max_params=8000),
+                       Console(file=out, width=width, color_system=None))
+        text = out.getvalue()
+        assert max(len(line) for line in text.splitlines()) <= width
+        table_lines = text.splitlines()
+        for row in analyze(genome).layers:  # every token whole, on one line with its shape
+            assert any(row.token in line and "x".join(map(str, row.output_shape)) in line for line in table_lines), row
+        assert "[-1" not in text and "[1, " not in text
+        assert re.search(r"RAM: [\d,]+ B", text)  # a figure and its unit on one line
