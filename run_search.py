@@ -38,6 +38,8 @@ def _seed_count(text: str) -> str:
 
 
 AUTO_SEEDS = 3  # --seeds auto: the first round
+# --quick: what it changes from the defaults (measured in BENCHMARKS.md, "The quick path").
+QUICK = {"trials": 16, "train_subset": 15000, "epochs": 5, "final_top": 1, "final_epochs": 6, "seeds": "3"}
 
 
 def _version() -> str:
@@ -161,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                                    "label smoothing")
     search.add_argument("--no-repair", action="store_true",
                         help="reject over-budget proposals instead of scaling their widths down to the budget")
+    search.add_argument("--quick", action="store_true",
+                        help="a first tested model in about 10 minutes on a 2-core CPU: " + ", ".join(
+                            f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items())
+                             + " (flags you give win)")
     search.add_argument("--dry-run", action="store_true",
                         help="print the plan, the estimate and the first proposals' params, RF, MACs and RAM, then "
                              "exit: no study is created, nothing is trained")
@@ -431,6 +437,8 @@ def _search(args: argparse.Namespace) -> int:
         out=args.out,
         train_subset=args.train_subset, tune_hparams=args.tune_hparams, repair=not args.no_repair,
         stop_at_target=args.stop_at_target, retry_interrupted=not args.no_retry_interrupted)
+    if args.quick and args.study is None:  # a quick run is not resumed by a full one, nor the other way round
+        settings.study += "-quick"
     load_finals(settings.run_dir)  # a damaged finals.json is named now, not after the search
     if args.finalize and not study_exists(settings):
         raise UsageError(f"--finalize: no study {settings.study!r} in {redact(settings.storage_url)}; "
@@ -584,6 +592,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.quick:  # the preset's values, where the flag was left at its default
+        for name, value in QUICK.items():
+            if getattr(args, name) == parser.get_default(name):
+                setattr(args, name, value)
     os.environ.setdefault("MPLBACKEND", "Agg")  # plots only ever go to report files
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:

@@ -223,7 +223,8 @@ class Objective:
     def _train_in_rungs(self, trial: Any, genome: Genome, config: TrainConfig) -> TrainResult:
         spent, epochs_trained, rung_accs, histories = 0.0, 0, {}, {}
         known = self._known_rungs(trial, genome.hash, config)
-        for epochs in rung_epochs(self.settings.min_epochs, config.epochs):
+        rungs = rung_epochs(self.settings.min_epochs, config.epochs)
+        for epochs in rungs:
             rung_config = replace(config, epochs=epochs)
             if str(epochs) in known:  # the same genome and recipe ran this rung in an earlier (pruned) trial
                 number, history = known[str(epochs)]
@@ -240,8 +241,11 @@ class Objective:
             trial.set_user_attr("rungs", rung_accs)
             trial.set_user_attr("rung_history", histories)
             trial.report(final_acc, epochs)
-            if trial.should_prune():
+            if trial.should_prune():  # (the worker's line for the trial follows)
                 return replace(short, status="pruned", seconds=spent)
+            later = [r for r in rungs if r > epochs]  # promoted: said now, a full run can take a while
+            self.log(f"trial {trial.number}: {epochs}-epoch rung val {final_acc:.2f}% -> on to the "
+                     + (f"{later[0]}-epoch rung" if later else f"full {config.epochs}-epoch run"))
         full = self.train_fn(genome, self.splits, config)
         trial.set_user_attr("epochs_trained", epochs_trained + len(full.epochs))
         return replace(full, seconds=spent + full.seconds)
