@@ -74,7 +74,8 @@ def final_evaluation(genome: Genome, full: Splits, epochs: int, seeds: list[int]
     on CPU trains the seeds side by side, one single-threaded process each (``training.parallel``).
     """
     jobs = _final_jobs(genome, epochs, seeds, base or TrainConfig())
-    results = dict(train_many(jobs, full, processes, on_epoch=_epoch_logger([f"seed {s}" for s in seeds], log)))
+    group = [("seed " + str(seeds[0]) if len(seeds) == 1 else "seeds", list(range(len(jobs))), list(seeds))]
+    results = dict(train_many(jobs, full, processes, on_epoch=_epoch_logger(group, log)))
     return _final_result(genome, [results[i] for i in range(len(jobs))], log)
 
 
@@ -82,14 +83,32 @@ def _final_jobs(genome: Genome, epochs: int, seeds: list[int], base: TrainConfig
     return [(genome, replace(base, epochs=epochs, seed=seed, evaluate_test=True)) for seed in seeds]
 
 
-def _epoch_logger(names: list[str], log: Callable[[str], None]) -> Callable[[int, EpochMetrics], None]:
-    """Notebook-style lines per epoch of run ``names[index]``, after a ``<name>:`` line at its first epoch."""
+def _epoch_logger(groups: list[tuple[str, list[int], list[int]]], log: Callable[[str], None]
+                  ) -> Callable[[int, EpochMetrics], None]:
+    """Per-epoch lines for runs trained side by side, whose epochs arrive interleaved. ``groups``: (title, job
+    indices, seeds), one per finalist. A group of one run gets notebook lines (train loss and accuracy, test loss
+    and accuracy); a group of several gets one row per epoch, once every seed has finished it, with a column per
+    seed, so that no line mixes runs."""
+    where = {index: group for group, (_, indices, _) in enumerate(groups) for index in indices}
+    pending: dict[tuple[int, int], dict[int, EpochMetrics]] = {}  # (group, epoch) -> the seeds' metrics so far
+
     def on_epoch(index: int, m: EpochMetrics) -> None:
-        if m.epoch == 1:
-            log(f"{names[index]}:")
-        log(f"  Epoch {m.epoch:>2}: train loss {m.train_loss:.4f}, train acc {m.train_acc:.2f}% | "
-            f"test loss {m.test_loss:.4f}, test acc {m.test_acc:.2f}%  ({m.seconds:.1f} s)"
-            + (f"  [{names[index]}]" if len(names) > 1 else ""))
+        group = where[index]
+        title, indices, seeds = groups[group]
+        if len(indices) == 1:
+            if m.epoch == 1:
+                log(f"{title}:")
+            log(f"  Epoch {m.epoch:>2}: train loss {m.train_loss:.4f}, train acc {m.train_acc:.2f}% | "
+                f"test loss {m.test_loss:.4f}, test acc {m.test_acc:.2f}%  ({m.seconds:.1f} s)")
+            return
+        row = pending.setdefault((group, m.epoch), {})
+        if m.epoch == 1 and not row:
+            log(f"{title}: test accuracy after each epoch, one column per seed")
+        row[index] = m
+        if len(row) == len(indices):
+            del pending[(group, m.epoch)]
+            cells = "  ".join(f"seed {seed}: {row[i].test_acc:6.2f}%" for i, seed in zip(indices, seeds))
+            log(f"  Epoch {m.epoch:>2}  {cells}  ({max(r.seconds for r in row.values()):.1f} s an epoch)")
     return on_epoch
 
 
@@ -193,16 +212,17 @@ def finalize(study: Any, settings: Any, ranked: pd.DataFrame, top_k: int, epochs
     runs_of: dict[int, list[TrainResult]] = {trial: [] for trial, _, _ in rounds}
     while rounds:
         jobs: list[tuple[Genome, TrainConfig]] = []  # every finalist's runs go to one pool, so none waits for another
-        names: list[str] = []
+        groups: list[tuple[str, list[int], list[int]]] = []
         owner: dict[int, tuple[int, Genome, range]] = {}
         for trial, genome, round_seeds in rounds:
             indices = range(len(jobs), len(jobs) + len(round_seeds))
             owner.update({i: (trial, genome, indices) for i in indices})
             jobs += _final_jobs(genome, epochs, round_seeds, base)
-            names += [f"trial {trial} seed {seed}" for seed in round_seeds]
+            groups.append((f"trial {trial}" + (f" seed {round_seeds[0]}" if len(round_seeds) == 1 else ""),
+                           list(indices), round_seeds))
         rounds = []
         results: dict[int, TrainResult] = {}
-        for index, result in train_many(jobs, full, processes, on_epoch=_epoch_logger(names, log)):
+        for index, result in train_many(jobs, full, processes, on_epoch=_epoch_logger(groups, log)):
             results[index] = result
             trial, genome, indices = owner[index]
             if not all(i in results for i in indices):  # this finalist still has runs going

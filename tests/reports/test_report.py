@@ -114,8 +114,13 @@ def test_final_evaluation_logs_notebook_lines_and_writes_artifacts(tmp_path):
     lines = []
     final = final_evaluation(TINY_GENOME, tiny_splits(), 2, [0, 1], TrainConfig(device="cpu", batch_size=32),
                              log=lines.append)
-    assert sum(line.strip().startswith("Epoch") for line in lines) == 4
-    assert "test acc" in lines[1] and lines[-1].startswith("test accuracy over 2 seed(s)")
+    rows = [line for line in lines if line.strip().startswith("Epoch")]
+    assert len(rows) == 2 and all("seed 0: " in row and "seed 1: " in row for row in rows)  # a column per seed
+    assert lines[0] == "seeds: test accuracy after each epoch, one column per seed"
+    assert lines[-1].startswith("test accuracy over 2 seed(s)")
+    one = []
+    final_evaluation(TINY_GENOME, tiny_splits(), 2, [5], TrainConfig(device="cpu", batch_size=32), log=one.append)
+    assert one[0] == "seed 5:" and "train loss" in one[1] and "test acc" in one[1]  # one run: notebook lines
     assert final.min <= final.mean and len(final.final_accs) == 2
     written = write_artifacts(tmp_path, TINY_GENOME, final, tiny_splits())
     assert {p.name for p in written} - {"model.onnx"} == {"checkpoint_seed0.pt", "checkpoint_seed1.pt", "model.ts",
