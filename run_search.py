@@ -232,16 +232,14 @@ def _dataset(name: str) -> str:
     return name
 
 
-def _load_data(settings, console):
+def _checked_data(settings, console):
     """The search's data, loaded and checked once before the study is created (a bad dataset is one line, and no
     study, calibration or worker follows); its facts are printed as the plan's data line."""
-    from training import augmentation, load_splits
+    from training import TrainConfig, augmentation, load_splits
 
     splits = load_splits(settings.dataset, settings.data_dir, device="cpu", val_size=settings.val_size,
                          image_size=settings.image_size)
     spec = splits.spec
-    from training import TrainConfig
-
     mode, _ = augmentation(TrainConfig(augment=settings.augment), splits)
     names = ", ".join(splits.classes[:6]) + (", ..." if len(splits.classes) > 6 else "")
     console.print(f"data: {spec.channels}x{spec.height}x{spec.width}, {spec.classes} classes ({names}); "
@@ -447,7 +445,7 @@ def _search(args: argparse.Namespace) -> int:
                   f"{settings.trials} trials x {settings.epochs} epochs, sampler {settings.sampler}, "
                   f"pruner {settings.pruner} ({settings.rungs} rungs), {settings.workers} worker(s)")
     started = time.monotonic()
-    splits = _load_data(settings, console)
+    splits = _checked_data(settings, console)
     warm_starts = _warm_starts(args.enqueue or [], settings.dataset, splits.spec)
     if args.dry_run:
         return _dry_run(settings, args, splits, warm_starts, console)
