@@ -47,7 +47,6 @@ def test_an_empty_mode_argument_is_refused_and_creates_nothing(mode, tmp_path):
     (["--budget", "8000", "--study", ".."], "--study '..': use letters"),
     (["--budget", "8000", "--out", ""], "--out needs a folder"),
     (["--budget", "8000", "--data-dir", " "], "--data-dir needs a folder"),
-    (["--budget", "8000", "--storage", "postgresql://nobody@127.0.0.1:1/none"], "cannot open storage"),
     (["--budget", "8000", "--seed", "-1"], "--seed must be in [0, 2**32)"),
     (["--reproduce", "zoo/lenet5.json", "--seeds", "auto"], "--seeds auto races a search's finalists"),
     (["--budget", "8000", "--seeds", "many"], "expected a positive integer, got 'many'"),
@@ -301,3 +300,10 @@ def test_resuming_on_a_read_only_mount_says_read_only(tmp_path, mounted):
     one_line(cli("--budget", "3000", "--study", "s", "--out", str(mounted), "--device", "cpu"), 2,
              "read-only file system")
 
+
+
+def test_a_storage_that_cannot_be_opened_is_one_line_exit_2_and_leaves_no_files(tmp_path):
+    write_idx(tmp_path / "data" / "MNIST" / "raw", n_train=6000, n_test=10)
+    one_line(cli("--budget", "8000", "--storage", "postgresql://nobody@127.0.0.1:1/none", "--data-dir",
+                 str(tmp_path / "data"), "--out", str(tmp_path / "runs"), "--device", "cpu"), 2, "cannot open storage")
+    assert not (tmp_path / "runs").exists()
