@@ -546,18 +546,21 @@ def _reproduce(args: argparse.Namespace) -> int:
     from reports.export import load_checkpoint, non_finite_parameters
     from reports.reproduce import reproduce, resolve_source
     from reports.summary import make_console, render_summary
-    from training import check_genome_fits, evaluate, load_splits, resolve_device
+    from training import DATASETS, check_genome_fits, evaluate, load_splits, resolve_device
 
     device = _device(args.device)
     source = resolve_source(args.reproduce, rank=args.rank, trial=args.trial)
     dataset = _dataset(args.dataset or source.dataset or "mnist")
+    if dataset in DATASETS:  # a built-in dataset's shape is known before its files are read
+        check_genome_fits(source.genome, DATASETS[dataset].spec, dataset)
+    if args.checkpoint:
+        model, checkpoint = load_checkpoint(args.checkpoint, source.genome)  # refuses another genome's weights
     full = load_splits(dataset, args.data_dir, device=resolve_device(device), val_size=0,
                        image_size=args.image_size or source.image_size)
     check_genome_fits(source.genome, full.spec, dataset)
     console = make_console()
     render_summary(analyze(source.genome), check(source.genome, _limits(args)), _limits(args), console)
     if args.checkpoint:
-        model, checkpoint = load_checkpoint(args.checkpoint, source.genome)  # refuses another genome's weights
         bad = non_finite_parameters(model)
         if bad:
             console.print(f"[yellow]warning: {args.checkpoint} holds NaN or inf in {len(bad)} tensor(s) "

@@ -131,12 +131,15 @@ def test_corrupt_settings_json_beside_a_leaderboard(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_failing_worker_fails_the_run_with_one_line(tmp_path):
+def test_missing_data_fails_once_before_any_worker_or_study(tmp_path):
+    """Issue 28: the data is checked in the command, before the study, the calibration and the workers: one line,
+    not one per worker (it used to be "2 of 2 workers failed: ..." after 15-35 s of calibration)."""
     result = cli("--budget", "3000", "--trials", "2", "--workers", "2", "--data-dir", str(tmp_path / "missing"),
                  "--out", str(tmp_path / "runs"), "--device", "cpu", env={"PATH": "", "HOME": str(tmp_path)})
     assert result.returncode == 2, result.stderr[-2000:]
-    assert "2 of 2 workers failed" in result.stderr and "Traceback" not in result.stderr + result.stdout
-    assert len(result.stderr.strip().splitlines()) == 1
+    assert "MNIST not found" in result.stderr and "workers failed" not in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout and len(result.stderr.strip().splitlines()) == 1
+    assert "plan:" not in result.stdout and not (tmp_path / "runs").exists()
 
 
 def test_workers_are_capped_to_the_machine(capsys):
@@ -293,12 +296,13 @@ def test_a_full_disk_while_writing_the_report_names_the_file_and_keeps_the_old_o
 
 
 def test_resuming_on_a_read_only_mount_says_read_only(tmp_path, mounted):
+    write_idx(tmp_path / "data" / "MNIST" / "raw", n_train=6000, n_test=10)
     run = mounted / "s"
     run.mkdir()
     (run / "study.db").write_bytes(b"")
     assert subprocess.run(["mount", "-o", "remount,ro", str(mounted)]).returncode == 0
-    one_line(cli("--budget", "3000", "--study", "s", "--out", str(mounted), "--device", "cpu"), 2,
-             "read-only file system")
+    one_line(cli("--budget", "3000", "--study", "s", "--out", str(mounted), "--device", "cpu", "--data-dir",
+                 str(tmp_path / "data")), 2, "read-only file system")
 
 
 

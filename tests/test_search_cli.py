@@ -55,6 +55,9 @@ def test_real_mnist_proxy_search_then_ctrl_c(mnist_dir, tmp_path):
     (["--budget", "8000", "--final-top", "-1"], "--final-top must be >= 0"),
 ])
 def test_bad_search_input_is_one_line_and_exit_code_2(args, expected, tmp_path):
+    from tests.synthetic import write_idx
+
+    write_idx(tmp_path / "data" / "MNIST" / "raw", n_train=6000, n_test=10)  # the data is checked first
     result = cli(*args, "--out", str(tmp_path), "--data-dir", str(tmp_path / "data"))
     assert result.returncode == 2, result.stderr
     assert expected in result.stderr and "Traceback" not in result.stderr
@@ -64,8 +67,11 @@ def test_bad_search_input_is_one_line_and_exit_code_2(args, expected, tmp_path):
 def test_resuming_a_study_with_another_budget_is_refused(tmp_path):
     from search.settings import SearchSettings, open_study
 
+    from tests.synthetic import write_idx
+
+    write_idx(tmp_path / "data" / "MNIST" / "raw", n_train=6000, n_test=10)  # the data is checked first
     open_study(SearchSettings(budget=8000, out=str(tmp_path), study="s8k"))
-    result = cli("--budget", "4000", "--study", "s8k", "--out", str(tmp_path))
+    result = cli("--budget", "4000", "--study", "s8k", "--out", str(tmp_path), "--data-dir", str(tmp_path / "data"))
     assert result.returncode == 2
     assert "study 's8k'" in result.stderr and "budget 8000 (this run: 4000)" in result.stderr
 
