@@ -410,6 +410,7 @@ def _search(args: argparse.Namespace) -> int:
     from reports.leaderboard import LeaderboardWriter, top_table, write_leaderboard
     from reports.runfiles import atomic_write, load_finals
     from reports.summary import make_console
+    from search.interrupts import acknowledge_lost, raise_if_lost
     from search.recovery import fail_orphans
     from search.runner import enqueue_genomes, run_search, trained_count
     from search.settings import SearchSettings, open_study, redact, study_exists
@@ -469,6 +470,7 @@ def _search(args: argparse.Namespace) -> int:
     def print_plan() -> None:  # while the worker processes start
         for line in _plan(settings, args, splits, trained_count(resumed)).lines():
             console.print(line)
+        raise_if_lost()
 
     code = 0
     try:
@@ -476,12 +478,14 @@ def _search(args: argparse.Namespace) -> int:
             here = splits.subset(settings.train_subset, seed=settings.seed) if _device_type(settings.device) == "cpu" else None
             _guarded(settings, lambda: run_search(settings, study, callbacks=[LeaderboardWriter(settings)],
                                                   on_started=print_plan, splits=here))
+        raise_if_lost()
         if args.final_top:
             _guarded(settings, lambda: finalize(
                 study, settings, write_leaderboard(study, settings), args.final_top, args.final_epochs,
                 _seeds(args), log=console.print, max_seeds=_max_seeds(args),
                 on_final=lambda finals: write_leaderboard(study, settings, finals), processes=settings.workers))
     except KeyboardInterrupt as e:
+        acknowledge_lost()
         code = 143 if isinstance(e, _Terminated) else 130
         console.print(f"{'terminated' if code == 143 else 'interrupted'}: completed trials are kept in the study; "
                       "writing the leaderboard and report")
@@ -598,7 +602,10 @@ def main(argv: list[str] | None = None) -> int:
             if getattr(args, name) == parser.get_default(name):
                 setattr(args, name, value)
     os.environ.setdefault("MPLBACKEND", "Agg")  # plots only ever go to report files
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    previous, previous_int = signal.signal(signal.SIGTERM, _terminate), signal.getsignal(signal.SIGINT)
+    from search.interrupts import keep_signals
+
+    keep_signals()  # a Ctrl-C whose exception a finalizer swallowed is raised again at the next safe point
     try:
         _check_modes(args)
         if args.describe is not None:
@@ -625,6 +632,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 class _Terminated(KeyboardInterrupt):

@@ -4,6 +4,10 @@ Optuna creates a trial (``study.ask``) and records its result outside the object
 there would leave the trial RUNNING with no owner, until a heartbeat's grace ran out. While ``HeldSignals`` is
 active the handlers hold such a signal back; the objective takes it (``raising``), so an interrupted trial is
 always one the objective fails and queues again, or none at all.
+
+A signal is also kept until its exception is acknowledged: Python discards an exception raised inside a weakref
+callback or ``__del__`` ("Exception ignored in ..."), and a Ctrl-C whose handler ran there would be lost. Such a
+signal is raised again at the next ``raising()`` or on exit. ``raise_if_lost`` does the same for the command.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
-__all__ = ["HeldSignals"]
+__all__ = ["HeldSignals", "acknowledge_lost", "keep_signals", "raise_if_lost"]
 
 
 class HeldSignals:
@@ -44,10 +48,13 @@ class HeldSignals:
             self.take()
 
     def _handle(self, signum: int, frame: Any) -> None:
+        self.pending = signum  # kept until acknowledged: a KeyboardInterrupt raised inside a finalizer is lost
         if self.depth:
             self.previous[signum](signum, frame)
-        elif self.pending is None:
-            self.pending = signum
+
+    def acknowledge(self) -> None:
+        """The held signal's exception was caught (and is being handled): it need not be raised again."""
+        self.pending = None
 
     def take(self) -> None:
         """Raise a held signal now, through its own handler (KeyboardInterrupt, say)."""
@@ -66,3 +73,35 @@ class HeldSignals:
             yield
         finally:
             self.depth -= 1
+
+
+_received: list[tuple[int, Callable[..., Any]]] = []  # (signal, its handler) whose exception may have been lost
+
+
+def keep_signals(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> None:
+    """Wrap this process's Python-level handlers of ``signals`` so that a signal is remembered until
+    ``acknowledge_lost``; main thread only (elsewhere, and for ignored signals, nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in signals:
+        handler = signal.getsignal(sig)
+        if callable(handler) and not getattr(handler, "keeps_signal", False):
+            def remembered(signum: int, frame: Any, handler: Callable[..., Any] = handler) -> None:
+                _received.append((signum, handler))
+                handler(signum, frame)
+            remembered.keeps_signal = True  # type: ignore[attr-defined]
+            signal.signal(sig, remembered)
+
+
+def acknowledge_lost() -> None:
+    """Every signal received so far has been handled (its exception was caught)."""
+    _received.clear()
+
+
+def raise_if_lost() -> None:
+    """Raise, through its own handler, a signal whose exception was swallowed where it was raised (a finalizer);
+    called at points the command reaches only when no interrupt propagated."""
+    if _received:
+        signum, handler = _received[-1]
+        _received.clear()
+        handler(signum, None)

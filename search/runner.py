@@ -99,6 +99,8 @@ class Objective:
             try:
                 return self.evaluate(trial)
             except KeyboardInterrupt:
+                if self.held is not None:
+                    self.held.acknowledge()
                 self.requeue(trial)
                 raise
 

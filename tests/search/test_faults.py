@@ -239,3 +239,39 @@ def test_two_commands_started_at_once_on_one_study_propose_different_genomes(tmp
     assert proposals[0] != proposals[1]
     again = SearchSettings(**tiny_settings(tmp_path / "again", study="twin"))
     assert [sample_genome(open_study(again).ask(), SPEC, again.limits).genome.hash] == proposals[0][:1]  # seeded as before
+
+
+def test_a_ctrl_c_swallowed_by_a_finalizer_is_raised_at_the_next_safe_point():
+    """Python discards an exception raised in a weakref callback ("Exception ignored in ..."): a Ctrl-C whose handler
+    ran there was lost (seen: sqlalchemy's registry cleanup during the first seconds of a search)."""
+    import gc
+    import weakref
+
+    from search.interrupts import HeldSignals, acknowledge_lost, keep_signals, raise_if_lost
+
+    class Thing:
+        pass
+
+    def ctrl_c_inside_a_finalizer() -> None:
+        thing = Thing()
+        keep = weakref.ref(thing, lambda ref: signal.getsignal(signal.SIGINT)(signal.SIGINT, None))  # noqa: F841
+        del thing
+        gc.collect()
+
+    old = signal.getsignal(signal.SIGINT)
+    try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        keep_signals()
+        ctrl_c_inside_a_finalizer()  # the KeyboardInterrupt is printed as ignored, and would be lost
+        with pytest.raises(KeyboardInterrupt):
+            raise_if_lost()
+        raise_if_lost()  # raised once only
+        with HeldSignals() as held:
+            with pytest.raises(KeyboardInterrupt):
+                with held.raising():
+                    ctrl_c_inside_a_finalizer()  # swallowed inside the objective ...
+                    with held.raising():  # ... and raised at the next safe point
+                        pass
+    finally:
+        signal.signal(signal.SIGINT, old)
+        acknowledge_lost()
