@@ -164,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--no-repair", action="store_true",
                         help="reject over-budget proposals instead of scaling their widths down to the budget")
     search.add_argument("--quick", action="store_true",
-                        help="a first tested model in about 10 minutes on a 2-core CPU: " + ", ".join(
+                        help="a first tested model in about 8 minutes on a 2-core CPU: " + ", ".join(
                             f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items())
                              + " (flags you give win)")
     search.add_argument("--dry-run", action="store_true",
