@@ -19,7 +19,7 @@ from reports.export import ExportError, export_onnx, export_torchscript, save_ch
 from reports.runfiles import load_finals, save_finals
 from reports.verdict import decided, lower_bound, share_at_target, verdict
 from training import EpochMetrics, Splits, TrainConfig, TrainResult, load_splits, resolve_device
-from training.parallel import train_many
+from training.parallel import train_many, waves
 
 __all__ = ["FinalResult", "final_evaluation", "finalize", "write_artifacts"]
 
@@ -74,8 +74,8 @@ def final_evaluation(genome: Genome, full: Splits, epochs: int, seeds: list[int]
     on CPU trains the seeds side by side, one single-threaded process each (``training.parallel``).
     """
     jobs = _final_jobs(genome, epochs, seeds, base or TrainConfig())
-    group = [("seed " + str(seeds[0]) if len(seeds) == 1 else "seeds", list(range(len(jobs))), list(seeds))]
-    results = dict(train_many(jobs, full, processes, on_epoch=_epoch_logger(group, log)))
+    logger = _epoch_logger([("", list(range(len(jobs))), list(seeds))], log, waves(len(jobs), processes, full.device.type))
+    results = dict(train_many(jobs, full, processes, on_epoch=logger))
     return _final_result(genome, [results[i] for i in range(len(jobs))], log)
 
 
@@ -83,31 +83,37 @@ def _final_jobs(genome: Genome, epochs: int, seeds: list[int], base: TrainConfig
     return [(genome, replace(base, epochs=epochs, seed=seed, evaluate_test=True)) for seed in seeds]
 
 
-def _epoch_logger(groups: list[tuple[str, list[int], list[int]]], log: Callable[[str], None]
-                  ) -> Callable[[int, EpochMetrics], None]:
-    """Per-epoch lines for runs trained side by side, whose epochs arrive interleaved. ``groups``: (title, job
-    indices, seeds), one per finalist. A group of one run gets notebook lines (train loss and accuracy, test loss
-    and accuracy); a group of several gets one row per epoch, once every seed has finished it, with a column per
-    seed, so that no line mixes runs."""
-    where = {index: group for group, (_, indices, _) in enumerate(groups) for index in indices}
-    pending: dict[tuple[int, int], dict[int, EpochMetrics]] = {}  # (group, epoch) -> the seeds' metrics so far
+def _epoch_logger(groups: list[tuple[str, list[int], list[int]]], log: Callable[[str], None],
+                  batches: list[list[int]]) -> Callable[[int, EpochMetrics], None]:
+    """Per-epoch lines for runs whose epochs arrive interleaved. ``groups``: (title, job indices, seeds), one per
+    finalist; ``batches``: the job indices that train side by side (``training.parallel.waves``). Runs of one group in
+    one batch get one row per epoch, once each of them has finished it, with a column per seed; a run alone gets
+    notebook lines (train loss and accuracy, test loss and accuracy). No line mixes runs."""
+    units: dict[int, tuple[str, list[int], list[int]]] = {}  # job index -> (title, its unit's indices, their seeds)
+    for title, indices, seeds in groups:
+        seed_of = dict(zip(indices, seeds))
+        for batch in batches:
+            unit = [i for i in batch if i in seed_of]
+            for i in unit:
+                units[i] = (title, unit, [seed_of[j] for j in unit])
+    pending: dict[tuple[int, int], dict[int, EpochMetrics]] = {}  # (first index of the unit, epoch) -> metrics so far
 
     def on_epoch(index: int, m: EpochMetrics) -> None:
-        group = where[index]
-        title, indices, seeds = groups[group]
-        if len(indices) == 1:
+        title, unit, seeds = units[index]
+        if len(unit) == 1:
             if m.epoch == 1:
-                log(f"{title}:")
+                log(f"{title + ' ' if title else ''}seed {seeds[0]}:")
             log(f"  Epoch {m.epoch:>2}: train loss {m.train_loss:.4f}, train acc {m.train_acc:.2f}% | "
                 f"test loss {m.test_loss:.4f}, test acc {m.test_acc:.2f}%  ({m.seconds:.1f} s)")
             return
-        row = pending.setdefault((group, m.epoch), {})
+        row = pending.setdefault((unit[0], m.epoch), {})
         if m.epoch == 1 and not row:
-            log(f"{title}: test accuracy after each epoch, one column per seed")
+            log(f"{title + ' ' if title else ''}seeds {', '.join(map(str, seeds))}: test accuracy after each epoch, "
+                "one column per seed")
         row[index] = m
-        if len(row) == len(indices):
-            del pending[(group, m.epoch)]
-            cells = "  ".join(f"seed {seed}: {row[i].test_acc:6.2f}%" for i, seed in zip(indices, seeds))
+        if len(row) == len(unit):
+            del pending[(unit[0], m.epoch)]
+            cells = "  ".join(f"seed {seed}: {row[i].test_acc:6.2f}%" for i, seed in zip(unit, seeds))
             log(f"  Epoch {m.epoch:>2}  {cells}  ({max(r.seconds for r in row.values()):.1f} s an epoch)")
     return on_epoch
 
@@ -218,11 +224,11 @@ def finalize(study: Any, settings: Any, ranked: pd.DataFrame, top_k: int, epochs
             indices = range(len(jobs), len(jobs) + len(round_seeds))
             owner.update({i: (trial, genome, indices) for i in indices})
             jobs += _final_jobs(genome, epochs, round_seeds, base)
-            groups.append((f"trial {trial}" + (f" seed {round_seeds[0]}" if len(round_seeds) == 1 else ""),
-                           list(indices), round_seeds))
+            groups.append((f"trial {trial}", list(indices), round_seeds))
         rounds = []
         results: dict[int, TrainResult] = {}
-        for index, result in train_many(jobs, full, processes, on_epoch=_epoch_logger(groups, log)):
+        logger = _epoch_logger(groups, log, waves(len(jobs), processes, full.device.type))
+        for index, result in train_many(jobs, full, processes, on_epoch=logger):
             results[index] = result
             trial, genome, indices = owner[index]
             if not all(i in results for i in indices):  # this finalist still has runs going

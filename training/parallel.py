@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from blocks import BudgetNASError, Genome
 
-__all__ = ["EXIT_UNKNOWN", "TrainingProcessError", "available_memory_gib", "exit_code", "join_process", "pid_running", "pid_start_time",
+__all__ = ["EXIT_UNKNOWN", "TrainingProcessError", "available_memory_gib", "exit_code", "waves", "join_process", "pid_running", "pid_start_time",
            "process_context", "start_process_server", "stop_process", "train_many"]
 
 # What every worker process needs before its first step; torch.optim imports torch._dynamo (~1 s) lazily, at
@@ -126,6 +126,13 @@ def stop_process(process: Any) -> None:
         os.kill(process.pid, signal.SIGTERM)
 
 
+def waves(count: int, processes: int, device_type: str) -> list[list[int]]:
+    """How ``train_many`` runs ``count`` jobs: the job indices that train side by side, wave by wave (as many as fill
+    every process), then the odd ones out, one at a time."""
+    side = count - count % processes if processes > 1 and device_type == "cpu" else 0
+    return [list(range(i, i + processes)) for i in range(0, side, processes)] + [[i] for i in range(side, count)]
+
+
 def train_many(jobs: Sequence[tuple[Genome, Any]], splits: Any, processes: int = 1,
                on_epoch: Callable[[int, Any], None] | None = None) -> Iterator[tuple[int, Any]]:
     """Train each ``(genome, TrainConfig)`` of ``jobs`` on ``splits``; yields ``(job index, TrainResult)`` as runs end.
@@ -138,7 +145,7 @@ def train_many(jobs: Sequence[tuple[Genome, Any]], splits: Any, processes: int =
     """
     from training.engine import train
 
-    side_by_side = len(jobs) - len(jobs) % processes if processes > 1 and splits.device.type == "cpu" else 0
+    side_by_side = sum(len(wave) for wave in waves(len(jobs), processes, splits.device.type) if len(wave) > 1)
     if side_by_side:
         yield from _in_processes(jobs[:side_by_side], splits, processes, on_epoch)
     for index in range(side_by_side, len(jobs)):  # the odd ones out train here, with all of this process's threads

@@ -114,13 +114,16 @@ def test_final_evaluation_logs_notebook_lines_and_writes_artifacts(tmp_path):
     lines = []
     final = final_evaluation(TINY_GENOME, tiny_splits(), 2, [0, 1], TrainConfig(device="cpu", batch_size=32),
                              log=lines.append)
-    rows = [line for line in lines if line.strip().startswith("Epoch")]
-    assert len(rows) == 2 and all("seed 0: " in row and "seed 1: " in row for row in rows)  # a column per seed
-    assert lines[0] == "seeds: test accuracy after each epoch, one column per seed"
+    assert lines[0] == "seed 0:" and lines[3] == "seed 1:"  # one after the other: a notebook block per seed
+    assert all("train loss" in line and "test acc" in line for line in lines[1:3] + lines[4:6])
     assert lines[-1].startswith("test accuracy over 2 seed(s)")
-    one = []
-    final_evaluation(TINY_GENOME, tiny_splits(), 2, [5], TrainConfig(device="cpu", batch_size=32), log=one.append)
-    assert one[0] == "seed 5:" and "train loss" in one[1] and "test acc" in one[1]  # one run: notebook lines
+    side = []  # side by side, the epochs of seeds 7 and 8 interleave: one row per epoch, a column per seed
+    final_evaluation(TINY_GENOME, tiny_splits(), 2, [7, 8, 9], TrainConfig(device="cpu", batch_size=32),
+                     log=side.append, processes=2)
+    assert side[0] == "seeds 7, 8: test accuracy after each epoch, one column per seed"
+    rows = [line for line in side[1:3]]
+    assert all(row.strip().startswith("Epoch") and "seed 7: " in row and "seed 8: " in row for row in rows)
+    assert side[3] == "seed 9:" and "train loss" in side[4]  # the odd one out trains alone
     assert final.min <= final.mean and len(final.final_accs) == 2
     written = write_artifacts(tmp_path, TINY_GENOME, final, tiny_splits())
     assert {p.name for p in written} - {"model.onnx"} == {"checkpoint_seed0.pt", "checkpoint_seed1.pt", "model.ts",
