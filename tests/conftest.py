@@ -1,4 +1,5 @@
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -23,3 +24,22 @@ def mnist_dir() -> Path:
             pytest.fail("real MNIST not found: set BUDGETNAS_DATA (CI must provide it)")
         pytest.skip("real MNIST not found (set BUDGETNAS_DATA)")
     return path
+
+
+@pytest.fixture
+def small_disk(tmp_path) -> Path:
+    """A 3 MB tmpfs at tmp_path / 'disk' (root only; skipped elsewhere): a disk that can be filled."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(folder)],
+                                           capture_output=True).returncode:
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def fill_disk(folder: Path) -> None:
+    """Fill the file system of ``folder`` (a ``small_disk``) to the last byte."""
+    subprocess.run(["dd", "if=/dev/zero", f"of={folder / 'filler'}", "bs=64k"], capture_output=True)

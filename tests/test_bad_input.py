@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, fill_disk
 from tests.synthetic import write_idx
 
 LONG_GENOME = "i1x28x28n10-" + "-".join(["conv_c4_k1"] * 30) + "-gap-conv_c10_k1_oc"  # > 255 characters
@@ -170,7 +170,7 @@ def test_a_full_disk_is_one_line_naming_the_file_and_keeps_completed_trials(tmp_
     db = tmp_path / "runs" / "full" / "study.db"
     limit = db.stat().st_size + 4096
 
-    def small_disk():
+    def limit_file_size():
         import resource
         import signal
 
@@ -178,7 +178,7 @@ def test_a_full_disk_is_one_line_naming_the_file_and_keeps_completed_trials(tmp_
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
     result = subprocess.run([sys.executable, str(ROOT / "run_search.py"), *args, "--trials", "200"],
-                            capture_output=True, text=True, cwd=ROOT, timeout=600, preexec_fn=small_disk)
+                            capture_output=True, text=True, cwd=ROOT, timeout=600, preexec_fn=limit_file_size)
     assert result.returncode == 1, result.stderr[-2000:]
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert "study.db" in result.stderr or "leaderboard.csv" in result.stderr
@@ -271,37 +271,23 @@ def test_a_genome_file_with_a_utf8_byte_order_mark(tmp_path):
     assert json.loads(result.stdout)["params"] > 0
 
 
-@pytest.fixture
-def mounted(tmp_path):
-    """A small tmpfs at tmp_path / 'disk' (root only); yields the folder."""
-    folder = tmp_path / "disk"
-    folder.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)],
-                                           capture_output=True).returncode:
-        pytest.skip("mounting a tmpfs needs root")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
-
-
-def test_a_full_disk_while_writing_the_report_names_the_file_and_keeps_the_old_one(tmp_path, mounted):
-    run = _run_dir(mounted)
+def test_a_full_disk_while_writing_the_report_names_the_file_and_keeps_the_old_one(tmp_path, small_disk):
+    run = _run_dir(small_disk)
     assert cli("--report", str(run)).returncode == 0
     before = (run / "report.html").read_bytes()
-    subprocess.run(["dd", "if=/dev/zero", f"of={mounted / 'filler'}", "bs=64k"], capture_output=True)
+    fill_disk(small_disk)
     one_line(cli("--report", str(run)), 1, f"cannot write {run / 'report.html'}: No space left on device")
     assert (run / "report.html").read_bytes() == before  # whole, not cut off
     assert not list(run.glob(".*.tmp"))
 
 
-def test_resuming_on_a_read_only_mount_says_read_only(tmp_path, mounted):
+def test_resuming_on_a_read_only_mount_says_read_only(tmp_path, small_disk):
     write_idx(tmp_path / "data" / "MNIST" / "raw", n_train=6000, n_test=10)
-    run = mounted / "s"
+    run = small_disk / "s"
     run.mkdir()
     (run / "study.db").write_bytes(b"")
-    assert subprocess.run(["mount", "-o", "remount,ro", str(mounted)]).returncode == 0
-    one_line(cli("--budget", "3000", "--study", "s", "--out", str(mounted), "--device", "cpu", "--data-dir",
+    assert subprocess.run(["mount", "-o", "remount,ro", str(small_disk)]).returncode == 0
+    one_line(cli("--budget", "3000", "--study", "s", "--out", str(small_disk), "--device", "cpu", "--data-dir",
                  str(tmp_path / "data")), 2, "read-only file system")
 
 

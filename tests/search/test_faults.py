@@ -16,7 +16,7 @@ import pytest
 
 from search.runner import run_worker, trained_count
 from search.settings import SearchSettings, open_study
-from tests.conftest import ROOT
+from tests.conftest import ROOT, fill_disk
 from tests.search.workers import tiny_settings, tiny_worker
 from tests.synthetic import tiny_splits, write_idx
 
@@ -139,33 +139,15 @@ def _search_args(tmp_path, out, study, *extra):
             "--study", study, "--device", "cpu", *extra]
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A tmpfs of a few MB (needs root and a mount namespace that allows it); yields (folder, fill)."""
-    folder = tmp_path / "disk"
-    folder.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(folder)],
-                                           capture_output=True).returncode:
-        pytest.skip("mounting a small tmpfs needs root")
-
-    def fill() -> None:
-        subprocess.run(["dd", "if=/dev/zero", f"of={folder / 'filler'}", "bs=64k"], capture_output=True)
-
-    try:
-        yield folder, fill
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
-
-
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_a_disk_that_fills_up_mid_search_is_one_line_naming_the_study(tmp_path, small_disk, workers):
-    disk, fill = small_disk
+    disk = small_disk
     proc = subprocess.Popen(_search_args(tmp_path, disk, "full", "--trials", "40", "--workers", workers),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     for line in proc.stdout:
         if " complete: " in line:
-            fill()
+            fill_disk(disk)
             break
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 1, err[-3000:]
