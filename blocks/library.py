@@ -64,7 +64,7 @@ class Conv2d(nn.Conv2d):
         if self.kernel_size == (1, 1) and self.padding == (0, 0) and self.stride != (1, 1):
             return F.conv2d(x[:, :, ::self.stride[0], ::self.stride[1]], self.weight, self.bias, 1, 0,
                             self.dilation, self.groups)
-        return self._conv_forward(x, self.weight, self.bias)  # nn.Conv2d.forward (TorchScript has no super())
+        return super().forward(x)
 
 
 class _ChannelsLastMaxPool(torch.autograd.Function):
@@ -94,13 +94,6 @@ class MaxPool2d(nn.MaxPool2d):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.jit.is_scripting():
-            return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation,
-                                ceil_mode=self.ceil_mode, return_indices=self.return_indices)
-        return self._eager_forward(x)
-
-    @torch.jit.unused
-    def _eager_forward(self, x):  # no annotations: TorchScript reads this stub's signature as Tensor -> Tensor
         if (self.training and x.device.type == "cpu" and x.dim() == 4 and not self.return_indices
                 and x.is_contiguous() and not torch.compiler.is_compiling()):
             return _ChannelsLastMaxPool.apply(x, self)

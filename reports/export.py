@@ -1,4 +1,5 @@
-"""Exports of a trained genome: checkpoint, TorchScript, and a standalone ``model.py``."""
+"""Exports of a trained genome: checkpoint, ``torch.export`` program (``model.pt2``), ONNX, and a standalone
+``model.py``."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from torch import nn
 from blocks import BudgetNASError, Genome, GenomeError, build_model
 from blocks.library import Residual
 
-__all__ = ["CheckpointError", "ExportError", "export_onnx", "export_torchscript", "load_checkpoint", "non_finite_parameters", "save_checkpoint",
+__all__ = ["CheckpointError", "ExportError", "export_onnx", "export_program", "load_checkpoint", "non_finite_parameters", "save_checkpoint",
            "standalone_source"]
 
 
@@ -71,12 +72,17 @@ def non_finite_parameters(model: nn.Module) -> list[str]:
             if t.is_floating_point() and not torch.isfinite(t).all()]
 
 
-def export_torchscript(model: nn.Module, path: Path) -> None:
+def export_program(model: nn.Module, genome: Genome, path: Path) -> None:
+    """``model.pt2``: the eval-mode model as a ``torch.export`` ExportedProgram with a dynamic batch
+    (load with ``torch.export.load(path).module()``; input: normalised NCHW float images)."""
     import warnings
 
+    spec = genome.input
+    example = (torch.zeros(2, spec.channels, spec.height, spec.width),)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.jit is deprecated in recent torch but still the portable format
-        torch.jit.script(model.cpu().eval()).save(str(path))
+        warnings.simplefilter("ignore")
+        program = torch.export.export(model.cpu().eval(), example, dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(program, str(path))
 
 
 _RESIDUAL_SOURCE = '''

@@ -1,5 +1,5 @@
 """Final evaluation: retrain a genome from scratch on the full training set over several seeds and
-report test accuracy (mean, std, min, per epoch); write checkpoint, TorchScript, model.py, metrics CSV.
+report test accuracy (mean, std, min, per epoch); write checkpoint, model.pt2, model.onnx, model.py, metrics CSV.
 
 ``finalize`` does it for the top trials of a finished search (the CLI composes search -> finalize).
 """
@@ -15,7 +15,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from blocks import Genome
-from reports.export import ExportError, export_onnx, export_torchscript, save_checkpoint, standalone_source
+from reports.export import ExportError, export_onnx, export_program, save_checkpoint, standalone_source
 from reports.runfiles import load_finals, save_finals
 from reports.verdict import decided, lower_bound, share_at_target, verdict
 from training import EpochMetrics, Splits, TrainConfig, TrainResult, load_splits, resolve_device
@@ -131,7 +131,7 @@ def _final_result(genome: Genome, runs: list[TrainResult], log: Callable[[str], 
 
 def write_artifacts(out_dir: Path, genome: Genome, final: FinalResult, full: Splits,
                     log: Callable[[str], None] = print, require_onnx: bool = False) -> list[Path]:
-    """checkpoint_seed<N>.pt per seed, model.ts and model.onnx (first seed), model.py and metrics.csv.
+    """checkpoint_seed<N>.pt per seed, model.pt2 and model.onnx (first seed), model.py and metrics.csv.
 
     Without the optional ONNX packages, model.onnx is skipped with one line (an error if ``require_onnx``).
     """
@@ -145,8 +145,8 @@ def write_artifacts(out_dir: Path, genome: Genome, final: FinalResult, full: Spl
         save_checkpoint(path, result.model, genome, config, result.seed, [asdict(m) for m in result.epochs])
         written.append(path)
     if results:
-        export_torchscript(results[0].model, out_dir / "model.ts")
-        written.append(out_dir / "model.ts")
+        export_program(results[0].model, genome, out_dir / "model.pt2")
+        written.append(out_dir / "model.pt2")
         try:
             export_onnx(results[0].model, genome, out_dir / "model.onnx", full.mean, full.std, full.classes,
                         seed=results[0].seed)

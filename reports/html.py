@@ -262,15 +262,21 @@ def _markdown(df: pd.DataFrame) -> str:
 
 
 def _exported(run_dir: Path, finals: dict) -> dict[str, str]:
-    """Where the finalists' exported files are, and which seed's weights model.onnx / model.ts hold."""
+    """Where the finalists' exported files are, and which seed's weights the single-model exports hold."""
     folders = sorted((run_dir / "final").glob("trial*")) if (run_dir / "final").is_dir() else []
     lines = {}
     for folder in folders:
         seeds = (finals.get(folder.name.removeprefix("trial")) or {}).get("seeds") or []
-        lines[f"exported ({folder.name})"] = (", ".join(sorted(p.name for p in folder.iterdir())) + f" in {folder}"
-                                              + (f"; model.onnx and model.ts hold seed {seeds[0]}'s weights"
-                                                 if seeds else ""))
+        names = sorted(p.name for p in folder.iterdir())
+        held = [n for n in ("model.pt2", "model.onnx", "model.int8.tflite") if n in names]
+        lines[f"exported ({folder.name})"] = (", ".join(names) + f" in {folder}"
+                                              + (f"; {_and(held)} hold seed {seeds[0]}'s weights"
+                                                 if seeds and held else ""))
     return lines
+
+
+def _and(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def write_report(run_dir: str | Path, df: pd.DataFrame | None = None, run_info: dict | None = None

@@ -125,7 +125,7 @@ def test_reproduce_a_zoo_genome_on_real_mnist(mnist_dir, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "Epoch  1: train loss" in result.stdout and "test accuracy" in result.stdout
     folder = tmp_path / "mnist_8k_gap"
-    for name in ("checkpoint_seed0.pt", "model.ts", "model.py", "metrics.csv"):
+    for name in ("checkpoint_seed0.pt", "model.pt2", "model.py", "metrics.csv"):
         assert (folder / name).is_file()
     metrics = pd.read_csv(folder / "metrics.csv")
     assert metrics["test_acc"].iloc[-1] > 90  # one epoch of the 7k net on the full training set

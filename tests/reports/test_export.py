@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from blocks import Genome, build_model, load_genome
-from reports.export import CheckpointError, export_torchscript, load_checkpoint, save_checkpoint, standalone_source
+from reports.export import CheckpointError, export_program, load_checkpoint, save_checkpoint, standalone_source
 from tests.conftest import ZOO
 
 
@@ -59,13 +59,14 @@ def test_unreadable_checkpoint(tmp_path):
         load_checkpoint(tmp_path / "missing.pt")
 
 
-def test_torchscript_export_matches(tmp_path):
+def test_exported_program_matches_the_model_at_any_batch_size(tmp_path):
     genome = load_genome(ZOO[0])
     model = build_model(genome).eval()
-    export_torchscript(model, tmp_path / "m.ts")
-    scripted = torch.jit.load(str(tmp_path / "m.ts"))
-    x = torch.randn(2, genome.input.channels, genome.input.height, genome.input.width)
-    assert torch.allclose(scripted(x), model(x), atol=1e-6)
+    export_program(model, genome, tmp_path / "model.pt2")
+    loaded = torch.export.load(str(tmp_path / "model.pt2")).module()
+    for batch in (1, 3):
+        x = torch.randn(batch, genome.input.channels, genome.input.height, genome.input.width)
+        assert torch.allclose(loaded(x), model(x), atol=1e-6)
 
 
 def test_standalone_source_uses_explicit_constructors_and_names_the_normalisation():

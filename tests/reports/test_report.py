@@ -41,7 +41,7 @@ def test_final_columns_reach_the_leaderboard(searched):
     summary = finals[str(int(best["trial"]))]
     assert len(summary["per_epoch_test_acc"]) == 2 and len(summary["per_epoch_test_acc"][0]) == 2
     folder = searched.run_dir / "final" / f"trial{int(best['trial'])}"
-    for name in ("checkpoint_seed0.pt", "checkpoint_seed1.pt", "model.ts", "model.py", "metrics.csv"):
+    for name in ("checkpoint_seed0.pt", "checkpoint_seed1.pt", "model.pt2", "model.py", "metrics.csv"):
         assert (folder / name).is_file()
 
 
@@ -126,7 +126,7 @@ def test_final_evaluation_logs_notebook_lines_and_writes_artifacts(tmp_path):
     assert side[3] == "seed 9:" and "train loss" in side[4]  # the odd one out trains alone
     assert final.min <= final.mean and len(final.final_accs) == 2
     written = write_artifacts(tmp_path, TINY_GENOME, final, tiny_splits())
-    assert {p.name for p in written} - {"model.onnx"} == {"checkpoint_seed0.pt", "checkpoint_seed1.pt", "model.ts",
+    assert {p.name for p in written} - {"model.onnx"} == {"checkpoint_seed0.pt", "checkpoint_seed1.pt", "model.pt2",
                                                           "model.py", "metrics.csv"}
     metrics = pd.read_csv(tmp_path / "metrics.csv")
     assert list(metrics["seed"]) == [0, 0, 1, 1] and {"train_loss", "test_acc"} <= set(metrics.columns)
@@ -229,7 +229,7 @@ def test_report_cells_are_blank_or_yes_no_and_name_the_exported_seed(searched):
         assert word not in top, word
     for word in ("| None |", "| False |", "| True |", "| nan |"):
         assert word not in md, word
-    assert "model.onnx and model.ts hold seed 0" in page
+    assert "model.pt2 and model.onnx hold seed 0" in page
 
 
 def test_report_of_a_run_where_no_trial_finished(tmp_path):
