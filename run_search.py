@@ -103,9 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "search never used")
     final.add_argument("--checkpoint", metavar="PATH",
                        help="with --reproduce: evaluate this checkpoint on the test set instead of training")
-    final.add_argument("--export", choices=["onnx"],
-                       help="with --reproduce: also write model.onnx (of --checkpoint, or of the retrained model); "
-                            "needs pip install -e '.[onnx]'")
+    final.add_argument("--export", choices=["onnx", "tflite"],
+                       help="with --reproduce: also write model.onnx (needs the [onnx] extra) or model.int8.tflite "
+                            "(int8, measured in TensorFlow Lite Micro; needs the [mcu] extra), of --checkpoint or of "
+                            "the retrained models")
     final.add_argument("--final-top", type=int, default=3, metavar="K",
                        help="after a search, retrain the top K (ranked as below) on the full training set and "
                             "score them on the test set (default 3; 0 = skip)")
@@ -183,9 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     limits.add_argument("--max-ram", type=_positive_int, metavar="BYTES",
                         help="maximum peak activation memory for one image at inference (see --precision)")
     limits.add_argument("--max-flash", type=_positive_int, metavar="BYTES", help="maximum bytes of weights")
-    limits.add_argument("--precision", choices=["int8", "fp32"], default="int8",
+    limits.add_argument("--precision", choices=["int8", "fp32"],
                         help="bytes per value for --max-ram / --max-flash and their columns (default int8, as "
-                             "deployed on a microcontroller)")
+                             "deployed on a microcontroller, analytic). Given as int8, the finalists are also "
+                             "quantized to int8, run in TensorFlow Lite Micro, judged on their int8 test accuracy "
+                             "and checked on the measured arena and flatbuffer bytes (needs the [mcu] extra)")
     return parser
 
 
@@ -197,7 +200,7 @@ def _limits(args: argparse.Namespace):
     except ValueError as e:
         raise UsageError(str(e)) from None
     return Limits(max_params=args.budget, min_rf=min_rf, max_macs=args.max_macs, max_ram=args.max_ram,
-                  max_flash=args.max_flash, precision=args.precision)
+                  max_flash=args.max_flash, precision=args.precision or "int8")
 
 
 def _device(name: str) -> str:
@@ -426,7 +429,8 @@ def _search(args: argparse.Namespace) -> int:
     console = make_console()
     settings = SearchSettings(
         budget=args.budget, min_rf=limits.min_rf, max_macs=args.max_macs, max_ram=args.max_ram,
-        max_flash=args.max_flash, precision=args.precision, target=args.target,
+        max_flash=args.max_flash, precision=args.precision or "int8", int8_finals=args.precision == "int8",
+        target=args.target,
         dataset=_dataset(args.dataset or "mnist"), data_dir=args.data_dir, image_size=args.image_size,
         augment=args.augment, trials=args.trials, timeout=args.timeout,
         epochs=args.epochs or 15, min_epochs=args.min_epochs, rungs=args.rungs, sampler=args.sampler,
@@ -445,6 +449,10 @@ def _search(args: argparse.Namespace) -> int:
     console.print(f"study {settings.study} in {redact(settings.storage_url)}: {settings.limits.describe()}, "
                   f"{settings.trials} trials x {settings.epochs} epochs, sampler {settings.sampler}, "
                   f"pruner {settings.pruner} ({settings.rungs} rungs), {settings.workers} worker(s)")
+    if settings.int8_finals and args.final_top > 0 and not args.dry_run:
+        from reports.tflite import require_mcu
+
+        require_mcu()  # before the study: the finals need it
     started = time.monotonic()
     splits = _checked_data(settings, console)
     warm_starts = _warm_starts(args.enqueue or [], settings.dataset, splits.spec)
@@ -543,6 +551,10 @@ def _dry_run(settings, args: argparse.Namespace, splits, warm_starts: list, cons
     return 0
 
 
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f} %"
+
+
 def _reproduce(args: argparse.Namespace) -> int:
     if not args.checkpoint:  # the seeds' runs train side by side
         _start_process_server(args)
@@ -552,6 +564,11 @@ def _reproduce(args: argparse.Namespace) -> int:
     from reports.summary import make_console, render_summary
     from training import DATASETS, check_genome_fits, evaluate, load_splits, resolve_device
 
+    int8 = args.export == "tflite" or args.precision == "int8"
+    if int8:
+        from reports.tflite import require_mcu
+
+        require_mcu()
     device = _device(args.device)
     source = resolve_source(args.reproduce, rank=args.rank, trial=args.trial)
     dataset = _dataset(args.dataset or source.dataset or "mnist")
@@ -571,24 +588,39 @@ def _reproduce(args: argparse.Namespace) -> int:
                           f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); its accuracy is meaningless[/]")
         loss, acc = evaluate(model.to(full.device), full.test_x, full.test_y, full.mean, full.std)
         console.print(f"checkpoint {args.checkpoint}: test loss {loss:.4f}, test accuracy {acc:.2f}%")
-        if args.export == "onnx":
-            from pathlib import Path
+        from pathlib import Path
 
+        out_dir = Path(args.out) / source.name
+        if args.export == "onnx":
             from reports.export import export_onnx
 
             normalize = (checkpoint.get("train_config") or {}).get("normalize") or {"mean": full.mean, "std": full.std}
-            out_dir = Path(args.out) / source.name
             out_dir.mkdir(parents=True, exist_ok=True)
             export_onnx(model, source.genome, out_dir / "model.onnx", normalize["mean"], normalize["std"], full.classes)
             console.print(f"written: {out_dir / 'model.onnx'}")
+        if int8:
+            from reports.final import checkpoint_int8
+
+            checkpoint_int8(model, source.genome, checkpoint, acc, full, out_dir, console.print)
+            console.print(f"written: {out_dir / 'model.int8.tflite'} and {out_dir / 'model.int8.json'}")
         return 0
     seeds = _seeds(args)
+    target = args.target if args.target is not None else source.target
     final, out_dir = reproduce(source, seeds=seeds, epochs=args.epochs or 15, full=full, augment=args.augment,
                                device=device, out=args.out, log=console.print,
                                require_onnx=args.export == "onnx",
-                               processes=_worker_count(args.workers, device, console.print))
+                               processes=_worker_count(args.workers, device, console.print), int8=int8,
+                               target=target, on_int8=args.precision == "int8")
+    summary = final.summary(target, args.precision == "int8")
     console.print(f"[bold]{source.name}: {final.params:,} params, test accuracy {final.mean:.2f} ± {final.std:.2f} % "
-                  f"(min {final.min:.2f} %) over seeds {seeds}[/]")
+                  f"(min {final.min:.2f} %, 95% lower bound {_percent(summary['test_acc_low'])}) over seeds {seeds}[/]")
+    if final.int8:
+        console.print(f"[bold]int8 in TensorFlow Lite Micro: {summary['int8_test_acc_mean']:.2f} % (min "
+                      f"{summary['int8_test_acc_min']:.2f} %), arena {summary['arena_bytes']:,} B, flatbuffer "
+                      f"{summary['tflite_bytes']:,} B[/]")
+    if target is not None:
+        console.print(f"[bold]target {target}% ({summary['judged_on']} test accuracy): {summary['meets_target']} "
+                      f"({summary['seeds_at_target']:.0%} of seeds at or above it)[/]")
     console.print(f"written: {out_dir}/ ({', '.join(sorted(p.name for p in out_dir.iterdir()))})")
     return 0
 

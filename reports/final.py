@@ -6,6 +6,7 @@ report test accuracy (mean, std, min, per epoch); write checkpoint, model.pt2, m
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from dataclasses import asdict, dataclass, field, replace
@@ -13,15 +14,17 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
+import torch
 
 from blocks import Genome
 from reports.export import ExportError, export_onnx, export_program, save_checkpoint, standalone_source
-from reports.runfiles import load_finals, save_finals
+from reports.runfiles import atomic_write, load_finals, save_finals
+from reports.tflite import CALIBRATION_IMAGES, Int8Model, TflmMeasurement
 from reports.verdict import decided, lower_bound, share_at_target, verdict
 from training import EpochMetrics, Splits, TrainConfig, TrainResult, load_splits, resolve_device
 from training.parallel import train_many, waves
 
-__all__ = ["FinalResult", "final_evaluation", "finalize", "write_artifacts"]
+__all__ = ["FinalResult", "checkpoint_int8", "final_evaluation", "finalize", "measure_int8", "write_artifacts"]
 
 
 @dataclass
@@ -34,10 +37,20 @@ class FinalResult:
     per_seed: list[list[dict]]
     statuses: list[str]
     runs: list[TrainResult] = field(default_factory=list, repr=False)  # trained models, one per seed
+    int8: dict[int, TflmMeasurement] = field(default_factory=dict)  # seed -> its int8 model measured in TFLM
+    int8_models: dict[int, Int8Model] = field(default_factory=dict, repr=False)
 
     @property
     def final_accs(self) -> list[float]:
         return [epochs[-1]["test_acc"] for epochs in self.per_seed if epochs and epochs[-1]["test_acc"] is not None]
+
+    @property
+    def int8_accs(self) -> list[float]:
+        return [self.int8[seed].accuracy for seed in self.seeds if seed in self.int8]
+
+    def judged_accs(self, on_int8: bool) -> list[float]:
+        """The accuracies the target is judged on: int8 in TFLM (``--precision int8``), else fp32."""
+        return self.int8_accs if on_int8 else self.final_accs
 
     @property
     def mean(self) -> float:
@@ -51,15 +64,34 @@ class FinalResult:
     def min(self) -> float:
         return min(self.final_accs) if self.final_accs else float("nan")
 
-    def summary(self, target: float | None) -> dict:
-        """finals.json's entry: mean, std, min, the lower bound and the verdict (``reports.verdict``), per-epoch runs."""
+    def summary(self, target: float | None, on_int8: bool = False, max_ram: int | None = None,
+                max_flash: int | None = None) -> dict:
+        """finals.json's entry: mean, std, min, the lower bound and the verdict (``reports.verdict``), per-epoch runs.
+
+        With int8 measurements: each seed's int8 accuracy in TFLM, their mean, min and bound, the arena and
+        flatbuffer bytes, and the measured figures checked against ``max_ram`` / ``max_flash``. ``on_int8``: the
+        verdict and the share of seeds at target are of the int8 accuracies (``judged_on``)."""
         accs = self.final_accs
-        return {"test_acc_mean": round(self.mean, 4), "test_acc_std": round(self.std, 4),
-                "test_acc_min": round(self.min, 4), "test_acc_low": _rounded(lower_bound(accs)),
-                "seeds_at_target": None if target is None else _rounded(share_at_target(accs, target)),
-                "meets_target": verdict(accs, target),
-                "seeds": self.seeds, "statuses": self.statuses,
-                "per_epoch_test_acc": [[e["test_acc"] for e in epochs] for epochs in self.per_seed]}
+        judged = self.judged_accs(on_int8)
+        out = {"test_acc_mean": round(self.mean, 4), "test_acc_std": round(self.std, 4),
+               "test_acc_min": round(self.min, 4), "test_acc_low": _rounded(lower_bound(accs)),
+               "seeds_at_target": None if target is None else _rounded(share_at_target(judged, target)),
+               "meets_target": verdict(judged, target), "judged_on": "int8" if on_int8 else "fp32",
+               "seeds": self.seeds, "statuses": self.statuses,
+               "per_epoch_test_acc": [[e["test_acc"] for e in epochs] for epochs in self.per_seed]}
+        if self.int8:
+            int8 = self.int8_accs
+            arena = max(m.arena_bytes for m in self.int8.values())
+            flatbuffer = max(m.tflite_bytes for m in self.int8.values())
+            out.update({"int8_test_acc": [round(a, 4) for a in int8],
+                        "int8_test_acc_mean": round(statistics.fmean(int8), 4), "int8_test_acc_min": round(min(int8), 4),
+                        "int8_test_acc_low": _rounded(lower_bound(int8)), "arena_bytes": arena,
+                        "tflite_bytes": flatbuffer,
+                        "measured_violations": [*([f"arena {arena:,} B > --max-ram {max_ram:,} B"]
+                                                  if max_ram is not None and arena > max_ram else []),
+                                                *([f"flatbuffer {flatbuffer:,} B > --max-flash {max_flash:,} B"]
+                                                  if max_flash is not None and flatbuffer > max_flash else [])]})
+        return out
 
 
 def _rounded(value: float) -> float | None:
@@ -131,7 +163,8 @@ def _final_result(genome: Genome, runs: list[TrainResult], log: Callable[[str], 
 
 def write_artifacts(out_dir: Path, genome: Genome, final: FinalResult, full: Splits,
                     log: Callable[[str], None] = print, require_onnx: bool = False) -> list[Path]:
-    """checkpoint_seed<N>.pt per seed, model.pt2 and model.onnx (first seed), model.py and metrics.csv.
+    """checkpoint_seed<N>.pt per seed, model.pt2 and model.onnx (first seed), model.int8.tflite and
+    model.int8.json (first seed, when measured: ``measure_int8``), model.py and metrics.csv.
 
     Without the optional ONNX packages, model.onnx is skipped with one line (an error if ``require_onnx``).
     """
@@ -155,6 +188,10 @@ def write_artifacts(out_dir: Path, genome: Genome, final: FinalResult, full: Spl
             if require_onnx:
                 raise
             log(f"model.onnx not written: {e}")
+    first = results[0].seed if results else None
+    if first in final.int8_models:
+        _write_int8(out_dir, genome, final.int8_models[first], final.int8[first], first, full)
+        written += [out_dir / "model.int8.tflite", out_dir / "model.int8.json"]
     (out_dir / "model.py").write_text(standalone_source(genome, mean=full.mean, std=full.std, classes=full.classes))
     written.append(out_dir / "model.py")
     rows = [{"seed": seed, **epoch} for seed, epochs in zip(final.seeds, final.per_seed) for epoch in epochs]
@@ -163,17 +200,80 @@ def write_artifacts(out_dir: Path, genome: Genome, final: FinalResult, full: Spl
     return written
 
 
+def _write_int8(out_dir: Path, genome: Genome, model: Int8Model, measured: TflmMeasurement, seed: int | None,
+                full: Splits) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(out_dir / "model.int8.tflite", model.flatbuffer)
+    described = {"genome": genome.to_string(), "seed": seed, "input": {
+        **model.input_description(), "shape": [1, genome.input.height, genome.input.width, genome.input.channels],
+        "normalize_mean": list(full.mean), "normalize_std": list(full.std), "pixel_scale": "1/255",
+        "how": "q = clip(round(((pixels / 255 - mean) / std) / scale) + zero_point, -128, 127)"},
+        "classes": full.classes or [str(c) for c in range(genome.input.classes)],
+        "measured_in": "TensorFlow Lite Micro (tflite-micro Python interpreter)",
+        "test_acc": round(measured.accuracy, 4), "arena_bytes": measured.arena_bytes,
+        "tflite_bytes": measured.tflite_bytes, "calibration_images": CALIBRATION_IMAGES}
+    atomic_write(out_dir / "model.int8.json", json.dumps(described, indent=2) + "\n")
+
+
+def _int8_inputs(full: Splits) -> tuple[torch.Tensor, torch.Tensor]:
+    """Calibration images (a fixed draw from the training set) and the test set, normalised, on the CPU."""
+    from reports.tflite import normalised
+
+    pick = torch.randperm(len(full.train_y), generator=torch.Generator().manual_seed(0))[:CALIBRATION_IMAGES]
+    return (normalised(full.train_x[pick.to(full.train_x.device)], full.mean, full.std),
+            normalised(full.test_x, full.mean, full.std))
+
+
+def measure_int8(final: FinalResult, genome: Genome, full: Splits, log: Callable[[str], None] = print) -> None:
+    """Quantize each seed's trained model to int8 (``reports.tflite.export_int8``, calibrated on a fixed draw of
+    training images) and run the whole test set through TFLM; fills ``final.int8`` / ``final.int8_models``
+    for the seeds not measured yet."""
+    from reports.tflite import export_int8, measure_tflm
+
+    todo = [run for run in final.runs if run.seed not in final.int8 and run.model is not None
+            and run.status == "complete"]
+    if not todo:
+        return
+    calibration, test = _int8_inputs(full)
+    fp32 = dict(zip(final.seeds, [epochs[-1]["test_acc"] if epochs else None for epochs in final.per_seed]))
+    for run in todo:
+        model = export_int8(run.model, genome, calibration)
+        measured = measure_tflm(model, test, full.test_y)
+        final.int8[run.seed], final.int8_models[run.seed] = measured, model
+        log(f"  seed {run.seed} int8 in TFLM: test accuracy {measured.accuracy:.2f}% (fp32 "
+            f"{fp32.get(run.seed) or float('nan'):.2f}%), arena {measured.arena_bytes:,} B, flatbuffer "
+            f"{measured.tflite_bytes:,} B")
+
+
+def checkpoint_int8(model: torch.nn.Module, genome: Genome, checkpoint: dict, fp32_acc: float, full: Splits,
+                    out_dir: Path, log: Callable[[str], None] = print) -> TflmMeasurement:
+    """``--reproduce --checkpoint --export tflite``: one trained model to int8, measured in TFLM, written to
+    ``out_dir`` (model.int8.tflite and model.int8.json)."""
+    from reports.tflite import export_int8, measure_tflm
+
+    calibration, test = _int8_inputs(full)
+    int8 = export_int8(model, genome, calibration)
+    measured = measure_tflm(int8, test, full.test_y)
+    log(f"int8 in TFLM: test accuracy {measured.accuracy:.2f}% (fp32 {fp32_acc:.2f}%), arena "
+        f"{measured.arena_bytes:,} B, flatbuffer {measured.tflite_bytes:,} B")
+    _write_int8(out_dir, genome, int8, measured, checkpoint.get("seed"), full)
+    return measured
+
+
 def _already_evaluated(summary: dict | None, folder: Path, epochs: int, seeds: list[int], target: float | None,
-                       max_seeds: int | None) -> bool:
+                       max_seeds: int | None, on_int8: bool = False) -> bool:
     """A finals.json entry that covers these seeds and epochs (racing: these first, then until decided or
     ``max_seeds``), every run complete, artifacts on disk."""
     if not summary or set(summary.get("statuses", [])) != {"complete"}:
         return False
     done = summary.get("seeds", [])
+    if on_int8 and len(summary.get("int8_test_acc") or []) != len(done):
+        return False
     if max_seeds is None and done != list(seeds):
         return False
     if max_seeds is not None:
-        accs = [run[-1] for run in summary.get("per_epoch_test_acc", []) if run]
+        accs = (summary["int8_test_acc"] if on_int8
+                else [run[-1] for run in summary.get("per_epoch_test_acc", []) if run])
         if done[:len(seeds)] != list(seeds) or not (decided(accs, target) or len(done) >= max_seeds):
             return False
     if any(len(accs) != epochs for accs in summary.get("per_epoch_test_acc", [])):
@@ -207,7 +307,7 @@ def finalize(study: Any, settings: Any, ranked: pd.DataFrame, top_k: int, epochs
         trial = int(row["trial"])
         genome = Genome.from_string(row["genome"])
         if _already_evaluated(finals.get(str(trial)), settings.run_dir / "final" / f"trial{trial}", epochs, seeds,
-                              settings.target, max_seeds):
+                              settings.target, max_seeds, settings.int8_finals):
             log(f"final evaluation of rank {int(row['rank'])} (trial {trial}): already done with these seeds "
                 f"and epochs in {settings.run_dir / 'finals.json'}; not retrained")
             continue
@@ -216,6 +316,7 @@ def finalize(study: Any, settings: Any, ranked: pd.DataFrame, top_k: int, epochs
             + (f", more seeds (up to {max_seeds}) while its verdict is open" if max_seeds else ""))
         rounds.append((trial, genome, list(seeds)))
     runs_of: dict[int, list[TrainResult]] = {trial: [] for trial, _, _ in rounds}
+    int8_of: dict[int, tuple[dict, dict]] = {}  # trial -> its seeds' int8 measurements and models, across rounds
     while rounds:
         jobs: list[tuple[Genome, TrainConfig]] = []  # every finalist's runs go to one pool, so none waits for another
         groups: list[tuple[str, list[int], list[int]]] = []
@@ -236,13 +337,18 @@ def finalize(study: Any, settings: Any, ranked: pd.DataFrame, top_k: int, epochs
             runs_of[trial] += [results.pop(i) for i in indices]
             log(f"trial {trial}:")
             final = _final_result(genome, runs_of[trial], log)
+            if settings.int8_finals:
+                final.int8, final.int8_models = int8_of.setdefault(trial, ({}, {}))
+                measure_int8(final, genome, full, log)
             write_artifacts(settings.run_dir / "final" / f"trial{trial}", genome, final, full)
-            finals[str(trial)] = final.summary(settings.target)
+            finals[str(trial)] = final.summary(settings.target, settings.int8_finals, settings.max_ram,
+                                               settings.max_flash)
             save_finals(settings.run_dir, finals)
             if on_final is not None:
                 on_final(finals)
             done = len(runs_of[trial])
-            if max_seeds is not None and done < max_seeds and not decided(final.final_accs, settings.target):
+            if (max_seeds is not None and done < max_seeds
+                    and not decided(final.judged_accs(settings.int8_finals), settings.target)):
                 more = list(range(max(final.seeds) + 1, max(final.seeds) + 1 + min(max(processes, 1), max_seeds - done)))
                 log(f"trial {trial}: verdict still open after {done} seeds (the mean and its 95% bound lie on "
                     f"opposite sides of the target); adding seed(s) {', '.join(map(str, more))}")

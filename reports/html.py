@@ -162,17 +162,24 @@ def _thousands(v) -> str:
 def _top(df: pd.DataFrame, n: int = 10) -> pd.DataFrame:
     """The best ranked rows with the console's column names, units and thousands separators."""
     names = {"rank": "rank", "trial": "trial", "params": "params", "val_acc": "val acc (%)", "epochs": "epochs",
-             "rf": "RF (px)", "macs": "MACs", "ram": "RAM (B)", "flash": "flash (B)", "test_acc_mean": "test mean (%)", "test_acc_std": "test std",
-             "test_acc_min": "test min (%)", "test_acc_low": "test 95% low (%)", "seeds_at_target": "seeds at target",
-             "meets_target": "verdict", "genome": "genome"}
+             "rf": "RF (px)", "macs": "MACs", "ram": "RAM (B)", "arena_bytes": "TFLM arena (B)", "flash": "flash (B)",
+             "tflite_bytes": "tflite (B)", "test_acc_mean": "test mean (%)", "test_acc_std": "test std",
+             "test_acc_min": "test min (%)", "test_acc_low": "test 95% low (%)", "int8_test_acc_mean": "int8 test mean (%)",
+             "int8_test_acc_min": "int8 test min (%)", "seeds_at_target": "seeds at target",
+             "meets_target": "verdict", "judged_on": "judged on", "measured_violations": "measured limits",
+             "genome": "genome"}
     top = df[df["rank"].notna()].head(n)
     top = top[[c for c in names if c in top.columns]].copy()
     if "test_acc_mean" in top.columns and top["test_acc_mean"].isna().all():  # no final evaluation: no empty columns
         top = top.drop(columns=[c for c in FINAL_COLUMNS if c in top.columns])
+    elif "arena_bytes" in top.columns and top["arena_bytes"].isna().all():  # nothing measured in TFLM
+        top = top.drop(columns=[c for c in FINAL_COLUMNS if c in top.columns and (c == "judged_on" or "int8" in c
+                                                                                 or c.endswith("bytes")
+                                                                                 or c == "measured_violations")])
     for column in ("rank", "trial", "epochs", "rf"):
         if column in top.columns:
             top[column] = top[column].astype("Int64")
-    for column in ("params", "macs", "ram", "flash"):
+    for column in ("params", "macs", "ram", "flash", "arena_bytes", "tflite_bytes"):
         if column in top.columns:
             top[column] = top[column].map(_thousands)
     return top.rename(columns=names)
@@ -212,13 +219,17 @@ def headline(df: pd.DataFrame, settings: dict, finals: dict) -> list[str]:
         test = (f"test accuracy {final['test_acc_mean']:.2f} ± {final['test_acc_std']:.2f}% "
                 f"(min {final['test_acc_min']:.2f}%" + (f", 95% lower bound {low:.2f}%" if low == low else "")
                 + f") over {len(accs)} seed(s), retrained from scratch")
+        on_int8 = final.get("judged_on") == "int8"
+        judged = (final.get("int8_test_acc") or []) if on_int8 else accs
         said = {"certain": "MET, certain (the 95% lower bound is at or above it)",
                 "likely": "met on the mean but not certain (LIKELY: the 95% lower bound is below it)",
-                "no": "NOT met (the test mean is below it)"}
-        outcome = ("no target set" if target is None else
-                   f"target {target}% {said[verdict(accs, target)]}; {share_at_target(accs, target):.0%} of the "
-                   "seeds reached it")
+                "no": "NOT met (the mean is below it)"}
+        outcome = ("no target set" if target is None or not judged else
+                   f"target {target}%{' on the int8 accuracy' if on_int8 else ''} {said[verdict(judged, target)]}; "
+                   f"{share_at_target(judged, target):.0%} of the seeds reached it")
         lines = [f"Best design, {design}; {test}: {outcome}."]
+        if final.get("int8_test_acc"):
+            lines.append(_int8_sentence(final, best))
     else:
         on_val = ("no target set" if target is None else
                   f"target {target}% {'met' if float(best['val_acc']) >= target else 'NOT met'} on validation")
@@ -229,6 +240,19 @@ def headline(df: pd.DataFrame, settings: dict, finals: dict) -> list[str]:
     lines.append(f"Search fidelity: trials that survived the pruner trained {fidelity}; {pruned} trial(s) were "
                  f"stopped earlier and are not ranked.")
     return lines + _near_chance(df)
+
+
+def _int8_sentence(final: dict, row: pd.Series) -> str:
+    """The best design on the device: int8 accuracy in TFLM, and the measured bytes beside the analytic ones."""
+    int8 = final["int8_test_acc"]
+    low = final.get("int8_test_acc_low")
+    analytic = [f"{int(row[c]):,} B" if c in row and pd.notna(row[c]) else "n/a" for c in ("ram", "flash")]
+    broken = final.get("measured_violations") or []
+    return (f"On the device (int8 in TensorFlow Lite Micro): test accuracy {final['int8_test_acc_mean']:.2f}% (min "
+            f"{final['int8_test_acc_min']:.2f}%" + (f", 95% lower bound {low:.2f}%" if low is not None else "")
+            + f") over {len(int8)} seed(s); tensor arena {final['arena_bytes']:,} B (analytic RAM {analytic[0]}), "
+            f"flatbuffer {final['tflite_bytes']:,} B (analytic flash {analytic[1]})"
+            + (f"; measured limits NOT met: {', '.join(broken)}" if broken else "") + ".")
 
 
 def _near_chance(df: pd.DataFrame) -> list[str]:

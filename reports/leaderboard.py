@@ -22,7 +22,9 @@ COLUMNS = ["rank", "trial", "status", "genome", "params", "rf", "macs", "ram", "
            "rung_val", "seconds", "device", "seed", "reasons", "hash", "val_meets_target"]
 INTEGER_COLUMNS = ["trial", "params", "rf", "macs", "ram", "flash", "best_epoch", "epochs", "images", "seed"]
 # Filled in for the finalists (retrained on the full training set over several seeds, test set).
-FINAL_COLUMNS = ["test_acc_mean", "test_acc_std", "test_acc_min", "test_acc_low", "seeds_at_target", "meets_target"]
+FINAL_COLUMNS = ["test_acc_mean", "test_acc_std", "test_acc_min", "test_acc_low", "seeds_at_target", "meets_target",
+                 "judged_on", "int8_test_acc_mean", "int8_test_acc_min", "arena_bytes", "tflite_bytes",
+                 "measured_violations"]  # the int8 ones: measured in TFLM (--precision int8)
 
 
 def trials_frame(study: Any, target: float | None = None, finals: dict | None = None,
@@ -52,7 +54,8 @@ def trials_frame(study: Any, target: float | None = None, finals: dict | None = 
     for trial, final in (finals or {}).items():
         mask = df["trial"] == int(trial)
         for key in FINAL_COLUMNS:
-            df.loc[mask, key] = final.get(key)
+            value = final.get(key)
+            df.loc[mask, key] = "; ".join(value) if isinstance(value, list) else value
     return df
 
 
@@ -136,8 +139,11 @@ def top_table(df: pd.DataFrame, n: int = 10, title: str = "Top trials", genome_c
                           ("rf", "right"), ("macs", "right"), ("genome", "left")):
         table.add_column(name, justify=justify, overflow="fold")
     extra = "test_acc_mean" in df.columns and df["test_acc_mean"].notna().any()
+    int8 = extra and "arena_bytes" in df.columns and df["arena_bytes"].notna().any()
     if extra:
         table.add_column("test acc (mean ± std, low)", justify="right")
+        if int8:
+            table.add_column("int8 TFLM (mean, arena, tflite)", justify="right")
         table.add_column("verdict")
     ranked = df[df["rank"].notna()].head(n)
     for _, r in ranked.iterrows():
@@ -150,6 +156,9 @@ def top_table(df: pd.DataFrame, n: int = 10, title: str = "Top trials", genome_c
             low = r.get("test_acc_low")
             cells.append("" if pd.isna(r["test_acc_mean"]) else f"{r['test_acc_mean']:.2f} ± {r['test_acc_std']:.2f}"
                          + ("" if low is None or pd.isna(low) else f", {low:.2f}"))
+            if int8:
+                cells.append("" if pd.isna(r["arena_bytes"]) else f"{r['int8_test_acc_mean']:.2f}, "
+                             f"{int(r['arena_bytes']):,} B, {int(r['tflite_bytes']):,} B")
             cells.append("" if r.get("meets_target") is None or pd.isna(r.get("meets_target")) else str(r["meets_target"]))
         table.add_row(*cells)
     return table

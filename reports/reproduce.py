@@ -3,6 +3,7 @@ over several seeds on the full training set, print a notebook-style log and writ
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -10,9 +11,9 @@ from typing import Callable
 import torch
 
 from blocks import BudgetNASError, Genome, GenomeError, load_genome
-from reports.final import FinalResult, final_evaluation, write_artifacts
+from reports.final import FinalResult, final_evaluation, measure_int8, write_artifacts
 from reports.leaderboard import read_leaderboard
-from reports.runfiles import load_settings
+from reports.runfiles import atomic_write, load_settings
 from training import Splits, TrainConfig
 
 __all__ = ["ReproduceError", "Source", "resolve_source", "reproduce"]
@@ -67,14 +68,22 @@ def resolve_source(source: str, rank: int | None = None, trial: int | None = Non
 
 def reproduce(source: Source, *, seeds: list[int], epochs: int, full: Splits, device: str, out: str,
               augment: str = "auto", log: Callable[[str], None] = print, require_onnx: bool = False,
-              processes: int = 1) -> tuple[FinalResult, Path]:
-    """Retrain over ``seeds`` on ``full`` (the whole training set and the test set) and write ``<out>/<name>/``;
-    returns the result and that folder. ``processes`` > 1 on CPU trains the seeds side by side, one
-    single-threaded process each."""
+              processes: int = 1, int8: bool = False, target: float | None = None,
+              on_int8: bool = False) -> tuple[FinalResult, Path]:
+    """Retrain over ``seeds`` on ``full`` (the whole training set and the test set) and write ``<out>/<name>/``
+    with ``summary.json`` (``FinalResult.summary``: the verdict against ``target``); returns the result and that
+    folder. ``processes`` > 1 on CPU trains the seeds side by side, one single-threaded process each. ``int8``:
+    each seed's model is also quantized and measured in TFLM (``reports.final.measure_int8``); ``on_int8``:
+    the verdict is of those int8 accuracies."""
     final = final_evaluation(source.genome, full, epochs, seeds, TrainConfig(device=device, augment=augment), log=log,
                              processes=processes)
+    if int8 or on_int8:
+        measure_int8(final, source.genome, full, log)
     out_dir = Path(out) / source.name
     write_artifacts(out_dir, source.genome, final, full, log=log, require_onnx=require_onnx)
+    atomic_write(out_dir / "summary.json", json.dumps({"genome": source.genome.to_string(), "params": final.params,
+                                                       "epochs": epochs, "target": target,
+                                                       **final.summary(target, on_int8)}, indent=1) + "\n")
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return final, out_dir

@@ -21,14 +21,14 @@ class RunFileError(BudgetNASError):
     """A run file that cannot be used: one line naming it and what to do, exit code 2."""
 
 
-def atomic_write(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` all or nothing: a temporary file beside it, then a rename. A failed write
+def atomic_write(path: str | Path, text: str | bytes) -> None:
+    """Write ``text`` (or bytes) to ``path`` all or nothing: a temporary file beside it, then a rename. A failed write
     (a full disk) leaves the old file as it was, removes the temporary one and raises ``OSError`` naming ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as f:
             f.write(text)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)

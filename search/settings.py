@@ -55,6 +55,7 @@ class SearchSettings:
     max_ram: int | None = None  # bytes of peak activations, at ``precision``
     max_flash: int | None = None  # bytes of weights, at ``precision``
     precision: str = "int8"
+    int8_finals: bool = False  # quantize the finalists to int8, measure them in TFLM, judge the target on that
     target: float | None = None  # validation accuracy, percent
     dataset: str = "mnist"  # a built-in name, or the path of the user's image folder / .npz file
     data_dir: str = "data"

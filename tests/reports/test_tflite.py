@@ -1,0 +1,113 @@
+"""The int8 TFLite export measured in TensorFlow Lite Micro (issue 27), and model.pt2."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from blocks import Genome
+from reports.final import FinalResult
+from reports.tflite import Int8Error, TflmMeasurement, require_mcu
+from tests.synthetic import TINY_GENOME, tiny_splits
+from tests.test_search_cli import _digits_files, cli
+from training import TrainConfig, train
+
+pytest.importorskip("litert_torch", reason="the [mcu] extra is not installed")
+pytest.importorskip("tflite_micro", reason="the [mcu] extra is not installed")
+
+
+def test_require_mcu_names_what_to_install(monkeypatch):
+    import reports.tflite as tflite
+
+    monkeypatch.setattr(tflite, "_importable", lambda module: module != "tflite_micro")
+    with pytest.raises(Int8Error, match=r"need tflite-micro: pip install -e '\.\[mcu\]'"):
+        require_mcu()
+
+
+def test_the_cli_refuses_an_int8_search_without_the_extra_before_anything_runs(monkeypatch, tmp_path, capsys):
+    import reports.tflite as tflite
+    import run_search
+
+    monkeypatch.setattr(tflite, "_importable", lambda module: False)
+    code = run_search.main(["--budget", "2000", "--precision", "int8", "--out", str(tmp_path / "runs"),
+                            "--data-dir", str(tmp_path / "nothing")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "[mcu]" in err
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.fixture(scope="module")
+def trained():
+    splits = tiny_splits()
+    result = train(TINY_GENOME, splits, TrainConfig(epochs=4, device="cpu", evaluate_test=True, seed=0))
+    assert result.status == "complete"
+    return splits, result
+
+
+def test_int8_export_runs_in_tflm_close_to_fp32_in_exactly_its_arena(trained):
+    from reports.tflite import _tflm, export_int8, measure_tflm, normalised
+
+    splits, result = trained
+    model = export_int8(result.model, TINY_GENOME, normalised(splits.train_x[:64], splits.mean, splits.std))
+    assert model.flatbuffer[4:8] == b"TFL3" and -128 <= model.input_zero_point <= 127 and model.input_scale > 0
+    measured = measure_tflm(model, normalised(splits.test_x, splits.mean, splits.std), splits.test_y)
+    fp32 = result.epochs[-1].test_acc
+    assert fp32 > 60 and abs(measured.accuracy - fp32) <= 5, (measured.accuracy, fp32)
+    assert measured.tflite_bytes == len(model.flatbuffer)
+    with pytest.raises(Exception):  # a smaller arena cannot hold the model
+        short = _tflm(model.flatbuffer, measured.arena_bytes - 64)
+        short.set_input(np.zeros((1, 12, 12, 1), np.int8), 0)
+        short.invoke()
+
+
+def _final(int8_accs, fp32_accs):
+    seeds = list(range(len(fp32_accs)))
+    final = FinalResult("g", 100, seeds, [[{"test_acc": a}] for a in fp32_accs], ["complete"] * len(seeds))
+    final.int8 = {s: TflmMeasurement(a, 9000 + s, 12000) for s, a in zip(seeds, int8_accs)}
+    return final
+
+
+def test_the_verdict_is_judged_on_int8_with_precision_int8_and_measured_limits_are_checked():
+    final = _final([99.0, 99.1, 99.05], [99.5, 99.52, 99.48])
+    fp32 = final.summary(99.4)
+    assert fp32["meets_target"] == "certain" and fp32["judged_on"] == "fp32"
+    int8 = final.summary(99.4, on_int8=True, max_ram=9001, max_flash=12000)
+    assert int8["meets_target"] == "no" and int8["judged_on"] == "int8" and int8["seeds_at_target"] == 0.0
+    assert int8["int8_test_acc_mean"] == pytest.approx(99.05) and int8["int8_test_acc_min"] == 99.0
+    assert int8["arena_bytes"] == 9002 and int8["tflite_bytes"] == 12000
+    assert int8["measured_violations"] == ["arena 9,002 B > --max-ram 9,001 B"]
+
+
+@pytest.mark.slow
+def test_an_int8_search_and_reproduce_on_real_digits(tmp_path):
+    _, npz, _ = _digits_files(tmp_path)
+    result = cli("--dataset", str(npz), "--budget", "2000", "--target", "50", "--trials", "2", "--epochs", "2",
+                 "--final-top", "1", "--seeds", "2", "--final-epochs", "3", "--workers", "1", "--device", "cpu",
+                 "--precision", "int8", "--max-ram", "4000", "--out", str(tmp_path / "runs"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "int8 in TFLM: test accuracy" in result.stdout
+    run_dir = tmp_path / "runs" / "digits-b2000"
+    finals = json.loads((run_dir / "finals.json").read_text())
+    (trial, final), = finals.items()
+    assert final["judged_on"] == "int8" and len(final["int8_test_acc"]) == 2 and final["arena_bytes"] > 0
+    assert final["measured_violations"] == ([f"arena {final['arena_bytes']:,} B > --max-ram 4,000 B"]
+                                            if final["arena_bytes"] > 4000 else [])
+    board = pd.read_csv(run_dir / "leaderboard.csv")
+    row = board[board["trial"] == int(trial)].iloc[0]
+    assert row["arena_bytes"] == final["arena_bytes"] and row["int8_test_acc_mean"] == final["int8_test_acc_mean"]
+    folder = run_dir / "final" / f"trial{trial}"
+    described = json.loads((folder / "model.int8.json").read_text())
+    assert described["seed"] == 0 and described["input"]["layout"] == "NHWC" and described["arena_bytes"] > 0
+    assert (folder / "model.int8.tflite").stat().st_size == final["tflite_bytes"]
+    assert "On the device (int8 in TensorFlow Lite Micro)" in (run_dir / "report.html").read_text()
+    program = torch.export.load(str(folder / "model.pt2")).module()
+    assert program(torch.zeros(3, 1, 8, 8)).shape == (3, 10)
+
+    again = cli("--reproduce", str(run_dir / "leaderboard.csv"), "--checkpoint", str(folder / "checkpoint_seed0.pt"),
+                "--export", "tflite", "--out", str(tmp_path / "out"), "--device", "cpu")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"int8 in TFLM: test accuracy {final['int8_test_acc'][0]:.2f}%" in again.stdout
+    assert Genome.from_string(json.loads((tmp_path / "out" / "digits-b2000-rank1" / "model.int8.json")
+                                         .read_text())["genome"]).hash == Genome.from_string(row["genome"]).hash
