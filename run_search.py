@@ -323,6 +323,16 @@ def _warm_starts(sources: list[str], dataset: str, spec) -> list:
     return genomes
 
 
+def _require_int8(genome, source: str) -> None:
+    """``--precision int8`` / ``--export tflite``: refuse, before any training, a genome TFLM cannot run in int8."""
+    from budgets.tflm import int8_problems
+
+    problems = int8_problems(genome)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise UsageError(f"{source}: does not run in int8 under TensorFlow Lite Micro: {problems[0]}{more}")
+
+
 def _seeds(args: argparse.Namespace) -> list[int]:
     """The final evaluation's training seeds (``--seeds auto``: its first round) from ``--seed-offset``."""
     if not 0 <= args.seed_offset < 2 ** 31:
@@ -456,6 +466,9 @@ def _search(args: argparse.Namespace) -> int:
     started = time.monotonic()
     splits = _checked_data(settings, console)
     warm_starts = _warm_starts(args.enqueue or [], settings.dataset, splits.spec)
+    if settings.int8_finals:
+        for genome in warm_starts:
+            _require_int8(genome, f"--enqueue {genome.hash}")
     if args.dry_run:
         return _dry_run(settings, args, splits, warm_starts, console)
     study = _guarded(settings, lambda: open_study(settings))  # the one study object of this command
@@ -571,6 +584,8 @@ def _reproduce(args: argparse.Namespace) -> int:
         require_mcu()
     device = _device(args.device)
     source = resolve_source(args.reproduce, rank=args.rank, trial=args.trial)
+    if int8:
+        _require_int8(source.genome, _source_name(args.reproduce))
     dataset = _dataset(args.dataset or source.dataset or "mnist")
     if dataset in DATASETS:  # a built-in dataset's shape is known before its files are read
         check_genome_fits(source.genome, DATASETS[dataset].spec, dataset)

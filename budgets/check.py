@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from blocks.genome import Genome
 from budgets.costs import Totals, totals
+from budgets.tflm import arena_estimate, flatbuffer_estimate
 
 __all__ = ["BYTES_PER_VALUE", "Limits", "Verdict", "check", "parse_min_rf"]
 
@@ -16,8 +17,9 @@ BYTES_PER_VALUE = {"int8": 1, "fp32": 4}
 class Limits:
     """Hard limits; ``None`` means no limit. ``min_rf="auto"`` means the input size (max of H, W).
 
-    ``max_ram``: peak activation bytes for one image at inference; ``max_flash``: bytes of the weights;
-    both at ``precision`` (int8 as deployed on a microcontroller, or fp32).
+    ``max_ram``: bytes of memory for one image at inference; ``max_flash``: bytes of the model file. At
+    ``precision`` int8 (as deployed on a microcontroller) they are TensorFlow Lite Micro's tensor arena and the
+    int8 flatbuffer, estimated from above (``budgets.tflm``); at fp32, the peak activations and the weights.
     """
 
     max_params: int | None = None
@@ -32,9 +34,16 @@ class Limits:
             raise ValueError(f"--precision must be one of {', '.join(BYTES_PER_VALUE)}, got {self.precision!r}")
 
     def ram_bytes(self, t: Totals) -> int:
+        """int8: TFLite Micro's tensor arena (``budgets.tflm.arena_estimate``, an upper estimate fitted to
+        measurements); fp32: the peak activations, 4 bytes each."""
+        if self.precision == "int8":
+            return arena_estimate(t.tflm_tensors, t.operators, t.channels)
         return t.peak_activation * BYTES_PER_VALUE[self.precision]
 
     def flash_bytes(self, t: Totals) -> int:
+        """int8: the ``.tflite`` flatbuffer (``budgets.tflm.flatbuffer_estimate``); fp32: the weights, 4 bytes each."""
+        if self.precision == "int8":
+            return flatbuffer_estimate(t.params, t.operators, t.channels)
         return t.params * BYTES_PER_VALUE[self.precision]
 
     def violations(self, t: Totals, genome: Genome, repairable_only: bool = False) -> list[str]:

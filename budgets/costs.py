@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
 
 from blocks.genome import BLOCK_TYPES, Genome, GenomeError, Layer
+from budgets.tflm import layer_features
 
 __all__ = ["Analysis", "Cost", "LayerCost", "Totals", "analyze", "totals", "COST_FUNCTIONS"]
 
@@ -259,6 +260,9 @@ class Totals(NamedTuple):
     macs: int
     receptive_field: int
     peak_activation: int  # values alive at once at the busiest layer, one image
+    tflm_tensors: int = 0  # the same under TFLite Micro's int8 operators (``budgets.tflm``)
+    operators: int = 0  # TFLite operators of the int8 model (an estimate)
+    channels: int = 0  # output channels of its weight tensors
 
 
 def _walk(genome: Genome, rows: list | None) -> tuple[Totals, Shape]:
@@ -266,16 +270,19 @@ def _walk(genome: Genome, rows: list | None) -> tuple[Totals, Shape]:
     spec = genome.input
     shape: Shape = (spec.channels, spec.height, spec.width)
     rf, jump = 1, 1
-    total_params = total_macs = peak = 0
+    total_params = total_macs = peak = tflm_peak = operators = channels = 0
     for index, layer in enumerate(genome.layers):
         cost = COST_FUNCTIONS[layer.type](layer, index, shape, rf, jump)
+        deployed = layer_features(layer, shape, cost.shape, cost.peak, first=index == 0)
         shape, rf, jump = cost.shape, cost.rf, cost.jump
         total_params += cost.params
         total_macs += cost.macs
         peak = max(peak, cost.peak)
+        tflm_peak, operators, channels = (max(tflm_peak, deployed.tensors), operators + deployed.operators,
+                                          channels + deployed.channels)
         if rows is not None:
             rows.append(LayerCost(index, layer.type, layer.token(), shape, cost.params, cost.macs, rf, cost.peak))
-    return Totals(total_params, total_macs, rf, peak), _head_check(genome, shape)
+    return Totals(total_params, total_macs, rf, peak, tflm_peak, operators, channels), _head_check(genome, shape)
 
 
 def analyze(genome: Genome) -> Analysis:

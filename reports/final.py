@@ -19,7 +19,7 @@ import torch
 from blocks import Genome
 from reports.export import ExportError, export_onnx, export_program, save_checkpoint, standalone_source
 from reports.runfiles import atomic_write, load_finals, save_finals
-from reports.tflite import CALIBRATION_IMAGES, Int8Model, TflmMeasurement
+from reports.tflite import CALIBRATION_IMAGES, Int8Error, Int8Model, TflmMeasurement
 from reports.verdict import decided, lower_bound, share_at_target, verdict
 from training import EpochMetrics, Splits, TrainConfig, TrainResult, load_splits, resolve_device
 from training.parallel import train_many, waves
@@ -39,6 +39,7 @@ class FinalResult:
     runs: list[TrainResult] = field(default_factory=list, repr=False)  # trained models, one per seed
     int8: dict[int, TflmMeasurement] = field(default_factory=dict)  # seed -> its int8 model measured in TFLM
     int8_models: dict[int, Int8Model] = field(default_factory=dict, repr=False)
+    int8_error: str | None = None  # why the int8 export or its measurement failed
 
     @property
     def final_accs(self) -> list[float]:
@@ -79,6 +80,8 @@ class FinalResult:
                "meets_target": verdict(judged, target), "judged_on": "int8" if on_int8 else "fp32",
                "seeds": self.seeds, "statuses": self.statuses,
                "per_epoch_test_acc": [[e["test_acc"] for e in epochs] for epochs in self.per_seed]}
+        if self.int8_error:
+            out["int8_error"] = self.int8_error
         if self.int8:
             int8 = self.int8_accs
             arena = max(m.arena_bytes for m in self.int8.values())
@@ -207,7 +210,8 @@ def _write_int8(out_dir: Path, genome: Genome, model: Int8Model, measured: TflmM
     described = {"genome": genome.to_string(), "seed": seed, "input": {
         **model.input_description(), "shape": [1, genome.input.height, genome.input.width, genome.input.channels],
         "normalize_mean": list(full.mean), "normalize_std": list(full.std), "pixel_scale": "1/255",
-        "how": "q = clip(round(((pixels / 255 - mean) / std) / scale) + zero_point, -128, 127)"},
+        "how": ("q = clip(round(((pixels / 255 - mean) / std) / scale) + zero_point, -128, 127)"
+                if model.input_dtype == "int8" else "x = (pixels / 255 - mean) / std, float32")},
         "classes": full.classes or [str(c) for c in range(genome.input.classes)],
         "measured_in": "TensorFlow Lite Micro (tflite-micro Python interpreter)",
         "test_acc": round(measured.accuracy, 4), "arena_bytes": measured.arena_bytes,
@@ -339,7 +343,11 @@ def finalize(study: Any, settings: Any, ranked: pd.DataFrame, top_k: int, epochs
             final = _final_result(genome, runs_of[trial], log)
             if settings.int8_finals:
                 final.int8, final.int8_models = int8_of.setdefault(trial, ({}, {}))
-                measure_int8(final, genome, full, log)
+                try:
+                    measure_int8(final, genome, full, log)
+                except Int8Error as e:  # recorded with the finalist: its fp32 results stand, the others go on
+                    final.int8_error = str(e)
+                    log(f"trial {trial}: no int8 model: {e}")
             write_artifacts(settings.run_dir / "final" / f"trial{trial}", genome, final, full)
             finals[str(trial)] = final.summary(settings.target, settings.int8_finals, settings.max_ram,
                                                settings.max_flash)

@@ -223,13 +223,15 @@ def headline(df: pd.DataFrame, settings: dict, finals: dict) -> list[str]:
         judged = (final.get("int8_test_acc") or []) if on_int8 else accs
         said = {"certain": "MET, certain (the 95% lower bound is at or above it)",
                 "likely": "met on the mean but not certain (LIKELY: the 95% lower bound is below it)",
-                "no": "NOT met (the mean is below it)"}
+                "no": f"NOT met (the {'int8 ' if on_int8 else ''}test mean is below it)"}
         outcome = ("no target set" if target is None or not judged else
                    f"target {target}%{' on the int8 accuracy' if on_int8 else ''} {said[verdict(judged, target)]}; "
                    f"{share_at_target(judged, target):.0%} of the seeds reached it")
         lines = [f"Best design, {design}; {test}: {outcome}."]
         if final.get("int8_test_acc"):
             lines.append(_int8_sentence(final, best))
+        elif final.get("int8_error"):
+            lines.append(f"On the device: no int8 model ({final['int8_error']}).")
     else:
         on_val = ("no target set" if target is None else
                   f"target {target}% {'met' if float(best['val_acc']) >= target else 'NOT met'} on validation")

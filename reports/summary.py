@@ -48,13 +48,24 @@ def render_summary(analysis: Analysis, verdict: Verdict, limits: Limits, console
     """Print the table, the totals and the verdict against ``limits``."""
     console = console or make_console()
     console.print(summary_table(analysis, BYTES_PER_VALUE[limits.precision], limits.precision, console.width))
+    int8 = limits.precision == "int8"
     totals = [f"Trainable params: {analysis.params:,}", f"Receptive field: {analysis.receptive_field}",
-              f"MACs: {analysis.macs:,}", f"RAM: {verdict.ram:,} B", f"Flash: {verdict.flash:,} B ({limits.precision})",
+              f"MACs: {analysis.macs:,}", f"RAM: {verdict.ram:,} B" + (" (arena)" if int8 else ""),
+              f"Flash: {verdict.flash:,} B ({'.tflite, int8' if int8 else limits.precision})",
               f"hash: {analysis.genome.hash}"]
     if console.width < NARROW:  # two lines, no figure cut from its unit
         console.print("   ".join(totals[:3]), no_wrap=True, overflow="ellipsis")
         console.print("   ".join(totals[3:]), no_wrap=True, overflow="ellipsis")
     else:
         console.print("   ".join(totals))
+    if int8:
+        from budgets.tflm import MEASURED_MARGIN, int8_problems
+
+        low, high = MEASURED_MARGIN["arena"], MEASURED_MARGIN["flatbuffer"]
+        console.print("RAM and flash (int8): TFLM's tensor arena and the .tflite file, estimated from above")
+        console.print(f"(TFLM measured {low[0]:.0%}-{low[1]:.0%} / {high[0]:.0%}-{high[1]:.0%} of them); activations "
+                      f"{analysis.peak_activation:,} B, weights {analysis.params:,} B", no_wrap=True, overflow="ellipsis")
+        for problem in int8_problems(analysis.genome):
+            console.print(f"[yellow]int8: {problem}[/]")
     console.print(f"Limits: {limits.describe(analysis.genome)}")
     console.print(f"[bold green]{verdict}[/]" if verdict.ok else f"[bold red]{verdict}[/]")

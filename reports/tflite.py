@@ -25,8 +25,8 @@ from torch import nn
 
 from blocks import BudgetNASError, Genome
 
-__all__ = ["MCU_INSTALL", "Int8Error", "Int8Model", "TflmMeasurement", "arena_bytes", "export_int8", "measure_tflm", "normalised",
-           "require_mcu"]
+__all__ = ["MCU_INSTALL", "Int8Error", "Int8Model", "TflmMeasurement", "arena_breakdown", "arena_bytes", "export_int8",
+           "measure_tflm", "normalised", "operators", "require_mcu"]
 
 MCU_INSTALL = "pip install -e '.[mcu]' (litert-torch, tflite-micro)"
 CALIBRATION_IMAGES = 256
@@ -38,25 +38,32 @@ class Int8Error(BudgetNASError):
 
 @dataclass(frozen=True)
 class Int8Model:
-    """An int8 ``.tflite`` flatbuffer and the quantization of its input and output."""
+    """An int8 ``.tflite`` flatbuffer and the quantization of its input and output. Their dtype is int8, except
+    where the model begins or ends with an operator the quantizer leaves in float (``log_softmax``, a leading
+    pool): then that end is float32 and the file quantizes / dequantizes inside."""
 
     flatbuffer: bytes
     input_scale: float
     input_zero_point: int
     output_scale: float
     output_zero_point: int
+    input_dtype: str = "int8"
+    output_dtype: str = "int8"
 
     @property
     def tflite_bytes(self) -> int:
         return len(self.flatbuffer)
 
     def quantize(self, normalised: torch.Tensor) -> np.ndarray:
-        """int8 NHWC input of a normalised NCHW float batch."""
+        """The file's NHWC input of a normalised NCHW float batch (int8, or float32 where the input is float)."""
         x = normalised.detach().cpu().permute(0, 2, 3, 1).numpy()
+        if self.input_dtype != "int8":
+            return x.astype(np.float32)
         return np.clip(np.round(x / self.input_scale) + self.input_zero_point, -128, 127).astype(np.int8)
 
     def input_description(self) -> dict:
-        return {"layout": "NHWC", "dtype": "int8", "scale": self.input_scale, "zero_point": self.input_zero_point,
+        return {"layout": "NHWC", "dtype": self.input_dtype, "scale": self.input_scale,
+                "zero_point": self.input_zero_point, "output_dtype": self.output_dtype,
                 "output_scale": self.output_scale, "output_zero_point": self.output_zero_point}
 
 
@@ -111,6 +118,33 @@ def _quiet_fds() -> Iterator[Path]:
             os.close(fd)
 
 
+def _standalone_norms_as_convs(model: nn.Module) -> nn.Module:
+    """A copy of the eval-mode ``model`` whose BatchNorm2d layers that do not directly follow a conv (``cab``: BN
+    after the activation; ``bac``: before the conv) are 1x1 depthwise convs computing the same affine map.
+
+    The converter folds a BN into the conv it follows; a standalone one it turns into float operators
+    (DEQUANTIZE, SUB, MUL, MUL, ADD, QUANTIZE: 4-byte tensors) once its statistics are not the identity's, i.e.
+    in every trained model. A depthwise conv is quantized like any other, so the model stays int8."""
+    import copy
+
+    model = copy.deepcopy(model).cpu().eval()
+    for parent in model.modules():
+        if not isinstance(parent, nn.Sequential):
+            continue
+        previous = None
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.BatchNorm2d) and not isinstance(previous, nn.Conv2d):
+                scale = child.weight.detach() / torch.sqrt(child.running_var + child.eps)
+                conv = nn.Conv2d(child.num_features, child.num_features, 1, groups=child.num_features, bias=True)
+                with torch.no_grad():
+                    conv.weight.copy_(scale.view(-1, 1, 1, 1))
+                    conv.bias.copy_(child.bias.detach() - child.running_mean * scale)
+                setattr(parent, name, conv.eval())
+                child = conv
+            previous = child
+    return model
+
+
 def export_int8(model: nn.Module, genome: Genome, calibration: torch.Tensor) -> Int8Model:
     """Post-training int8 quantization of ``model`` calibrated on ``calibration`` (normalised NCHW float images,
     a few hundred training images), converted to a TFLite flatbuffer with NHWC int8 input and int8 scores."""
@@ -126,7 +160,7 @@ def export_int8(model: nn.Module, genome: Genome, calibration: torch.Tensor) -> 
 
         spec = genome.input
         example = (torch.zeros(1, spec.height, spec.width, spec.channels),)
-        wrapped = litert_torch.to_channel_last_io(model.cpu().eval(), args=[0]).eval()
+        wrapped = litert_torch.to_channel_last_io(_standalone_norms_as_convs(model), args=[0]).eval()
         quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
             pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True))
         try:
@@ -149,12 +183,13 @@ def export_int8(model: nn.Module, genome: Genome, calibration: torch.Tensor) -> 
 def _with_quantization(flatbuffer: bytes) -> Int8Model:
     interpreter = _tflm(flatbuffer, 1 << 22)
     given, returned = interpreter.get_input_details(0), interpreter.get_output_details(0)
-    if given["dtype"] != np.int8 or returned["dtype"] != np.int8:
-        raise Int8Error(f"the converted model's input/output are {given['dtype'].__name__}/"
-                        f"{returned['dtype'].__name__}, not int8")
+    dtypes = [np.dtype(d["dtype"]).name for d in (given, returned)]
+    if any(d not in ("int8", "float32") for d in dtypes):
+        raise Int8Error(f"the converted model's input/output are {dtypes[0]}/{dtypes[1]}, not int8 or float32")
     q_in, q_out = given["quantization_parameters"], returned["quantization_parameters"]
-    return Int8Model(flatbuffer, float(q_in["scales"][0]), int(q_in["zero_points"][0]),
-                     float(q_out["scales"][0]), int(q_out["zero_points"][0]))
+    first = lambda q, key, cast: cast(q[key][0]) if len(q[key]) else cast(0)  # noqa: E731  (float ends: none)
+    return Int8Model(flatbuffer, first(q_in, "scales", float), first(q_in, "zero_points", int),
+                     first(q_out, "scales", float), first(q_out, "zero_points", int), dtypes[0], dtypes[1])
 
 
 def _tflm(flatbuffer: bytes, arena_size: int):
@@ -164,29 +199,46 @@ def _tflm(flatbuffer: bytes, arena_size: int):
         return runtime.Interpreter.from_bytes(flatbuffer, arena_size=arena_size)
 
 
-_ARENA_TOTAL = re.compile(rb"Arena allocation total (\d+) bytes")
+_ARENA = re.compile(rb"Arena allocation (total|head|tail) (\d+) bytes")
+
+
+def arena_breakdown(flatbuffer: bytes, limit: int = 1 << 22) -> dict[str, int]:
+    """TFLM's recording allocator: ``total`` arena bytes, ``head`` (the planned activation tensors and scratch)
+    and ``tail`` (persistent: tensor structs, quantization data, kernels' buffers)."""
+    interpreter = _tflm(flatbuffer, limit)
+    with _quiet_fds() as log:
+        interpreter.print_allocations()
+    found = {name.decode(): int(value) for name, value in _ARENA.findall(Path(log).read_bytes())}
+    Path(log).unlink(missing_ok=True)
+    if "total" not in found:
+        raise Int8Error("TFLM did not report its arena allocation")
+    return found
 
 
 def arena_bytes(flatbuffer: bytes, limit: int = 1 << 22) -> int:
     """The tensor arena TFLM allocates for this model (recording allocator), checked by running it in exactly
     that many bytes."""
-    interpreter = _tflm(flatbuffer, limit)
-    with _quiet_fds() as log:
-        interpreter.print_allocations()
-    found = _ARENA_TOTAL.search(Path(log).read_bytes())
-    Path(log).unlink(missing_ok=True)
-    if not found:
-        raise Int8Error("TFLM did not report its arena allocation")
-    needed = int(found.group(1))
+    needed = arena_breakdown(flatbuffer, limit)["total"]
     try:
         tight = _tflm(flatbuffer, needed)
         given = tight.get_input_details(0)
-        tight.set_input(np.zeros(tuple(given["shape"]), np.int8), 0)
+        tight.set_input(np.zeros(tuple(given["shape"]), given["dtype"]), 0)
         with _quiet_fds():
             tight.invoke()
     except Exception as e:
         raise Int8Error(f"TFLM reported a {needed:,}-byte arena but the model does not run in it ({e})") from None
     return needed
+
+
+def operators(flatbuffer: bytes) -> list[str]:
+    """The flatbuffer's operators in order, by their TFLite names (CONV_2D, MUL, ...)."""
+    from tflite_micro.python.tflite_micro import runtime
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
+
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    model = runtime.convert_bytearray_to_object(bytearray(flatbuffer))
+    codes = [runtime.get_builtin_code_from_operator_code(c) for c in model.operatorCodes]
+    return [names.get(codes[op.opcodeIndex], str(codes[op.opcodeIndex])) for op in model.subgraphs[0].operators]
 
 
 def measure_tflm(model: Int8Model, normalised: torch.Tensor, labels: torch.Tensor,

@@ -1,5 +1,6 @@
 """The int8 TFLite export measured in TensorFlow Lite Micro (issue 27), and model.pt2."""
 
+import importlib.util
 import json
 
 import numpy as np
@@ -14,8 +15,25 @@ from tests.synthetic import TINY_GENOME, tiny_splits
 from tests.test_search_cli import _digits_files, cli
 from training import TrainConfig, train
 
-pytest.importorskip("litert_torch", reason="the [mcu] extra is not installed")
-pytest.importorskip("tflite_micro", reason="the [mcu] extra is not installed")
+mcu = pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in ("litert_torch", "tflite_micro")),
+                         reason="the [mcu] extra is not installed")
+
+
+def test_standalone_norms_become_depthwise_convs_with_the_same_outputs():
+    from blocks import build_model
+    from reports.tflite import _standalone_norms_as_convs
+
+    genome = Genome.from_string("i1x12x12n4-conv_c8_k3_ocab-conv_c8_k3_obac-conv_c8_k3-res_c8_ocab-gap-conv_c4_k1_oc")
+    torch.manual_seed(0)
+    model = build_model(genome).eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.5), m.running_var.uniform_(0.5, 2), m.weight.data.uniform_(0.5, 1.5)
+    converted = _standalone_norms_as_convs(model)
+    x = torch.randn(3, 1, 12, 12)
+    assert torch.allclose(converted(x), model(x), atol=1e-5)
+    norms = lambda m: sum(isinstance(c, torch.nn.BatchNorm2d) for c in m.modules())  # noqa: E731
+    assert norms(model) == 5 and norms(converted) == 2  # the plain unit's and the res block's second ('cb')
 
 
 def test_require_mcu_names_what_to_install(monkeypatch):
@@ -46,8 +64,9 @@ def trained():
     return splits, result
 
 
+@mcu
 def test_int8_export_runs_in_tflm_close_to_fp32_in_exactly_its_arena(trained):
-    from reports.tflite import _tflm, export_int8, measure_tflm, normalised
+    from reports.tflite import _tflm, arena_breakdown, export_int8, measure_tflm, normalised, operators
 
     splits, result = trained
     model = export_int8(result.model, TINY_GENOME, normalised(splits.train_x[:64], splits.mean, splits.std))
@@ -56,6 +75,9 @@ def test_int8_export_runs_in_tflm_close_to_fp32_in_exactly_its_arena(trained):
     fp32 = result.epochs[-1].test_acc
     assert fp32 > 60 and abs(measured.accuracy - fp32) <= 5, (measured.accuracy, fp32)
     assert measured.tflite_bytes == len(model.flatbuffer)
+    arena = arena_breakdown(model.flatbuffer)
+    assert arena["total"] == measured.arena_bytes == arena["head"] + arena["tail"]
+    assert operators(model.flatbuffer).count("CONV_2D") == 2 and "FULLY_CONNECTED" in operators(model.flatbuffer)
     with pytest.raises(Exception):  # a smaller arena cannot hold the model
         short = _tflm(model.flatbuffer, measured.arena_bytes - 64)
         short.set_input(np.zeros((1, 12, 12, 1), np.int8), 0)
@@ -80,6 +102,7 @@ def test_the_verdict_is_judged_on_int8_with_precision_int8_and_measured_limits_a
     assert int8["measured_violations"] == ["arena 9,002 B > --max-ram 9,001 B"]
 
 
+@mcu
 @pytest.mark.slow
 def test_an_int8_search_and_reproduce_on_real_digits(tmp_path):
     _, npz, _ = _digits_files(tmp_path)
@@ -111,3 +134,14 @@ def test_an_int8_search_and_reproduce_on_real_digits(tmp_path):
     assert f"int8 in TFLM: test accuracy {final['int8_test_acc'][0]:.2f}%" in again.stdout
     assert Genome.from_string(json.loads((tmp_path / "out" / "digits-b2000-rank1" / "model.int8.json")
                                          .read_text())["genome"]).hash == Genome.from_string(row["genome"]).hash
+
+    trained = cli("--reproduce", row["genome"], "--dataset", str(npz), "--epochs", "2", "--seeds", "2", "--export",
+                  "tflite", "--target", "50", "--out", str(tmp_path / "again"), "--device", "cpu", "--workers", "1")
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    assert "int8 in TensorFlow Lite Micro:" in trained.stdout and "target 50.0% (fp32 test accuracy)" in trained.stdout
+    summary = json.loads(next((tmp_path / "again").glob("*/summary.json")).read_text())
+    assert len(summary["int8_test_acc"]) == 2 and summary["judged_on"] == "fp32" and summary["arena_bytes"] > 0
+    refused = cli("--reproduce", row["genome"].replace("n10-", "n10-conv_c4_k1_agelu-", 1), "--dataset", str(npz),
+                  "--export", "tflite", "--out", str(tmp_path / "no"))
+    assert refused.returncode == 2 and "field 'act': gelu" in refused.stderr and not (tmp_path / "no").exists()
+
