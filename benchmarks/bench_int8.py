@@ -4,8 +4,8 @@ For the zoo and for random genomes covering every block kind (at least ``--per-k
 build the model (random weights, and BatchNorm statistics drawn away from the identity, as a trained
 model's are: a standalone BN with identity statistics folds away in conversion and would hide its cost), export it to int8 TFLite
 (``reports.tflite.export_int8``, calibrated on random images) and record, one JSON line per genome as it comes in:
-the analytic int8 RAM (``budgets.check``) and flash (params), TFLM's arena (total, head = planned tensors,
-tail = persistent), the flatbuffer's bytes, the operators, or why it did not convert. Resumes: genomes already in
+the analytic int8 RAM (``budgets.check``) and flash (params), TFLM's arena (the smallest that runs, found by
+bisection; and the recording allocator's total, head = planned tensors, tail = persistent), the flatbuffer's bytes, the operators, or why it did not convert. Resumes: genomes already in
 the output file are skipped.
 
     python benchmarks/bench_int8.py --out benchmarks/results/int8/measured.jsonl
@@ -88,7 +88,7 @@ def factor_genomes() -> list[tuple[str, Genome]]:
 
 
 def measure(genome: Genome, name: str) -> dict:
-    from reports.tflite import arena_breakdown, export_int8, operators
+    from reports.tflite import arena_breakdown, arena_bytes, export_int8, operators
 
     limits = Limits(precision="int8")
     verdict = check(genome, limits)
@@ -119,7 +119,8 @@ def measure(genome: Genome, name: str) -> dict:
         row.update(converts=False, reason=f"TFLM cannot run it ({e}); operators: {' '.join(ops)}",
                    operators=ops, seconds=round(time.perf_counter() - started, 1))
         return row
-    row.update(converts=True, arena_bytes=arena["total"], arena_head=arena.get("head"), arena_tail=arena.get("tail"),
+    row.update(converts=True, arena_bytes=arena_bytes(int8.flatbuffer), arena_recorded=arena["total"],
+               arena_head=arena.get("head"), arena_tail=arena.get("tail"),
                tflite_bytes=int8.tflite_bytes, operators=ops, io=[int8.input_dtype, int8.output_dtype],
                float_ops=sorted({"DEQUANTIZE"} & set(ops)) and True,
                seconds=round(time.perf_counter() - started, 1))

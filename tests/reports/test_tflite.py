@@ -3,7 +3,6 @@
 import importlib.util
 import json
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -65,8 +64,8 @@ def trained():
 
 
 @mcu
-def test_int8_export_runs_in_tflm_close_to_fp32_in_exactly_its_arena(trained):
-    from reports.tflite import _tflm, arena_breakdown, export_int8, measure_tflm, normalised, operators
+def test_int8_export_runs_in_tflm_close_to_fp32_in_the_smallest_arena_measured(trained):
+    from reports.tflite import _runs_in, arena_breakdown, export_int8, measure_tflm, normalised, operators
 
     splits, result = trained
     model = export_int8(result.model, TINY_GENOME, normalised(splits.train_x[:64], splits.mean, splits.std))
@@ -76,12 +75,10 @@ def test_int8_export_runs_in_tflm_close_to_fp32_in_exactly_its_arena(trained):
     assert fp32 > 60 and abs(measured.accuracy - fp32) <= 5, (measured.accuracy, fp32)
     assert measured.tflite_bytes == len(model.flatbuffer)
     arena = arena_breakdown(model.flatbuffer)
-    assert arena["total"] == measured.arena_bytes == arena["head"] + arena["tail"]
-    assert operators(model.flatbuffer).count("CONV_2D") == 2 and "FULLY_CONNECTED" in operators(model.flatbuffer)
-    with pytest.raises(Exception):  # a smaller arena cannot hold the model
-        short = _tflm(model.flatbuffer, measured.arena_bytes - 64)
-        short.set_input(np.zeros((1, 12, 12, 1), np.int8), 0)
-        short.invoke()
+    assert arena["total"] == arena["head"] + arena["tail"] and measured.arena_bytes >= arena["total"]
+    assert _runs_in(model.flatbuffer, measured.arena_bytes) and not _runs_in(model.flatbuffer, measured.arena_bytes - 1)
+    ops = operators(model.flatbuffer)  # a conv with one input channel is a DEPTHWISE_CONV_2D in TFLite
+    assert ops.count("CONV_2D") + ops.count("DEPTHWISE_CONV_2D") == 2 and "FULLY_CONNECTED" in ops
 
 
 def _final(int8_accs, fp32_accs):

@@ -367,15 +367,15 @@ def test_sha_pruner_promotes_a_third_and_survivors_train_all_epochs(tmp_path):
 
 
 def test_ram_limit_is_repaired_by_width_and_rejections_name_it(tmp_path):
-    s, study = run(tmp_path, trials=3, budget=6000, max_ram=12000, study="ram")
+    s, study = run(tmp_path, trials=3, budget=6000, max_ram=9000, study="ram")
     complete = [t for t in study.get_trials() if t.user_attrs.get("status") == "complete"]
-    assert len(complete) == 3 and all(0 < t.user_attrs["ram"] <= 12000 for t in complete)
+    assert len(complete) == 3 and all(0 < t.user_attrs["ram"] <= 9000 for t in complete)
     assert all(t.user_attrs["flash"] > t.user_attrs["params"] for t in complete)  # int8: the .tflite file's estimate
     board = pd.read_csv(s.run_dir / "leaderboard.csv")
     assert board["ram"].notna().all() and board["flash"].notna().all()
-    s, study = run(tmp_path, trials=2, budget=6000, max_ram=12000, repair=False, study="ram-norepair")
+    s, study = run(tmp_path, trials=2, budget=6000, max_ram=9000, repair=False, study="ram-norepair")
     reasons = [t.user_attrs.get("reasons", "") for t in study.get_trials() if t.user_attrs["status"] == "rejected"]
-    assert any(r.startswith("ram ") and "B > 12,000 B (int8)" in r for r in reasons)
+    assert any(r.startswith("ram ") and "B > 9,000 B (int8)" in r for r in reasons)
 
 
 class _ScriptedTrainer:
