@@ -120,7 +120,7 @@ def test_an_int8_search_and_reproduce_on_real_digits(tmp_path):
     folder = run_dir / "final" / f"trial{trial}"
     described = json.loads((folder / "model.int8.json").read_text())
     assert described["seed"] == 0 and described["input"]["layout"] == "NHWC" and described["arena_bytes"] > 0
-    assert (folder / "model.int8.tflite").stat().st_size == final["tflite_bytes"]
+    assert (folder / "model.int8.tflite").stat().st_size == described["tflite_bytes"] <= final["tflite_bytes"]  # seed 0's
     assert "On the device (int8 in TensorFlow Lite Micro)" in (run_dir / "report.html").read_text()
     program = torch.export.load(str(folder / "model.pt2")).module()
     assert program(torch.zeros(3, 1, 8, 8)).shape == (3, 10)
