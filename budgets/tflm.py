@@ -25,6 +25,7 @@ an upper envelope of the measurements (never below any of them); ``MEASURED_MARG
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 from blocks.genome import Genome, Layer
@@ -61,13 +62,6 @@ class TflmFeatures(NamedTuple):
     channels: int
 
 
-def _numel(shape: tuple) -> int:
-    n = 1
-    for size in shape:
-        n *= size
-    return n
-
-
 def _split_order(layer: Layer) -> tuple[str, str]:
     """The unit's letters before its conv, and those after it that the converter cannot fuse into it."""
     order = layer.order.replace("d", "")
@@ -91,7 +85,7 @@ def _needs_pad(layer: Layer) -> bool:
 
 def layer_features(layer: Layer, in_shape: tuple, out_shape: tuple, peak: int, first: bool) -> TflmFeatures:
     """``TflmFeatures`` of one layer from its input and output shapes and its analytic ``peak`` (values)."""
-    x, y = _numel(in_shape), _numel(out_shape)
+    x, y = math.prod(in_shape), math.prod(out_shape)
     candidates = [peak]
     operators = 1
     channels = 0
@@ -101,7 +95,7 @@ def layer_features(layer: Layer, in_shape: tuple, out_shape: tuple, peak: int, f
         channels = layer.out * (2 if layer.type == "res" else 1) + (in_shape[0] if layer.type == "dws" else 0)
         operators = units + units * (len(pre) + len(post))
         if post:
-            mid = in_shape[0] * _numel(out_shape[1:]) if layer.type == "dws" else y
+            mid = in_shape[0] * math.prod(out_shape[1:]) if layer.type == "dws" else y
             candidates += [2 * y, 2 * mid]
             channels += units * layer.out * post.count("b")  # a standalone BN is exported as a 1x1 depthwise conv
         if pre:
@@ -122,7 +116,7 @@ def layer_features(layer: Layer, in_shape: tuple, out_shape: tuple, peak: int, f
     if layer.type in ("max", "avg"):
         operators += 1  # a QUANTIZE after the pool
         candidates.append(2 * y)
-    if layer.type == "flat" and len(in_shape) == 3 and _numel(in_shape[1:]) > 1:
+    if layer.type == "flat" and len(in_shape) == 3 and math.prod(in_shape[1:]) > 1:
         operators += 1  # TRANSPOSE to PyTorch's channel-first order, then RESHAPE
         candidates.append(2 * x)
     if layer.type == "lsm":
@@ -132,8 +126,6 @@ def layer_features(layer: Layer, in_shape: tuple, out_shape: tuple, peak: int, f
 
 
 def _linear(coefficients: tuple, features: tuple) -> int:
-    import math
-
     return math.ceil(coefficients[0] + sum(c * f for c, f in zip(coefficients[1:], features)))
 
 
