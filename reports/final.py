@@ -109,7 +109,7 @@ def final_evaluation(genome: Genome, full: Splits, epochs: int, seeds: list[int]
     on CPU trains the seeds side by side, one single-threaded process each (``training.parallel``).
     """
     jobs = _final_jobs(genome, epochs, seeds, base or TrainConfig())
-    logger = _epoch_logger([("", list(range(len(jobs))), list(seeds))], log, waves(len(jobs), processes, full.device.type))
+    logger = _epoch_logger([("", list(range(len(jobs))), list(seeds))], log, waves(jobs, processes, full.device.type))
     results = dict(train_many(jobs, full, processes, on_epoch=logger))
     return _final_result(genome, [results[i] for i in range(len(jobs))], log)
 
@@ -332,7 +332,7 @@ def finalize(study: Any, settings: Any, ranked: pd.DataFrame, top_k: int, epochs
             groups.append((f"trial {trial}", list(indices), round_seeds))
         rounds = []
         results: dict[int, TrainResult] = {}
-        logger = _epoch_logger(groups, log, waves(len(jobs), processes, full.device.type))
+        logger = _epoch_logger(groups, log, waves(jobs, processes, full.device.type))
         for index, result in train_many(jobs, full, processes, on_epoch=logger):
             results[index] = result
             trial, genome, indices = owner[index]

@@ -24,8 +24,9 @@ from blocks import Genome, build_model
 from training.augment import augment_batch
 from training.data import Splits, check_genome_fits
 
-__all__ = ["AUGMENTATIONS", "EpochMetrics", "TrainConfig", "TrainResult", "Trainer", "augmentation", "evaluate", "keep_freed_memory", "parameter_groups",
-           "resolve_device", "train", "training_layout"]
+__all__ = ["AUGMENTATIONS", "EpochMetrics", "TrainConfig", "TrainResult", "Trainer", "augmentation", "evaluate",
+           "keep_freed_memory", "make_optimizer", "make_scheduler", "parameter_groups", "resolve_device", "train",
+           "training_layout"]
 
 
 AUGMENTATIONS = ("auto", "none", "affine", "crop", "cropflip")
@@ -127,6 +128,28 @@ def parameter_groups(model: nn.Module, weight_decay: float, decay_norm_bias: boo
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer ``config`` names, over ``parameter_groups``."""
+    params = parameter_groups(model, config.weight_decay, config.decay_norm_bias)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr)
+    return torch.optim.AdamW(params, lr=config.lr)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int,
+                   steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """The learning-rate schedule ``config`` names, stepped once per optimizer step."""
+    if config.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr,
+                                                   total_steps=max(total_steps, math.ceil(3 / config.warmup_frac)),
+                                                   pct_start=config.warmup_frac, anneal_strategy="cos",
+                                                   cycle_momentum=config.optimizer == "sgd")
+    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_epochs * steps_per_epoch,
+                                           gamma=config.step_gamma)
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> cuda, then mps, then cpu; an unavailable explicit choice raises ValueError."""
     if name == "auto":
@@ -218,9 +241,10 @@ def augmentation(config: TrainConfig, splits: Splits) -> tuple[str, dict]:
 
 
 class Trainer:
-    """Owns the model, optimizer, schedule and RNG of one run over resident ``Splits``."""
+    """Owns the model, optimizer, schedule and RNG of one run over resident ``Splits``; ``optimize=False``: no
+    optimizer or schedule (``training.seedbatch`` trains the model inside a wider one)."""
 
-    def __init__(self, genome: Genome, splits: Splits, config: TrainConfig) -> None:
+    def __init__(self, genome: Genome, splits: Splits, config: TrainConfig, optimize: bool = True) -> None:
         check_genome_fits(genome, splits.spec, splits.name)
         self.genome, self.splits, self.config = genome, splits, config
         self.device = splits.device
@@ -239,29 +263,12 @@ class Trainer:
         self.total_steps = config.epochs * self.steps_per_epoch
         if config.max_steps is not None:
             self.total_steps = min(self.total_steps, config.max_steps)
-        self.optimizer = self._optimizer()
-        self.scheduler = self._scheduler()
+        if optimize:
+            self.optimizer = make_optimizer(self.model, config)
+            self.scheduler = make_scheduler(self.optimizer, config, self.total_steps, self.steps_per_epoch)
         self.steps_done = 0
         self.normalize = _Normalize(splits.mean, splits.std, self.device, self.memory_format)
         self.augment = augmentation(config, splits)[1]
-
-    def _optimizer(self) -> torch.optim.Optimizer:
-        c, params = self.config, parameter_groups(self.model, self.config.weight_decay, self.config.decay_norm_bias)
-        if c.optimizer == "sgd":
-            return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov)
-        if c.optimizer == "adam":
-            return torch.optim.Adam(params, lr=c.lr)
-        return torch.optim.AdamW(params, lr=c.lr)
-
-    def _scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
-        c = self.config
-        if c.schedule == "onecycle":
-            return torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=c.lr,
-                                                       total_steps=max(self.total_steps, math.ceil(3 / c.warmup_frac)),
-                                                       pct_start=c.warmup_frac, anneal_strategy="cos",
-                                                       cycle_momentum=c.optimizer == "sgd")
-        return torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=c.step_epochs * self.steps_per_epoch,
-                                               gamma=c.step_gamma)
 
     def _prepare(self, images: torch.Tensor) -> torch.Tensor:
         x = images.float().div_(255)  # (N, C, H, W) in [0, 1]

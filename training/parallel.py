@@ -3,6 +3,9 @@
 On a CPU, two single-threaded processes train ~1.2-1.6x the images per second of one two-threaded
 process (a single-threaded run trains in channels_last, which does not scale to a second thread:
 BENCHMARKS.md), so the final evaluation's runs (finalists x seeds) go through ``train_many``.
+Four or more seeds of one genome train seed-batched (``training.seedbatch``), at most three to a process:
+1.07-1.22x the seed-images per second of one process per seed; six to a process, or fewer seeds, did not win
+(BENCHMARKS.md, "seed-batched training").
 """
 
 from __future__ import annotations
@@ -19,12 +22,15 @@ from typing import Any, Callable, Iterator, Sequence
 
 from blocks import BudgetNASError, Genome
 
-__all__ = ["EXIT_UNKNOWN", "TrainingProcessError", "available_memory_gib", "exit_code", "waves", "join_process", "pid_running", "pid_start_time",
-           "process_context", "start_process_server", "stop_process", "train_many"]
+__all__ = ["EXIT_UNKNOWN", "TrainingProcessError", "available_memory_gib", "exit_code", "join_process", "pid_running",
+           "pid_start_time", "process_context", "schedule", "start_process_server", "stop_process", "train_many",
+           "waves"]
 
 # What every worker process needs before its first step; torch.optim imports torch._dynamo (~1 s) lazily, at
 # the first optimizer.
 _PRELOAD = ("torch", "torch._dynamo", "training.engine")
+SEEDS_PER_PROCESS = 3  # the most seeds one process trains as one model (6 lost to 3: BENCHMARKS.md)
+MIN_BATCHED_SEEDS = 4  # fewer seeds of a genome train one per process (3 as 2 + 1 did not win)
 EXIT_UNKNOWN = 255  # multiprocessing's exit code for a process whose fork server died before it could tell
 _POLL_S = 0.2
 
@@ -126,34 +132,81 @@ def stop_process(process: Any) -> None:
         os.kill(process.pid, signal.SIGTERM)
 
 
-def waves(count: int, processes: int, device_type: str) -> list[list[int]]:
-    """How ``train_many`` runs ``count`` jobs: the job indices that train side by side, wave by wave (as many as fill
-    every process), then the odd ones out, one at a time."""
-    side = count - count % processes if processes > 1 and device_type == "cpu" else 0
-    return [list(range(i, i + processes)) for i in range(0, side, processes)] + [[i] for i in range(side, count)]
+def _seed_groups(jobs: Sequence[tuple[Genome, Any]]) -> list[list[int]]:
+    """Runs of consecutive job indices with one genome and configs that differ in their seed only."""
+    groups: list[list[int]] = []
+    for index, (genome, config) in enumerate(jobs):
+        if groups:
+            first_genome, first_config = jobs[groups[-1][0]]
+            if (first_genome.to_string() == genome.to_string()
+                    and replace(first_config, seed=0) == replace(config, seed=0)):
+                groups[-1].append(index)
+                continue
+        groups.append([index])
+    return groups
+
+
+def schedule(jobs: Sequence[tuple[Genome, Any]], processes: int, device_type: str) -> list[list[list[int]]]:
+    """How ``train_many`` runs ``jobs``: waves of units side by side, one process per unit (a wave of one unit trains
+    in this process); a unit of several job indices trains seed-batched.
+
+    On CPU with ``processes`` > 1, a genome's ``MIN_BATCHED_SEEDS`` or more seeds split into balanced units of at most
+    ``SEEDS_PER_PROCESS``, a multiple of ``processes`` of them. The other runs go one per process, as many as fill
+    every process, then the odd ones out, one at a time."""
+    if processes <= 1 or device_type != "cpu":
+        return [[[i]] for i in range(len(jobs))]
+    from training.seedbatch import batchable
+
+    plan: list[list[list[int]]] = []
+    singles: list[int] = []
+    for group in _seed_groups(jobs):
+        if len(group) < MIN_BATCHED_SEEDS or batchable(jobs[group[0]][0]) is not None:
+            singles += group
+            continue
+        count = processes * -(-len(group) // (processes * SEEDS_PER_PROCESS))
+        sizes = [len(group) // count + (1 if u < len(group) % count else 0) for u in range(count)]
+        bounds = [sum(sizes[:u]) for u in range(count + 1)]
+        units = [group[bounds[u]:bounds[u + 1]] for u in range(count)]
+        plan += [units[u:u + processes] for u in range(0, count, processes)]
+    side = len(singles) - len(singles) % processes
+    plan += [[[i] for i in singles[w:w + processes]] for w in range(0, side, processes)]
+    return plan + [[[i]] for i in singles[side:]]
+
+
+def waves(jobs: Sequence[tuple[Genome, Any]], processes: int, device_type: str) -> list[list[int]]:
+    """The job indices that train side by side (``schedule``), wave by wave."""
+    return [[i for unit in wave for i in unit] for wave in schedule(jobs, processes, device_type)]
 
 
 def train_many(jobs: Sequence[tuple[Genome, Any]], splits: Any, processes: int = 1,
                on_epoch: Callable[[int, Any], None] | None = None) -> Iterator[tuple[int, Any]]:
     """Train each ``(genome, TrainConfig)`` of ``jobs`` on ``splits``; yields ``(job index, TrainResult)`` as runs end.
 
-    ``processes`` > 1 on CPU: that many single-threaded processes (``process_context``) take the jobs in order,
-    as many as fill every process to the end (a run gives the same result as ``train`` with one thread); the rest, and
-    every job otherwise, train here one after another with this process's threads: a lone single-threaded run
-    would leave cores idle. ``on_epoch(index, metrics)`` sees every epoch in this process. Closing the iterator,
-    Ctrl-C included, stops the processes.
+    ``processes`` > 1 on CPU: that many single-threaded processes (``process_context``) take the units of
+    ``schedule`` in order (a run gives the same result as ``train`` with one thread; a seed-batched one, the same up
+    to rounding and its dropout draws); waves of a single unit, and every job otherwise, train here one after another
+    with this process's threads: a lone single-threaded run would leave cores idle. ``on_epoch(index, metrics)`` sees
+    every epoch in this process. Closing the iterator, Ctrl-C included, stops the processes.
     """
     from training.engine import train
+    from training.seedbatch import train_seeds
 
-    side_by_side = sum(len(wave) for wave in waves(len(jobs), processes, splits.device.type) if len(wave) > 1)
+    plan = schedule(jobs, processes, splits.device.type)
+    side_by_side = [unit for wave in plan if len(wave) > 1 for unit in wave]
     if side_by_side:
-        yield from _in_processes(jobs[:side_by_side], splits, processes, on_epoch)
-    for index in range(side_by_side, len(jobs)):  # the odd ones out train here, with all of this process's threads
-        genome, config = jobs[index]
-        yield index, train(genome, splits, config, on_epoch=(lambda m, i=index: on_epoch(i, m)) if on_epoch else None)
+        yield from _in_processes(jobs, side_by_side, splits, processes, on_epoch)
+    for unit in (wave[0] for wave in plan if len(wave) == 1):  # these train here, with all of this process's threads
+        genome, config = jobs[unit[0]]
+        if len(unit) > 1:
+            results = train_seeds(genome, splits, [jobs[i][1] for i in unit],
+                                  on_epoch=(lambda k, m, unit=unit: on_epoch(unit[k], m)) if on_epoch else None)
+            yield from zip(unit, results)
+            continue
+        yield unit[0], train(genome, splits, config,
+                             on_epoch=(lambda m, i=unit[0]: on_epoch(i, m)) if on_epoch else None)
 
 
-def _in_processes(jobs: Sequence[tuple[Genome, Any]], splits: Any, processes: int,
+def _in_processes(jobs: Sequence[tuple[Genome, Any]], units: list[list[int]], splits: Any, processes: int,
                   on_epoch: Callable[[int, Any], None] | None) -> Iterator[tuple[int, Any]]:
     import torch
 
@@ -161,14 +214,14 @@ def _in_processes(jobs: Sequence[tuple[Genome, Any]], splits: Any, processes: in
 
     ctx = process_context()
     todo, done = ctx.Queue(), ctx.Queue()
-    for index, (genome, config) in enumerate(jobs):
-        todo.put((index, genome.to_string(), config))
+    for unit in units:
+        todo.put((unit, jobs[unit[0]][0].to_string(), [jobs[i][1] for i in unit]))
     for _ in range(processes):
         todo.put(None)
     procs = [ctx.Process(target=_run_jobs, args=(splits, todo, done), daemon=True) for _ in range(processes)]
     for p in procs:
         p.start()
-    pending = set(range(len(jobs)))
+    pending = {i for unit in units for i in unit}
     try:
         while pending:
             codes = [exit_code(p) for p in procs]
@@ -204,6 +257,7 @@ def _run_jobs(splits: Any, todo: Any, done: Any) -> None:
     import torch
 
     from training.engine import train
+    from training.seedbatch import train_seeds
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
@@ -215,13 +269,18 @@ def _run_jobs(splits: Any, todo: Any, done: Any) -> None:
         done.put(("epoch", index, metrics))
 
     while (job := todo.get()) is not None:
-        index, genome, config = job
+        unit, genome, configs = job
         try:
-            result = train(Genome.from_string(genome), splits, config, progress=False,
-                           on_epoch=lambda m, index=index: report(index, m))
+            if len(unit) > 1:
+                results = train_seeds(Genome.from_string(genome), splits, configs,
+                                      on_epoch=lambda k, m, unit=unit: report(unit[k], m))
+            else:
+                results = [train(Genome.from_string(genome), splits, configs[0], progress=False,
+                                 on_epoch=lambda m, index=unit[0]: report(index, m))]
         except Exception as e:  # the parent names the run and stops
-            done.put(("error", index, f"{type(e).__name__}: {e}".splitlines()[0][:300]))
+            done.put(("error", unit[0], f"{type(e).__name__}: {e}".splitlines()[0][:300]))
             return
-        state = io.BytesIO()  # bytes, not shared-memory tensors: this process may be gone when they are read
-        torch.save({k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}, state)
-        done.put(("done", index, (replace(result, model=None), state.getvalue())))
+        for index, result in zip(unit, results):
+            state = io.BytesIO()  # bytes, not shared-memory tensors: this process may be gone when they are read
+            torch.save({k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}, state)
+            done.put(("done", index, (replace(result, model=None), state.getvalue())))

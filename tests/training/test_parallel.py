@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from blocks import build_model
+from blocks import Genome, build_model
 from tests.synthetic import TINY_GENOME, tiny_splits
 from training import TrainConfig, train
 from training.parallel import (EXIT_UNKNOWN, TrainingProcessError, _stat, exit_code, join_process, process_context,
-                               train_many)
+                               schedule, train_many, waves)
+from training.seedbatch import train_seeds
 
 
 def _jobs(seeds):
@@ -37,6 +38,35 @@ def test_runs_in_processes_equal_single_threaded_runs_here():
     reference = build_model(TINY_GENOME)
     reference.load_state_dict(here.model.state_dict())
     assert torch.allclose(results[1].model(x), reference.eval()(x), atol=1e-6)
+
+
+def test_schedule_batches_four_or_more_seeds_of_a_genome_at_most_three_to_a_process():
+    assert schedule(_jobs(range(5)), 2, "cpu") == [[[0, 1, 2], [3, 4]]]
+    assert schedule(_jobs(range(7)), 2, "cpu") == [[[0, 1], [2, 3]], [[4, 5], [6]]]
+    assert schedule(_jobs(range(3)), 2, "cpu") == [[[0], [1]], [[2]]]  # too few seeds: one process each
+    assert schedule(_jobs(range(5)), 1, "cpu") == [[[i]] for i in range(5)]
+    assert schedule(_jobs(range(5)), 2, "cuda") == [[[i]] for i in range(5)]
+    other = (Genome.from_string("i1x12x12n4-conv_c4_k3-gap-conv_c4_k1"), TrainConfig(device="cpu", epochs=2))
+    prelu = (Genome.from_string("i1x12x12n4-conv_c8_k3_aprelu-flat-fc_c4"), TrainConfig(device="cpu", epochs=2))
+    jobs = _jobs(range(4)) + [other] + [prelu] * 4
+    assert schedule(jobs, 2, "cpu") == [[[0, 1], [2, 3]], [[4], [5]], [[6], [7]], [[8]]]
+    assert waves(jobs, 2, "cpu")[0] == [0, 1, 2, 3]
+
+
+@pytest.mark.slow
+def test_batched_seeds_in_processes_equal_a_seed_batch_here():
+    splits = tiny_splits()
+    results = dict(train_many(_jobs(range(4)), splits, processes=2))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        here = train_seeds(TINY_GENOME, splits, [config for _, config in _jobs([2, 3])])
+    finally:
+        torch.set_num_threads(threads)
+    assert sorted(results) == [0, 1, 2, 3] and [results[i].seed for i in range(4)] == [0, 1, 2, 3]
+    assert [m.train_loss for m in results[3].epochs] == [m.train_loss for m in here[1].epochs]
+    x = splits.test_x[:16].float()
+    assert torch.allclose(results[3].model(x), here[1].model(x), atol=1e-6)
 
 
 def test_one_process_trains_here_in_order():
