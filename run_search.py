@@ -12,6 +12,7 @@ import signal
 import sys
 import textwrap
 import time
+from contextlib import nullcontext
 
 __all__ = ["main", "build_parser"]
 
@@ -488,17 +489,23 @@ def _search(args: argparse.Namespace) -> int:
         {**settings.to_dict(), "input": f"{spec.channels}x{spec.height}x{spec.width}", "classes": splits.classes,
          "data_layout": splits.layout or None}, indent=1))
 
+    display = _live_display(console, settings)
+
     def print_plan() -> None:  # while the worker processes start
-        for line in _plan(settings, args, splits, trained_count(resumed)).lines():
+        plan = _plan(settings, args, splits, trained_count(resumed))
+        for line in plan.lines():
             console.print(line)
+        if display is not None:
+            display.set_plan(plan.search_seconds, plan.seconds - plan.search_seconds)
         raise_if_lost()
 
     code = 0
     try:
         if not args.finalize:
             here = splits.subset(settings.train_subset, seed=settings.seed) if _device_type(settings.device) == "cpu" else None
-            _guarded(settings, lambda: run_search(settings, study, callbacks=[LeaderboardWriter(settings)],
-                                                  on_started=print_plan, splits=here))
+            with display or nullcontext():
+                _guarded(settings, lambda: run_search(settings, study, callbacks=[LeaderboardWriter(settings)],
+                                                      on_started=print_plan, splits=here, display=display))
         raise_if_lost()
         if args.final_top:
             _guarded(settings, lambda: finalize(
@@ -527,6 +534,16 @@ def _search(args: argparse.Namespace) -> int:
         "device": f"{resolve_device(settings.device)}, {settings.workers} worker(s)"})
     console.print(f"leaderboard: {settings.run_dir / 'leaderboard.csv'}   report: {html_path}")
     return code
+
+
+def _live_display(console, settings):
+    """The live status lines (``search.live``) on a terminal; None into a file or pipe, or under CI, where the log
+    lines alone are written."""
+    if not console.is_terminal or os.environ.get("CI"):
+        return None
+    from search.live import SearchDisplay
+
+    return SearchDisplay(console, settings.workers, settings.trials)
 
 
 DRY_RUN_PROPOSALS = 5

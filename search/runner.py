@@ -88,8 +88,10 @@ class Objective:
     """
 
     def __init__(self, settings: SearchSettings, splits: Splits, study: optuna.Study | None = None,
-                 log: Callable[[str], None] = print, train_fn: TrainFn = train, held: HeldSignals | None = None) -> None:
+                 log: Callable[[str], None] = print, train_fn: TrainFn = train, held: HeldSignals | None = None,
+                 report: Callable[[dict], None] | None = None) -> None:
         self.settings, self.splits, self.study, self.log, self.train_fn = settings, splits, study, log, train_fn
+        self.report = report  # the worker's state for a live display (search.live): trial, stage, epoch, val
         self.limits = settings.limits
         self.held = held  # the worker's held Ctrl-C / SIGTERM: taken in here, where the trial can be failed cleanly
 
@@ -199,6 +201,21 @@ class Objective:
                 return tuple(t.values) if self.settings.multi_objective else t.value
         return None
 
+    def _run(self, trial: Any, genome: Genome, config: TrainConfig, stage: str,
+             on_epoch: Callable[[EpochMetrics], str | None] | None = None) -> TrainResult:
+        """``train_fn`` on one run of the trial; with ``report``, the run's state after each epoch (and no
+        progress bar of the engine's own: the live display shows the state)."""
+        if self.report is None:
+            return self.train_fn(genome, self.splits, config, **({"on_epoch": on_epoch} if on_epoch else {}))
+        report = self.report
+        report({"trial": trial.number, "stage": stage, "epoch": 0, "epochs": config.epochs})
+
+        def reporting(m: EpochMetrics) -> str | None:
+            report({"trial": trial.number, "stage": stage, "epoch": m.epoch, "epochs": config.epochs, "val": m.val_acc})
+            return on_epoch(m) if on_epoch is not None else None
+
+        return self.train_fn(genome, self.splits, config, on_epoch=reporting, progress=False)
+
     def train(self, trial: Any, genome: Genome) -> TrainResult:
         """Train, reporting to the pruner; a trial that survives every rung trains ``epochs`` and is kept.
 
@@ -220,7 +237,7 @@ class Objective:
             trial.report(m.val_acc, m.epoch)
             return "pruned" if m.epoch < config.epochs and trial.should_prune() else None
 
-        return self.train_fn(genome, self.splits, config, on_epoch=on_epoch)
+        return self._run(trial, genome, config, "full run", on_epoch)
 
     def _train_in_rungs(self, trial: Any, genome: Genome, config: TrainConfig) -> TrainResult:
         spent, epochs_trained, rung_accs, histories = 0.0, 0, {}, {}
@@ -233,7 +250,7 @@ class Objective:
                 short = _replayed(history, rung_config)
                 self.log(f"trial {trial.number}: {epochs}-epoch rung of the same genome as trial {number} reused")
             else:
-                short = self.train_fn(genome, self.splits, rung_config)
+                short = self._run(trial, genome, rung_config, f"{epochs}-epoch rung")
             spent, epochs_trained = spent + short.seconds, epochs_trained + len(short.epochs)
             trial.set_user_attr("epochs_trained", epochs_trained)  # rung runs included, for the progress line
             if short.status != "complete":
@@ -248,7 +265,7 @@ class Objective:
             later = [r for r in rungs if r > epochs]  # promoted: said now, a full run can take a while
             self.log(f"trial {trial.number}: {epochs}-epoch rung val {final_acc:.2f}% -> on to the "
                      + (f"{later[0]}-epoch rung" if later else f"full {config.epochs}-epoch run"))
-        full = self.train_fn(genome, self.splits, config)
+        full = self._run(trial, genome, config, "full run")
         trial.set_user_attr("epochs_trained", epochs_trained + len(full.epochs))
         return replace(full, seconds=spent + full.seconds)
 
@@ -309,8 +326,9 @@ class WorkerProgress:
     _FRUITLESS = {"rejected": "over the limits ({reasons}); loosen --budget / --min-rf / --max-macs",
                   "reused": "genomes trained before; the sampler has converged (raise --budget or start a new --study)"}
 
-    def __init__(self, settings: SearchSettings, worker: int, log: Callable[[str], None], trained_at_start: int) -> None:
-        self.settings, self.worker, self.log = settings, worker, log
+    def __init__(self, settings: SearchSettings, worker: int, log: Callable[[str], None], trained_at_start: int,
+                 report: Callable[[dict], None] | None = None) -> None:
+        self.settings, self.worker, self.log, self.report = settings, worker, log, report
         self.mine = 0  # trials this worker trained
         self.last_status, self.in_a_row = "", 0
         self.target_seen = False
@@ -341,8 +359,12 @@ class WorkerProgress:
                      if t.user_attrs.get("status") in TRAINED)  # rung runs included
         elapsed = time.monotonic() - self.start
         new = done - self.trained_at_start
-        eta = (f", search ETA {format_duration(search_eta(elapsed, new, self.settings.trials - done, self.settings.timeout))}"
-               if new > 0 else "")
+        eta_s = search_eta(elapsed, new, self.settings.trials - done, self.settings.timeout) if new > 0 else None
+        eta = f", search ETA {format_duration(eta_s)}" if eta_s is not None else ""
+        if self.report is not None:
+            self.report({"trial": trial.number, "stage": f"{status}, next trial"})
+            if eta_s is not None:
+                self.report({"done": done, "eta_s": eta_s})
         self.log(f"[w{self.worker}] trial {trial.number} {status}: {attrs.get('params', 0):,} params {detail} | "
                  f"trained {done}/{self.settings.trials} ({epochs} epochs), rejected {rejected}, "
                  + (f"best val at {self.settings.epochs} epochs {best:.2f}%" if best is not None else "no full run yet")
@@ -413,11 +435,13 @@ def _load_data(settings: SearchSettings, worker: int) -> Splits:
 
 def run_worker(settings: SearchSettings, worker: int = 0, *, study: optuna.Study | None = None,
                splits: Splits | None = None, log: Callable[[str], None] | None = None,
-               callbacks: Sequence[Callback] = (), train_fn: TrainFn = train) -> int:
+               callbacks: Sequence[Callback] = (), train_fn: TrainFn = train,
+               report: Callable[[dict], None] | None = None) -> int:
     """One worker: optimise until the study has ``settings.trials`` trained trials or time runs out.
 
-    ``callbacks`` run after every trial, after the worker's own bookkeeping. Returns the number of
-    trials this worker trained. Ctrl-C propagates after the current trial is failed.
+    ``callbacks`` run after every trial, after the worker's own bookkeeping. ``report`` receives the worker's state
+    for a live display (``search.live.SearchDisplay.update``). Returns the number of trials this worker trained.
+    Ctrl-C propagates after the current trial is failed.
     """
     log = log or _console_log()
     if settings.threads_per_worker:
@@ -428,9 +452,9 @@ def run_worker(settings: SearchSettings, worker: int = 0, *, study: optuna.Study
         fail_orphans(study, log)
         splits = splits if splits is not None else _load_data(settings, worker)
         held = HeldSignals()
-        objective = Objective(settings, splits, study, log, train_fn, held)
+        objective = Objective(settings, splits, study, log, train_fn, held, report)
         trained_before = trained_count(study.get_trials(deepcopy=False))
-        progress = WorkerProgress(settings, worker, log, trained_before)
+        progress = WorkerProgress(settings, worker, log, trained_before, report)
         start = time.monotonic()
         if trained_before < settings.trials:
             with held:
@@ -442,6 +466,8 @@ def run_worker(settings: SearchSettings, worker: int = 0, *, study: optuna.Study
             raise
         raise failure from None
     log(f"[w{worker}] done: trained {progress.mine} trial(s) in {time.monotonic() - start:.0f} s")
+    if report is not None:
+        report({"stage": f"done: trained {progress.mine} trial(s)"})
     return progress.mine
 
 
@@ -455,18 +481,31 @@ _ORPHAN_POLL_S = 1.0  # how often a worker process looks whether its command is 
 
 
 def _worker_entry(settings: SearchSettings, worker: int, callbacks: Sequence[Callback], errors: Any,
-                  command: str) -> None:
+                  command: str, events: Any = None) -> None:
     """A worker process: its failure reaches the parent as ``(line, exit code)`` through the pipe ``errors``, and
     a non-zero exit. When the ``command`` (an owner token) is gone, killed say, the worker stops as on SIGTERM:
-    its trial is failed and queued again, and no search goes on unseen beside the next run."""
+    its trial is failed and queued again, and no search goes on unseen beside the next run. ``events`` (a pipe to
+    the command's live display): its log lines and states go there instead of to stdout."""
     import signal
     import sys
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     threading.Thread(target=_stop_when_gone, args=(command,), name="command watch", daemon=True).start()
+    log = report = None
+    if events is not None:
+        lock = threading.Lock()  # the objective's log and the worker's callback may both send
+
+        def send(message: tuple) -> None:
+            with lock:
+                try:
+                    events.send(message)
+                except OSError:  # the command is gone; the command watch stops this worker
+                    pass
+
+        log, report = (lambda line: send(("log", line))), (lambda state: send(("state", worker, state)))
     try:
-        run_worker(settings, worker, callbacks=callbacks)
+        run_worker(settings, worker, callbacks=callbacks, log=log, report=report)
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as e:
@@ -474,6 +513,8 @@ def _worker_entry(settings: SearchSettings, worker: int, callbacks: Sequence[Cal
         sys.exit(1)
     finally:
         errors.close()
+        if events is not None:
+            events.close()
 
 
 def _stop_when_gone(command: str) -> None:
@@ -498,13 +539,14 @@ def _failure_code(error: Exception) -> int:
 
 
 def _run_worker_here(settings: SearchSettings, study: optuna.Study, callbacks: Sequence[Callback],
-                     splits: Splits | None) -> None:
+                     splits: Splits | None, display: Any = None) -> None:
     """Worker 0 in this process; the process's CPU thread count is restored afterwards."""
     import torch
 
     threads = torch.get_num_threads()
     try:
-        run_worker(settings, 0, study=study, callbacks=callbacks, splits=splits)
+        run_worker(settings, 0, study=study, callbacks=callbacks, splits=splits,
+                   **({"log": display.log, "report": lambda state: display.update(0, state)} if display else {}))
     finally:
         torch.set_num_threads(threads)
 
@@ -552,7 +594,7 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 def run_search(settings: SearchSettings, study: optuna.Study | None = None,
                callbacks: Sequence[Callback] = (), on_started: Callable[[], None] | None = None,
-               splits: Splits | None = None) -> optuna.Study:
+               splits: Splits | None = None, display: Any = None) -> optuna.Study:
     """Run ``settings.workers`` local workers on one study and return the study.
 
     With several workers, workers 1.. are processes (``training.parallel.process_context``: forked from a
@@ -561,13 +603,14 @@ def run_search(settings: SearchSettings, study: optuna.Study | None = None,
     The callbacks travel to the worker processes, so they must be picklable (module-level functions or
     instances of module-level classes). A worker that fails does not stop the others; once all have
     ended, ``SearchError`` names each failure. Ctrl-C or SIGTERM stops every worker. ``splits`` (the caller's,
-    already loaded and checked) serve worker 0; the processes load their own.
+    already loaded and checked) serve worker 0; the processes load their own. ``display`` (a
+    ``search.live.SearchDisplay``): every worker's log lines and states go to it, the processes' through pipes.
     """
     study = study or open_study(settings)  # creates it and checks a resumed one before any worker starts
     if settings.workers == 1:
         if on_started is not None:
             on_started()
-        run_worker(settings, 0, study=study, callbacks=callbacks, splits=splits)
+        _run_worker_here(settings, study, callbacks, splits, display)
         return study
     try:  # found now, not when the last trial is done: the processes are started from a thread
         pickle.dumps((settings, tuple(callbacks)))
@@ -576,9 +619,13 @@ def run_search(settings: SearchSettings, study: optuna.Study | None = None,
                         f"(module-level functions or classes): {type(e).__name__}: {e}") from None
     ctx = process_context(preload=WORKER_MODULES)
     pipes = {i: ctx.Pipe(duplex=False) for i in range(1, settings.workers)}  # (read, write); no semaphores to leak
+    events = {i: ctx.Pipe(duplex=False) for i in range(1, settings.workers)} if display is not None else {}
     command = owner_token()
-    procs = [ctx.Process(target=_worker_entry, args=(replace(settings), i, tuple(callbacks), pipes[i][1], command),
+    procs = [ctx.Process(target=_worker_entry, args=(replace(settings), i, tuple(callbacks), pipes[i][1], command,
+                                                     events[i][1] if events else None),
                          daemon=False) for i in range(1, settings.workers)]
+    stop_forwarding = threading.Event()
+    forwarder = display.forward({i: read for i, (read, _) in events.items()}, stop_forwarding) if events else None
     reasons: dict[int, str] = {}  # why each failed worker failed, by worker number
     exit_codes: dict[int, int] = {}  # the exit code each failure asks for (a storage failure: 1)
     started: list[tuple[int, Any]] = []  # (worker number, process) of the processes that did start
@@ -590,7 +637,7 @@ def run_search(settings: SearchSettings, study: optuna.Study | None = None,
         if on_started is not None:
             on_started()
         try:
-            _run_worker_here(settings, study, callbacks, splits)
+            _run_worker_here(settings, study, callbacks, splits, display)
         except Exception as e:  # reported like a worker process's failure, once the others have ended
             reasons[0], exit_codes[0] = _failure_line(0, e), _failure_code(e)
         starter.join()
@@ -605,6 +652,14 @@ def run_search(settings: SearchSettings, study: optuna.Study | None = None,
     finally:
         for read, write in pipes.values():
             write.close()
+        for _, write in events.values():  # the processes have ended: the forwarder reads what is left, then EOF
+            write.close()
+        if forwarder is not None:
+            forwarder.join(timeout=5)
+            stop_forwarding.set()
+            forwarder.join()
+        for read, _ in events.values():
+            read.close()
     for i, (read, _) in pipes.items():  # the failed workers' own lines
         try:
             if read.poll():
