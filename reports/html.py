@@ -19,6 +19,7 @@ from blocks import Genome
 from budgets import analyze
 from reports.leaderboard import FINAL_COLUMNS, read_leaderboard
 from reports.runfiles import atomic_write, load_finals, load_settings
+from reports.summary import shape_text
 from reports.verdict import VERDICT_RULE, lower_bound, share_at_target, verdict
 from search.ranking import RANK_RULE
 
@@ -152,7 +153,8 @@ def _readable(df: pd.DataFrame) -> pd.DataFrame:
 def _table(df: pd.DataFrame, css: str = "t") -> str:
     if df.empty:
         return "<p>No trial has finished its training yet.</p>"
-    return _readable(df).to_html(index=False, na_rep="", float_format=lambda v: f"{v:.2f}", border=0, classes=css)
+    table = _readable(df).to_html(index=False, na_rep="", float_format=lambda v: f"{v:.2f}", border=0, classes=css)
+    return f"<div class='scroll'>{table}</div>"  # a narrow window scrolls the table instead of squeezing it
 
 
 def _thousands(v) -> str:
@@ -187,9 +189,9 @@ def _top(df: pd.DataFrame, n: int = 10) -> pd.DataFrame:
 
 def _winner_table(genome_text: str) -> pd.DataFrame:
     analysis = analyze(Genome.from_string(genome_text))
-    rows = [{"#": r.index, "layer": r.token, "output shape": str(list(r.output_shape)), "params": f"{r.params:,}",
+    rows = [{"#": r.index, "layer": r.token, "output shape": shape_text(r.output_shape), "params": f"{r.params:,}",
              "RF (px)": r.receptive_field, "MACs": f"{r.macs:,}"} for r in analysis.layers]
-    rows.append({"#": "", "layer": "total", "output shape": str(list(analysis.output_shape)),
+    rows.append({"#": "", "layer": "total", "output shape": shape_text(analysis.output_shape),
                  "params": f"{analysis.params:,}", "RF (px)": analysis.receptive_field, "MACs": f"{analysis.macs:,}"})
     return pd.DataFrame(rows)
 
@@ -217,8 +219,9 @@ def headline(df: pd.DataFrame, settings: dict, finals: dict) -> list[str]:
         accs = [run[-1] for run in final.get("per_epoch_test_acc", []) if run and run[-1] is not None]
         low = lower_bound(accs)
         test = (f"test accuracy {final['test_acc_mean']:.2f} ± {final['test_acc_std']:.2f}% "
-                f"(min {final['test_acc_min']:.2f}%" + (f", 95% lower bound {low:.2f}%" if low == low else "")
-                + f") over {len(accs)} seed(s), retrained from scratch")
+                f"(min {final['test_acc_min']:.2f}%, 95% lower bound {low:.2f}%) over {len(accs)} seeds"
+                if len(accs) > 1 else f"test accuracy {final['test_acc_mean']:.2f}% on 1 seed")
+        test += ", retrained from scratch"
         on_int8 = final.get("judged_on") == "int8"
         judged = (final.get("int8_test_acc") or []) if on_int8 else accs
         said = {"certain": "MET, certain (the 95% lower bound is at or above it)",
@@ -336,10 +339,10 @@ def write_report(run_dir: str | Path, df: pd.DataFrame | None = None, run_info: 
     name = html.escape(str(settings.get("study", run_dir.name)))
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>BudgetNAS report: {name}</title>",
              "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-             "table.t{border-collapse:collapse;font-size:13px;margin:.5em 0 1.5em}"
+             "div.scroll{overflow-x:auto}table.t{border-collapse:collapse;font-size:13px;margin:.5em 0 1.5em}"
              "table.t td,table.t th{border-bottom:1px solid #ddd;padding:3px 8px;text-align:right}"
              "table.g td:last-child,table.g th:last-child{text-align:left;font-family:monospace;font-size:12px;"
-             "word-break:break-all}"
+             "word-break:break-all;min-width:32em}"
              "table.w td:nth-child(2){text-align:left;font-family:monospace;font-size:12px}"
              ".headline{font-size:17px;background:#f5f8ff;border-left:4px solid #3a6ff7;padding:.6em 1em}"
              ".legend{font-size:12px;color:#555}"

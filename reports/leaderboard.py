@@ -154,8 +154,9 @@ def top_table(df: pd.DataFrame, n: int = 10, title: str = "Top trials", genome_c
                  str(int(r["rf"])), f"{int(r['macs']):,}", genome]
         if extra:
             low = r.get("test_acc_low")
-            cells.append("" if pd.isna(r["test_acc_mean"]) else f"{r['test_acc_mean']:.2f} ± {r['test_acc_std']:.2f}"
-                         + ("" if low is None or pd.isna(low) else f", {low:.2f}"))
+            one_seed = low is None or pd.isna(low)  # no spread, no bound
+            cells.append("" if pd.isna(r["test_acc_mean"]) else f"{r['test_acc_mean']:.2f}" if one_seed
+                         else f"{r['test_acc_mean']:.2f} ± {r['test_acc_std']:.2f}, {low:.2f}")
             if int8:
                 cells.append("" if pd.isna(r["arena_bytes"]) else f"{r['int8_test_acc_mean']:.2f}, "
                              f"{int(r['arena_bytes']):,} B, {int(r['tflite_bytes']):,} B")

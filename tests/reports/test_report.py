@@ -1,4 +1,8 @@
 import base64
+import html
+import os
+import shutil
+import subprocess
 import json
 import re
 
@@ -159,7 +163,10 @@ def test_headline_when_the_target_is_met_for_certain_likely_or_not():
     from reports.html import headline
 
     lines = headline(_board(99.5), {"target": 99.4}, {"3": _final([99.44, 99.46, 99.45, 99.43, 99.47])})
-    assert "test accuracy 99.45 ± 0.02% (min 99.43%, 95% lower bound 99.43%) over 5 seed(s)" in lines[0]
+    assert "test accuracy 99.45 ± 0.02% (min 99.43%, 95% lower bound 99.43%) over 5 seeds" in lines[0]
+    one_seed = {**_final([99.44, 99.46]), "per_epoch_test_acc": [[98.0, 99.44]], "test_acc_mean": 99.44}
+    one = headline(_board(99.5), {"target": 99.4}, {"3": one_seed})[0]
+    assert "test accuracy 99.44% on 1 seed," in one and "±" not in one
     assert "target 99.4% MET, certain" in lines[0] and "100% of the seeds reached it" in lines[0]
     likely = headline(_board(99.5), {"target": 99.4}, {"3": _final([99.37, 99.50, 99.42])})[0]
     assert "met on the mean but not certain (LIKELY" in likely and "67% of the seeds" in likely
@@ -266,3 +273,22 @@ def test_finalist_plot_has_whole_epochs_and_keeps_low_accuracies_in_view(searche
     ax = fig.axes[0]
     assert all(float(t).is_integer() for t in ax.get_xticks())
     assert ax.get_ylim()[0] <= 91.0  # the last epoch's accuracies are in view
+
+
+def _chromium() -> str | None:
+    return os.environ.get("BUDGETNAS_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(_chromium() is None, reason="no headless Chromium (set BUDGETNAS_CHROMIUM to its binary)")
+def test_report_tables_keep_their_rows_short_in_a_narrow_browser_window(searched, tmp_path):
+    """In an 800-px window the top-10 table scrolls sideways instead of squeezing its genome column to a sliver one
+    character wide (each row then ran to dozens of lines)."""
+    html_path, _ = write_report(searched.run_dir)
+    probe = tmp_path / "probe.html"
+    probe.write_text(html_path.read_text().replace("</body>", "<script>document.title = JSON.stringify("
+                     "[...document.querySelectorAll('table.g tbody tr')].map(r => r.getBoundingClientRect().height))"
+                     "</script></body>"))
+    dom = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--window-size=800,1000",
+                          "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    heights = json.loads(html.unescape(re.search(r"<title>(.*?)</title>", dom).group(1)))
+    assert heights and max(heights) < 150, heights  # a few lines of monospace (squeezed: 600-1,600 px)
