@@ -466,6 +466,8 @@ def _search(args: argparse.Namespace) -> int:
         require_mcu()  # before the study: the finals need it
     started = time.monotonic()
     splits = _checked_data(settings, console)
+    if not args.finalize:
+        _require_reachable(settings, splits.spec)
     warm_starts = _warm_starts(args.enqueue or [], settings.dataset, splits.spec)
     if settings.int8_finals:
         for genome in warm_starts:
@@ -534,6 +536,21 @@ def _search(args: argparse.Namespace) -> int:
         "device": f"{resolve_device(settings.device)}, {settings.workers} worker(s)"})
     console.print(f"leaderboard: {settings.run_dir / 'leaderboard.csv'}   report: {html_path}")
     return code
+
+
+REACHABLE_PROBES = 200
+
+
+def _require_reachable(settings, spec) -> None:
+    """Refuse limits no design of the space can meet, before the study: a search would reject proposal after proposal
+    (``max_rejections_in_a_row`` of them) before it stopped."""
+    from search.space import reachable
+
+    ok, closest = reachable(spec, settings.limits, REACHABLE_PROBES, seed=settings.seed)
+    if not ok:
+        raise UsageError(f"no design of the search space fits {settings.limits.describe()}: of {REACHABLE_PROBES} random "
+                         f"designs narrowed to fit, the closest still has {closest}; loosen that limit "
+                         "(--describe FILE shows where a design's bytes go)")
 
 
 def _live_display(console, settings):

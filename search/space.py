@@ -16,7 +16,7 @@ from typing import Any, Callable, NamedTuple
 from blocks.genome import Genome, GenomeError, InputSpec, Layer, make_layer
 from budgets import Limits, totals
 
-__all__ = ["Fitted", "STEM_FROM", "random_designs", "sample_genome", "fit_to_limits", "narrow_to_limits", "sample_hparams", "stem_downsamples", "MIN_WIDTH"]
+__all__ = ["Fitted", "STEM_FROM", "random_designs", "sample_genome", "fit_to_limits", "narrow_to_limits", "reachable", "sample_hparams", "stem_downsamples", "MIN_WIDTH"]
 
 MIN_WIDTH = 4  # channels; widths are even numbers >= this
 MAX_SCALE = 8.0  # the most a sampled width is scaled up to fill the budget
@@ -230,6 +230,25 @@ def random_designs(spec: InputSpec, limits: list[Limits], seed: int = 0) -> list
 
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     return [sample_genome(study.ask(), spec, entry).genome for entry in limits]
+
+
+def reachable(spec: InputSpec, limits: Limits, probes: int = 200, seed: int = 0) -> tuple[bool, str]:
+    """Whether the space can build a design within ``limits``: ``probes`` random blueprints fitted to them (the
+    narrowest widths included), checked with ``budgets.check``. Returns (True, "") at the first that fits, else
+    (False, the violations of the one closest to fitting: fewest violated limits, then params)."""
+    import optuna
+
+    from budgets import check
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    closest: tuple[int, int, str] | None = None
+    for _ in range(probes):
+        verdict = check(sample_genome(study.ask(), spec, limits).genome, limits)
+        if verdict.ok:
+            return True, ""
+        key = (len(verdict.violations), verdict.params, "; ".join(verdict.violations))
+        closest = min(closest, key) if closest else key
+    return False, closest[2] if closest else ""
 
 
 def sample_hparams(trial: Any) -> dict:

@@ -297,3 +297,13 @@ def test_a_storage_that_cannot_be_opened_is_one_line_exit_2_and_leaves_no_files(
     one_line(cli("--budget", "8000", "--storage", "postgresql://nobody@127.0.0.1:1/none", "--data-dir",
                  str(tmp_path / "data"), "--out", str(tmp_path / "runs"), "--device", "cpu"), 2, "cannot open storage")
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("limit, expected", [(("--max-ram", "2000"), "closest still has ram"),
+                                             (("--max-flash", "4000"), "closest still has flash")])
+def test_limits_no_design_can_meet_are_refused_before_the_study(limit, expected, tmp_path):
+    write_idx(tmp_path / "data" / "MNIST" / "raw", n_train=6000, n_test=20)
+    result = cli("--budget", "8000", *limit, "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "runs"))
+    one_line(result, 2, "no design of the search space fits")
+    assert expected in result.stderr
+    assert not (tmp_path / "runs").exists()
