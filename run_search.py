@@ -94,9 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     final = parser.add_argument_group("final evaluation and reproduction")
     final.add_argument("--rank", type=_positive_int, help="with --reproduce CSV: the leaderboard rank (default 1)")
     final.add_argument("--trial", type=int, help="with --reproduce CSV: the trial number instead of a rank")
-    final.add_argument("--seeds", type=_seed_count, default="3", metavar="N|auto",
-                       help="training seeds of the final evaluation and --reproduce: K..K+N-1 (default 3); auto "
-                            "(with --target): 3, then more, up to --max-seeds, while a finalist's verdict is open")
+    final.add_argument("--seeds", type=_seed_count, default=None, metavar="N|auto",
+                       help="training seeds of the final evaluation and --reproduce: K..K+N-1; auto: 3, then one more "
+                            "per worker at a time, up to --max-seeds, while a finalist's verdict against --target is "
+                            "open (default: auto with --target, else 3)")
     final.add_argument("--max-seeds", type=_positive_int, default=10, help="with --seeds auto: the most seeds a "
                                                                           "finalist gets (default 10)")
     final.add_argument("--seed-offset", type=int, default=0, metavar="K",
@@ -299,7 +300,7 @@ def _plan(settings, args: argparse.Namespace, splits, trained: int = 0):
     return Plan(max(settings.trials - trained, 0), expected_epochs(settings.pruner, settings.min_epochs, settings.epochs,
                                                                     settings.rungs), search_s,
                 settings.workers, args.final_top * len(_seeds(args)), args.final_epochs, final_s, name, trained,
-                settings.timeout)
+                settings.timeout, args.final_top * (_max_seeds(args) or 0) or None)
 
 
 def _warm_starts(sources: list[str], dataset: str, spec) -> list:
@@ -682,6 +683,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, value in QUICK.items():
             if getattr(args, name) == parser.get_default(name):
                 setattr(args, name, value)
+    if args.seeds is None:  # racing needs a target to race against, and --reproduce takes a number
+        args.seeds = "auto" if args.target is not None and args.reproduce is None else "3"
     os.environ.setdefault("MPLBACKEND", "Agg")  # plots only ever go to report files
     previous, previous_int = signal.signal(signal.SIGTERM, _terminate), signal.getsignal(signal.SIGINT)
     from search.interrupts import keep_signals

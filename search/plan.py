@@ -70,6 +70,7 @@ class Plan:
     device: str
     trained: int = 0  # already in a resumed study
     timeout: float | None = None  # --timeout: workers start no trial after this many seconds
+    final_runs_max: int | None = None  # --seeds auto: the final runs if every finalist's verdict stays open
 
     @property
     def search_epochs(self) -> float:
@@ -92,13 +93,17 @@ class Plan:
     def lines(self) -> list[str]:
         more, already = ("more ", f" ({self.trained} already trained)") if self.trained else ("", "")
         finals = (f"then {self.final_runs} final run(s) x {self.final_epochs} epochs on the full training set"
-                  if self.final_runs else "no final evaluation (--final-top 0)")
+                  + (f" (up to {self.final_runs_max} while verdicts are open: --seeds auto)" if self.final_runs_max
+                     else "") if self.final_runs else "no final evaluation (--final-top 0)")
+        most = (self.search_seconds + self.final_runs_max * self.final_epochs * self.final_epoch_s
+                if self.final_runs_max else None)
         return [
             f"device: {self.device}, {self.workers} worker(s)",
             f"plan: up to {self.trials} {more}trained trials{already} x ~{self.epochs_per_trial:.1f} epochs each after pruning "
             f"(~{self.search_epochs:.0f} epochs), {finals}: ~{self.total_epochs:.0f} epochs in all",
-            f"estimate: ~{format_duration(self.seconds)} at ~{self.search_epoch_s:.0f} s per search epoch "
-            f"(measured here just now)"
+            f"estimate: ~{format_duration(self.seconds)}"
+            + (f" (~{format_duration(most)} if every finalist's verdict stayed open to --max-seeds)" if most else "")
+            + f" at ~{self.search_epoch_s:.0f} s per search epoch (measured here just now)"
             + (f", the search cut at --timeout {format_duration(self.timeout)}"
                if self.timeout is not None and self.search_seconds == self.timeout else "")
             + "; cheaper: fewer --trials, --timeout SECONDS, --train-subset N, "

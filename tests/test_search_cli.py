@@ -263,3 +263,20 @@ def test_dry_run_prints_the_plan_and_proposals_and_creates_nothing(tmp_path):
     assert out.count("  sampled: ") == 5 and "  queued: 3,9" in out  # the 4,404-param design narrowed to 4,000
     assert "i1x28x28n10-" in out and "dry run: no study was created" in out
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("extra, races", [(["--target", "99.4"], True), ([], False),
+                                          (["--target", "99.4", "--seeds", "3"], False),
+                                          (["--target", "99.4", "--quick"], False)])
+def test_seeds_default_to_racing_when_there_is_a_target(tmp_path, extra, races):
+    """Issue 26: --seeds auto is the default with --target (replayed on recorded seeds, racing's verdicts agreed with
+    every recorded seed's where 3 fixed seeds said 'likely' for a 'certain' design: BENCHMARKS.md); the plan states
+    the longest it can take."""
+    from tests.synthetic import write_idx
+
+    write_idx(tmp_path / "data" / "MNIST" / "raw", n_train=6000, n_test=100)
+    result = cli("--budget", "4000", *extra, "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "runs"),
+                 "--device", "cpu", "--dry-run")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert ("(up to 30 while verdicts are open: --seeds auto)" in result.stdout) == races
+    assert ("if every finalist's verdict stayed open to --max-seeds" in result.stdout) == races
