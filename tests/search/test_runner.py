@@ -379,19 +379,26 @@ def test_ram_limit_is_repaired_by_width_and_rejections_name_it(tmp_path):
 
 
 class _ScriptedTrainer:
-    """A stand-in for ``training.train``: records each run's epochs and whether it could be pruned; the
-    accuracy depends on the design and the run's length only, so rung values are known."""
+    """A stand-in for ``training.train``: calls ``on_epoch`` after each epoch as ``train`` does, and records each run's
+    epochs and whether it was cut short; the accuracy depends on the design and the run's length only, so rung values
+    are known."""
 
     def __init__(self):
-        self.runs = []  # (genome hash, epochs, on_epoch given)
+        self.runs = []  # (genome hash, epochs, cut short by on_epoch)
 
     def __call__(self, genome, splits, config, on_epoch=None):
         from training import EpochMetrics, TrainResult
 
-        self.runs.append((genome.hash, config.epochs, on_epoch is not None))
         quality = int(genome.hash[:4], 16) / 0xFFFF
-        epochs = [EpochMetrics(e, 1.0, 50.0, 1.0, 50 + 40 * quality + e) for e in range(1, config.epochs + 1)]
-        return TrainResult("complete", epochs, 2.0, "cpu", config.seed, 0, {"epochs": config.epochs})
+        epochs, status = [], "complete"
+        for e in range(1, config.epochs + 1):
+            epochs.append(EpochMetrics(e, 1.0, 50.0, 1.0, 50 + 40 * quality + e, seconds=0.1))
+            stop = on_epoch(epochs[-1]) if on_epoch is not None else None
+            if stop:
+                status = stop
+                break
+        self.runs.append((genome.hash, config.epochs, status != "complete"))
+        return TrainResult(status, epochs, 2.0, "cpu", config.seed, 0, {"epochs": config.epochs})
 
 
 def test_separate_rungs_are_short_runs_and_survivors_train_the_full_run_unpruned(tmp_path):
@@ -401,8 +408,8 @@ def test_separate_rungs_are_short_runs_and_survivors_train_the_full_run_unpruned
     trials = [t for t in open_study(s).get_trials() if t.user_attrs.get("status") in ("complete", "pruned")]
     assert len(trials) == 9
     runs = {}
-    for genome_hash, epochs, pruned_inline in trainer.runs:
-        assert not pruned_inline  # the rungs are whole runs; the full run is never cut short
+    for genome_hash, epochs, cut in trainer.runs:
+        assert not cut  # the rungs are whole runs; the full run is never cut short
         runs.setdefault(genome_hash, []).append(epochs)
     for t in trials:
         lengths = runs[t.user_attrs["hash"]]
@@ -429,7 +436,11 @@ def test_inline_rungs_report_every_epoch_of_the_one_full_run(tmp_path):
     s = SearchSettings(**tiny_settings(tmp_path, trials=3, epochs=9, pruner="sha", rungs="inline", study="inline"))
     trainer = _ScriptedTrainer()
     run_worker(s, splits=tiny_splits(), log=lambda line: None, train_fn=trainer)
-    assert trainer.runs and all(epochs == 9 and pruned_inline for _, epochs, pruned_inline in trainer.runs)
+    assert trainer.runs and all(epochs == 9 for _, epochs, _ in trainer.runs)  # one full-length run per trial
+    trials = open_study(s).get_trials()
+    assert any(t.user_attrs.get("status") == "pruned" for t in trials)  # ...cut short by the pruner's epoch reports
+    assert [cut for _, _, cut in trainer.runs] == [t.user_attrs.get("status") == "pruned" for t in trials
+                                                   if t.user_attrs.get("status") in ("complete", "pruned")]
 
 
 def test_unknown_rungs_mode_is_a_clear_error(tmp_path):
@@ -538,3 +549,13 @@ def test_a_worker_whose_fork_server_died_is_a_failure_only_if_it_left_a_trial_ru
     assert _cut_short(study, {1: 4242}) == {1: "worker 1 ended inside trial 0 (exit code unknown: its fork server "
                                                 "died first); the next run retries it"}
     assert _cut_short(study, {1: 4243}) == {}
+
+
+def test_a_long_run_says_how_its_first_epoch_went_in_the_plain_log(tmp_path):
+    """Issue 28: with no pruner a first trial trains its whole run; its first line must not wait for the end."""
+    s = SearchSettings(**tiny_settings(tmp_path, trials=1, epochs=9, pruner="none", study="first-line"))
+    lines = []
+    run_worker(s, splits=tiny_splits(), log=lines.append, train_fn=_ScriptedTrainer())
+    first = [line for line in lines if "epoch 1/9" in line]
+    assert first and first[0].startswith("trial 0: full run epoch 1/9: val ") and "to the end of the run" in first[0]
+    assert lines.index(first[0]) < next(i for i, line in enumerate(lines) if "trial 0 complete" in line)
