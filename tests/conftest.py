@@ -1,10 +1,17 @@
 import os
+import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def interruptible() -> None:
+    """``preexec_fn`` for a command a test will Ctrl-C: SIGINT at its default, so that Python installs its handler
+    even when the test runner itself was started with SIGINT ignored (a background job of a non-interactive shell)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 ZOO = sorted((ROOT / "zoo").glob("*.json"))
 
 

@@ -9,7 +9,7 @@ import time
 import pandas as pd
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, interruptible
 
 
 def cli(*args, **kw):
@@ -23,7 +23,7 @@ def test_real_mnist_proxy_search_then_ctrl_c(mnist_dir, tmp_path):
             "--epochs", "2", "--train-subset", "4000", "--data-dir", str(mnist_dir), "--out", str(tmp_path),
             "--study", "e2e", "--device", "cpu", "--final-top", "0", "--workers", "1"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=interruptible)
     lines = []
     deadline = time.monotonic() + 300
     for line in proc.stdout:

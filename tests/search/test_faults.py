@@ -16,7 +16,7 @@ import pytest
 
 from search.runner import run_worker, trained_count
 from search.settings import SearchSettings, open_study
-from tests.conftest import ROOT, fill_disk
+from tests.conftest import ROOT, fill_disk, interruptible
 from tests.search.workers import tiny_settings, tiny_worker
 from tests.synthetic import tiny_splits, write_idx
 
@@ -93,7 +93,7 @@ def _cli_search(tmp_path, study: str, *extra: str) -> subprocess.Popen:
             "--sampler", "random", "--final-top", "0", "--data-dir", str(tmp_path / "data"), "--out",
             str(tmp_path / "runs"), "--study", study, "--device", "cpu", "--workers", "1", *extra]
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=interruptible)
 
 
 @pytest.mark.parametrize("sig, code, extra", [(signal.SIGTERM, 143, ()), (signal.SIGINT, 130, ()),
@@ -196,7 +196,8 @@ def test_a_killed_command_leaves_no_worker_searching_and_the_rerun_counts_right(
 def test_ctrl_c_in_the_first_seconds_is_one_line_and_leaves_no_trial_running(tmp_path, delay):
     run_dir = tmp_path / "runs" / "early"
     proc = subprocess.Popen(_search_args(tmp_path, run_dir.parent, "early", "--trials", "6", "--workers", "2"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True,
+                            preexec_fn=interruptible)
     time.sleep(delay)
     os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C does: the whole process group
     out, err = proc.communicate(timeout=120)
