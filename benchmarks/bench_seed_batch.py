@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from dataclasses import replace
@@ -48,13 +47,10 @@ def child(data_dir: str, genome_path: str, seeds: int, steps: int, threads: int 
 
 
 def run(args: argparse.Namespace, genome: str, seeds_per_process: list[int], threads: int) -> list[dict]:
-    procs = [subprocess.Popen([sys.executable, __file__, "--child", str(seeds), "--data-dir", args.data_dir,
-                               "--steps", str(args.steps), "--threads", str(threads), genome], stdout=subprocess.PIPE, text=True, cwd=ROOT)
-             for seeds in seeds_per_process]
-    outputs = [p.communicate()[0] for p in procs]
-    if any(p.returncode for p in procs):
-        raise SystemExit("a child process failed")
-    return [json.loads(out.strip().splitlines()[-1]) for out in outputs]
+    from benchmarks.bench_two_processes import side_by_side
+
+    return side_by_side([[sys.executable, __file__, "--child", str(seeds), "--data-dir", args.data_dir, "--steps",
+                          str(args.steps), "--threads", str(threads), genome] for seeds in seeds_per_process])
 
 
 def main() -> None:

@@ -39,14 +39,19 @@ def child(data_dir: str, genome_path: str, steps: int, keep: bool) -> dict:
     return {"images_per_s": rate, "faults_per_step": faults}
 
 
-def run(args: argparse.Namespace, processes: int, keep: bool) -> list[dict]:
-    command = [sys.executable, __file__, "--child", "--data-dir", args.data_dir, "--genome", args.genome,
-               "--steps", str(args.steps), "--keep", str(int(keep))]
-    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT) for _ in range(processes)]
+def side_by_side(commands: list[list[str]]) -> list[dict]:
+    """Run ``commands`` at once; each child prints a JSON object as its last line, returned in order."""
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT) for command in commands]
     outputs = [p.communicate()[0] for p in procs]
     if any(p.returncode for p in procs):
         raise SystemExit("a child process failed")
     return [json.loads(out.strip().splitlines()[-1]) for out in outputs]
+
+
+def run(args: argparse.Namespace, processes: int, keep: bool) -> list[dict]:
+    command = [sys.executable, __file__, "--child", "--data-dir", args.data_dir, "--genome", args.genome,
+               "--steps", str(args.steps), "--keep", str(int(keep))]
+    return side_by_side([command] * processes)
 
 
 def main() -> None:
