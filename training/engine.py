@@ -25,7 +25,7 @@ from training.augment import augment_batch
 from training.data import Splits, check_genome_fits
 
 __all__ = ["AUGMENTATIONS", "EpochMetrics", "TrainConfig", "TrainResult", "Trainer", "augmentation", "evaluate",
-           "keep_freed_memory", "make_optimizer", "make_scheduler", "parameter_groups", "resolve_device", "train",
+           "evaluation_batch", "keep_freed_memory", "make_optimizer", "make_scheduler", "parameter_groups", "resolve_device", "train",
            "training_layout"]
 
 
@@ -313,6 +313,11 @@ class Trainer:
                         memory_format=self.memory_format)
 
 
+def evaluation_batch(device: torch.device, requested: int | None = None) -> int:
+    """Images per evaluation batch: ``requested``, else 2,000 on CUDA and 256 elsewhere (``evaluate``)."""
+    return requested or (2000 if device.type == "cuda" else 256)
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, mean: Sequence[float],
              std: Sequence[float], *, batch_size: int | None = None, amp: bool = False,
@@ -324,7 +329,7 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, mean:
     """
     model.eval()
     device = images.device
-    batch_size = batch_size or (2000 if device.type == "cuda" else 256)
+    batch_size = evaluation_batch(device, batch_size)
     normalize = _Normalize(mean, std, device, memory_format)
     loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.int64)
     for start in range(0, len(labels), batch_size):

@@ -138,8 +138,7 @@ def _seed_groups(jobs: Sequence[tuple[Genome, Any]]) -> list[list[int]]:
     for index, (genome, config) in enumerate(jobs):
         if groups:
             first_genome, first_config = jobs[groups[-1][0]]
-            if (first_genome.to_string() == genome.to_string()
-                    and replace(first_config, seed=0) == replace(config, seed=0)):
+            if first_genome == genome and replace(first_config, seed=0) == replace(config, seed=0):
                 groups[-1].append(index)
                 continue
         groups.append([index])
@@ -163,9 +162,8 @@ def schedule(jobs: Sequence[tuple[Genome, Any]], processes: int, device_type: st
         if len(group) < MIN_BATCHED_SEEDS or batchable(jobs[group[0]][0]) is not None:
             singles += group
             continue
-        count = processes * -(-len(group) // (processes * SEEDS_PER_PROCESS))
-        sizes = [len(group) // count + (1 if u < len(group) % count else 0) for u in range(count)]
-        bounds = [sum(sizes[:u]) for u in range(count + 1)]
+        n, count = len(group), processes * -(-len(group) // (processes * SEEDS_PER_PROCESS))
+        bounds = [-(-u * n // count) for u in range(count + 1)]  # balanced, the larger units first
         units = [group[bounds[u]:bounds[u + 1]] for u in range(count)]
         plan += [units[u:u + processes] for u in range(0, count, processes)]
     side = len(singles) - len(singles) % processes
@@ -188,22 +186,26 @@ def train_many(jobs: Sequence[tuple[Genome, Any]], splits: Any, processes: int =
     with this process's threads: a lone single-threaded run would leave cores idle. ``on_epoch(index, metrics)`` sees
     every epoch in this process. Closing the iterator, Ctrl-C included, stops the processes.
     """
-    from training.engine import train
-    from training.seedbatch import train_seeds
-
     plan = schedule(jobs, processes, splits.device.type)
     side_by_side = [unit for wave in plan if len(wave) > 1 for unit in wave]
     if side_by_side:
         yield from _in_processes(jobs, side_by_side, splits, processes, on_epoch)
     for unit in (wave[0] for wave in plan if len(wave) == 1):  # these train here, with all of this process's threads
-        genome, config = jobs[unit[0]]
-        if len(unit) > 1:
-            results = train_seeds(genome, splits, [jobs[i][1] for i in unit],
-                                  on_epoch=(lambda k, m, unit=unit: on_epoch(unit[k], m)) if on_epoch else None)
-            yield from zip(unit, results)
-            continue
-        yield unit[0], train(genome, splits, config,
-                             on_epoch=(lambda m, i=unit[0]: on_epoch(i, m)) if on_epoch else None)
+        yield from zip(unit, _train_unit(unit, jobs[unit[0]][0], splits, [jobs[i][1] for i in unit], on_epoch))
+
+
+def _train_unit(unit: list[int], genome: Genome, splits: Any, configs: list[Any],
+                on_epoch: Callable[[int, Any], None] | None, progress: bool | None = None) -> list[Any]:
+    """One unit of ``schedule``: a lone run (``train``) or its seeds as one model (``train_seeds``); ``on_epoch`` gets
+    the job index (``unit``'s) with each epoch."""
+    from training.engine import train
+    from training.seedbatch import train_seeds
+
+    if len(unit) > 1:
+        return train_seeds(genome, splits, configs,
+                           on_epoch=(lambda k, m: on_epoch(unit[k], m)) if on_epoch else None)
+    return [train(genome, splits, configs[0], progress=progress,
+                  on_epoch=(lambda m: on_epoch(unit[0], m)) if on_epoch else None)]
 
 
 def _in_processes(jobs: Sequence[tuple[Genome, Any]], units: list[list[int]], splits: Any, processes: int,
@@ -256,9 +258,6 @@ def _run_jobs(splits: Any, todo: Any, done: Any) -> None:
     """A training process: one thread; Ctrl-C is the parent's to handle (it terminates this process)."""
     import torch
 
-    from training.engine import train
-    from training.seedbatch import train_seeds
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
     parent = multiprocessing.parent_process()
@@ -271,12 +270,7 @@ def _run_jobs(splits: Any, todo: Any, done: Any) -> None:
     while (job := todo.get()) is not None:
         unit, genome, configs = job
         try:
-            if len(unit) > 1:
-                results = train_seeds(Genome.from_string(genome), splits, configs,
-                                      on_epoch=lambda k, m, unit=unit: report(unit[k], m))
-            else:
-                results = [train(Genome.from_string(genome), splits, configs[0], progress=False,
-                                 on_epoch=lambda m, index=unit[0]: report(index, m))]
+            results = _train_unit(unit, Genome.from_string(genome), splits, configs, report, progress=False)
         except Exception as e:  # the parent names the run and stops
             done.put(("error", unit[0], f"{type(e).__name__}: {e}".splitlines()[0][:300]))
             return

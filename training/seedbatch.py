@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from blocks import Genome, build_model
-from training.engine import EpochMetrics, TrainConfig, Trainer, TrainResult, _Normalize, make_optimizer, \
-    make_scheduler
+from training.engine import (EpochMetrics, TrainConfig, Trainer, TrainResult, _Normalize, evaluation_batch,
+                             make_optimizer, make_scheduler)
 
 __all__ = ["batchable", "narrow", "train_seeds", "widen"]
 
@@ -175,7 +175,7 @@ class _SeedBatch:
         """Each seed's (mean loss, accuracy %) on the same images, without augmentation."""
         self.model.eval()
         n_seeds, sp = len(self.seeds), self.splits
-        batch_size = self.config.eval_batch_size or (2000 if self.device.type == "cuda" else 256)
+        batch_size = evaluation_batch(self.device, self.config.eval_batch_size)
         normalize = _Normalize(sp.mean, sp.std, self.device, torch.contiguous_format)
         loss_sum = torch.zeros(n_seeds, device=self.device)
         correct = torch.zeros(n_seeds, device=self.device, dtype=torch.int64)
@@ -211,7 +211,8 @@ def train_seeds(genome: Genome, splits, configs: Sequence[TrainConfig],
         t_eval = time.perf_counter()
         val = batch.evaluate(splits.val_x, splits.val_y) if len(splits.val_y) else None
         test = batch.evaluate(splits.test_x, splits.test_y) if config.evaluate_test else None
-        seconds, lr = time.perf_counter() - t0, batch.optimizer.param_groups[0]["lr"]
+        now, lr = time.perf_counter(), batch.optimizer.param_groups[0]["lr"]
+        seconds, eval_seconds = now - t0, now - t_eval
         for i in range(n_seeds):
             if statuses[i]:
                 continue
@@ -221,7 +222,7 @@ def train_seeds(genome: Genome, splits, configs: Sequence[TrainConfig],
                 continue
             metrics = EpochMetrics(epoch, train_loss[i], train_acc[i], val[0][i] if val else None,
                                    val[1][i] if val else None, test[0][i] if test else None,
-                                   test[1][i] if test else None, seconds, lr, time.perf_counter() - t_eval)
+                                   test[1][i] if test else None, seconds, lr, eval_seconds)
             histories[i].append(metrics)
             if on_epoch is not None:
                 statuses[i] = on_epoch(i, metrics) or None
