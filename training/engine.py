@@ -25,8 +25,8 @@ from training.augment import augment_batch
 from training.data import Splits, check_genome_fits
 
 __all__ = ["AUGMENTATIONS", "EpochMetrics", "TrainConfig", "TrainResult", "Trainer", "augmentation", "evaluate",
-           "evaluation_batch", "keep_freed_memory", "make_optimizer", "make_scheduler", "parameter_groups", "resolve_device", "train",
-           "training_layout"]
+           "evaluation_batch", "keep_freed_memory", "make_optimizer", "make_scheduler", "parameter_groups",
+           "resolve_device", "train", "training_layout"]
 
 
 AUGMENTATIONS = ("auto", "none", "affine", "crop", "cropflip")
