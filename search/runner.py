@@ -203,30 +203,26 @@ class Objective:
 
     def _run(self, trial: Any, genome: Genome, config: TrainConfig, stage: str,
              on_epoch: Callable[[EpochMetrics], str | None] | None = None) -> TrainResult:
-        """``train_fn`` on one run of the trial; with ``report``, the run's state after each epoch (and no
-        progress bar of the engine's own: the live display shows the state). Without it (plain log lines), a run of
-        more than one epoch says how its first went and how long the rest will take, so that a long first run (no
-        pruner, inline rungs) is not silent for minutes."""
-        if self.report is None:
-            if config.epochs == 1:
-                return self.train_fn(genome, self.splits, config, **({"on_epoch": on_epoch} if on_epoch else {}))
-
-            def first_line(m: EpochMetrics) -> str | None:
-                if m.epoch == 1:
-                    val = f"val {m.val_acc:.2f}%" if m.val_acc is not None else f"train {m.train_acc:.2f}%"
-                    self.log(f"trial {trial.number}: {stage} epoch 1/{config.epochs}: {val} ({m.seconds:.0f} s; "
-                             f"~{format_duration(m.seconds * (config.epochs - 1))} to the end of the run)")
-                return on_epoch(m) if on_epoch is not None else None
-
-            return self.train_fn(genome, self.splits, config, on_epoch=first_line)
+        """``train_fn`` on one run of the trial. With ``report`` (a live display), the run's state after each epoch,
+        and no progress bar of the engine's own. Without it (plain log lines), a run of more than one epoch says how
+        its first went and how long the rest will take, so that a long first run (no pruner, inline rungs) is not
+        silent for minutes."""
         report = self.report
-        report({"trial": trial.number, "stage": stage, "epoch": 0, "epochs": config.epochs})
 
-        def reporting(m: EpochMetrics) -> str | None:
-            report({"trial": trial.number, "stage": stage, "epoch": m.epoch, "epochs": config.epochs, "val": m.val_acc})
+        def each_epoch(m: EpochMetrics) -> str | None:
+            if report is not None:
+                report({"trial": trial.number, "stage": stage, "epoch": m.epoch, "epochs": config.epochs,
+                        "val": m.val_acc})
+            elif m.epoch == 1 and config.epochs > 1:
+                val = f"val {m.val_acc:.2f}%" if m.val_acc is not None else f"train {m.train_acc:.2f}%"
+                self.log(f"trial {trial.number}: {stage} epoch 1/{config.epochs}: {val} ({m.seconds:.0f} s; "
+                         f"~{format_duration(m.seconds * (config.epochs - 1))} to the end of the run)")
             return on_epoch(m) if on_epoch is not None else None
 
-        return self.train_fn(genome, self.splits, config, on_epoch=reporting, progress=False)
+        if report is None:
+            return self.train_fn(genome, self.splits, config, on_epoch=each_epoch)
+        report({"trial": trial.number, "stage": stage, "epoch": 0, "epochs": config.epochs})
+        return self.train_fn(genome, self.splits, config, on_epoch=each_epoch, progress=False)
 
     def train(self, trial: Any, genome: Genome) -> TrainResult:
         """Train, reporting to the pruner; a trial that survives every rung trains ``epochs`` and is kept.
