@@ -88,15 +88,17 @@ class Plan:
 
     @property
     def seconds(self) -> float:
-        return self.search_seconds + self.final_runs * self.final_epochs * self.final_epoch_s
+        return self._seconds_with(self.final_runs)
+
+    def _seconds_with(self, final_runs: int) -> float:
+        return self.search_seconds + final_runs * self.final_epochs * self.final_epoch_s
 
     def lines(self) -> list[str]:
         more, already = ("more ", f" ({self.trained} already trained)") if self.trained else ("", "")
         finals = (f"then {self.final_runs} final run(s) x {self.final_epochs} epochs on the full training set"
                   + (f" (up to {self.final_runs_max} while verdicts are open: --seeds auto)" if self.final_runs_max
                      else "") if self.final_runs else "no final evaluation (--final-top 0)")
-        most = (self.search_seconds + self.final_runs_max * self.final_epochs * self.final_epoch_s
-                if self.final_runs_max else None)
+        most = self._seconds_with(self.final_runs_max) if self.final_runs_max else None
         return [
             f"device: {self.device}, {self.workers} worker(s)",
             f"plan: up to {self.trials} {more}trained trials{already} x ~{self.epochs_per_trial:.1f} epochs each after pruning "

@@ -9,9 +9,10 @@ repaired by width and is left to the checker.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import replace
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 from blocks.genome import Genome, GenomeError, InputSpec, Layer, make_layer
 from budgets import Limits, totals
@@ -223,27 +224,30 @@ def sample_genome(trial: Any, spec: InputSpec, limits: Limits, repair: bool = Tr
     return fit_to_limits(bp, spec, limits)
 
 
-def random_designs(spec: InputSpec, limits: list[Limits], seed: int = 0) -> list[Genome]:
-    """One fitted design per entry of ``limits``, from Optuna's random sampler with a fixed seed: the same
-    probes every time (the plan's calibration, benchmarks)."""
+def _random_fitted(spec: InputSpec, limits: Iterable[Limits], seed: int) -> Iterator[Genome]:
+    """One design fitted to each entry of ``limits``, drawn by Optuna's random sampler with a fixed seed."""
     import optuna
 
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-    return [sample_genome(study.ask(), spec, entry).genome for entry in limits]
+    for entry in limits:
+        yield sample_genome(study.ask(), spec, entry).genome
+
+
+def random_designs(spec: InputSpec, limits: list[Limits], seed: int = 0) -> list[Genome]:
+    """One fitted design per entry of ``limits``, from Optuna's random sampler with a fixed seed: the same
+    probes every time (the plan's calibration, benchmarks)."""
+    return list(_random_fitted(spec, limits, seed))
 
 
 def reachable(spec: InputSpec, limits: Limits, probes: int = 200, seed: int = 0) -> tuple[bool, str]:
     """Whether the space can build a design within ``limits``: ``probes`` random blueprints fitted to them (the
     narrowest widths included), checked with ``budgets.check``. Returns (True, "") at the first that fits, else
     (False, the violations of the one closest to fitting: fewest violated limits, then params)."""
-    import optuna
-
     from budgets import check
 
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     closest: tuple[int, int, str] | None = None
-    for _ in range(probes):
-        verdict = check(sample_genome(study.ask(), spec, limits).genome, limits)
+    for genome in _random_fitted(spec, itertools.repeat(limits, probes), seed):
+        verdict = check(genome, limits)
         if verdict.ok:
             return True, ""
         key = (len(verdict.violations), verdict.params, "; ".join(verdict.violations))
