@@ -557,7 +557,9 @@ def _require_reachable(settings, spec) -> None:
 def _live_display(console, settings):
     """The live status lines (``search.live``) on a terminal; None into a file or pipe, or under CI, where the log
     lines alone are written."""
-    if not console.is_terminal or os.environ.get("CI"):
+    from training.engine import progress_enabled
+
+    if not progress_enabled():
         return None
     from search.live import SearchDisplay
 

@@ -26,7 +26,7 @@ from training.data import Splits, check_genome_fits
 
 __all__ = ["AUGMENTATIONS", "EpochMetrics", "TrainConfig", "TrainResult", "Trainer", "augmentation", "evaluate",
            "evaluation_batch", "keep_freed_memory", "make_optimizer", "make_scheduler", "parameter_groups",
-           "resolve_device", "train", "training_layout"]
+           "progress_enabled", "resolve_device", "train", "training_layout"]
 
 
 AUGMENTATIONS = ("auto", "none", "affine", "crop", "cropflip")
@@ -342,7 +342,8 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, mean:
     return (loss_sum / len(labels)).item(), 100.0 * correct.item() / len(labels)
 
 
-def _progress_enabled() -> bool:
+def progress_enabled() -> bool:
+    """Whether live progress is shown: on a terminal, and not under CI (the engine's bar, the search's display)."""
     return sys.stdout.isatty() and not os.environ.get("CI")
 
 
@@ -355,7 +356,7 @@ def train(genome: Genome, splits: Splits, config: TrainConfig | None = None,
     setup_seconds = time.perf_counter() - start
     history: list[EpochMetrics] = []
     status = "complete"
-    show = _progress_enabled() if progress is None else progress
+    show = progress_enabled() if progress is None else progress
     bar = task = None
     if show:
         from rich.progress import Progress
