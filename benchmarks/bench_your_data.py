@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from reports.verdict import lower_bound  # noqa: E402  (the one verdict rule's bound)
 
 import numpy as np  # noqa: E402
 
@@ -70,14 +71,6 @@ def svc_baseline(dataset: Path) -> float:
     flat = lambda x: x.reshape(len(x), -1).float().numpy() / 255  # noqa: E731
     model = SVC().fit(flat(splits.train_x), splits.train_y.numpy())
     return 100.0 * float((model.predict(flat(splits.test_x)) == splits.test_y.numpy()).mean())
-
-
-def lower_bound(accs: list[float]) -> float:
-    from scipy.stats import t
-
-    if len(accs) < 2:
-        return float("nan")
-    return statistics.fmean(accs) - t.ppf(0.95, len(accs) - 1) * statistics.stdev(accs) / math.sqrt(len(accs))
 
 
 def main() -> None:
