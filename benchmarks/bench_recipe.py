@@ -7,6 +7,10 @@
 Each run trains on the 55,000-image training split; recipes are compared on the final-epoch
 validation accuracy (5,000 held-out training images). The test accuracy is recorded for the
 record only. A finished run is never repeated: rerun the same command to resume after a stop.
+
+``--ema D``: every run also keeps a moving average of its weights (``TrainConfig.ema_decay``), and the
+final epoch is evaluated twice, raw and averaged: one training run measures both (issue 29's levers:
+``--designs t3k6 t3k2 --recipes default translate ls --seeds 3 --seed-offset 3 --ema 0.999``).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import os
 import statistics
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -27,6 +32,9 @@ DESIGNS = {
     "zoo8k": "zoo/mnist_8k_gap.json",
     "hand5k": "i1x28x28n10-conv_c8_k3_r0.05-conv_c12_k3_r0.05-max_k2-conv_c8_k1-conv_c12_k3_r0.05"
               "-conv_c12_k3_r0.05-conv_c14_k3_r0.05-gap-conv_c10_k1_b0_oc-lsm",
+    "t3k6": "zoo/mnist_3k6_search.json",  # 3,364 params
+    "t3k2": "zoo/mnist_3k2_search.json",  # 3,186
+    "t5k": "zoo/mnist_5k_search.json",  # 4,404
 }
 OLD = {"lr": 0.05, "warmup_frac": 0.2, "weight_decay": 1e-4, "decay_norm_bias": True}
 RECIPES = {
@@ -41,17 +49,59 @@ RECIPES = {
     # Batch size (issue 10: batch 256 trains 1.14x faster per image on CPU): same lr, and lr scaled linearly.
     "bs256": {"lr": 0.1, "warmup_frac": 0.25, "weight_decay": 1e-4, "decay_norm_bias": False, "batch_size": 256},
     "bs256-lr0.2": {"lr": 0.2, "warmup_frac": 0.25, "weight_decay": 1e-4, "decay_norm_bias": False, "batch_size": 256},
+    # Issue 29's levers, each against today's defaults alone (rotation 7 degrees, lr 0.1, no smoothing):
+    "default": {},
+    "translate": {"translate_px": 2.0},  # a shift of up to 2 px (7%) per axis beside the rotation
+    "scale": {"scale_frac": 0.1},
+    "ls": {"label_smoothing": 0.1},
 }
 
 
-def _runs(designs: list[str], recipes: list[str], seeds: int) -> list[tuple[str, str, int]]:
-    return [(d, r, s) for s in range(seeds) for d in designs for r in recipes]
+def _runs(designs: list[str], recipes: list[str], seeds: int, offset: int = 0) -> list[tuple[str, str, int]]:
+    return [(d, r, s) for s in range(offset, offset + seeds) for d in designs for r in recipes]
+
+
+def _final(trainer, splits) -> dict[str, float]:
+    """Final-epoch validation and test accuracy of the raw weights and, with EMA, of their average."""
+    from training import evaluate
+
+    models = {"": trainer.model, **({"ema_": trainer.ema.module} if trainer.ema is not None else {})}
+    accs = {}
+    for prefix, model in models.items():
+        for split in ("val", "test"):
+            images, labels = getattr(splits, f"{split}_x"), getattr(splits, f"{split}_y")
+            accs[f"{prefix}{split}_acc"] = evaluate(model, images, labels, splits.mean, splits.std,
+                                                    memory_format=trainer.memory_format)[1]
+    return accs
+
+
+def _ema_table(runs: list[dict]) -> str:
+    rows: dict[tuple[str, str], list[dict]] = {}
+    for run in runs:
+        rows.setdefault((run["design"], run["recipe"]), []).append(run)
+    lines = ["| design | params | recipe | seeds | val (mean) | test: mean ± std, min | EMA val (mean) | "
+             "EMA test: mean ± std, min | s/run |", "| --- | ---: | --- | ---: | ---: | --- | ---: | --- | ---: |"]
+
+    def stats(values: list[float]) -> str:
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        return f"{statistics.fmean(values):.2f} ± {std:.2f}, {min(values):.2f}"
+
+    for (design, recipe), group in sorted(rows.items()):
+        group.sort(key=lambda r: r["seed"])
+        f = [r["final"] for r in group]
+        lines.append(f"| {design} | {group[0]['params']:,} | {recipe} | {len(group)} "
+                     f"({group[0]['seed']}-{group[-1]['seed']}) | {statistics.fmean(x['val_acc'] for x in f):.2f} | "
+                     f"{stats([x['test_acc'] for x in f])} | {statistics.fmean(x['ema_val_acc'] for x in f):.2f} | "
+                     f"{stats([x['ema_test_acc'] for x in f])} | {statistics.fmean(r['seconds'] for r in group):.0f} |")
+    return "\n".join(lines)
 
 
 def _table(out: Path) -> str:
     rows: dict[tuple[str, str], list[dict]] = {}
-    for path in sorted(out.glob("*.json")):
-        run = json.loads(path.read_text())
+    runs = [json.loads(path.read_text()) for path in sorted(out.glob("*.json"))]
+    if runs and all("final" in run for run in runs):
+        return _ema_table(runs)
+    for run in runs:
         rows.setdefault((run["design"], run["recipe"]), []).append(run)
     lines = ["| design | params | recipe | seeds | final val acc (mean) | per seed | final test acc (mean) | s/epoch |",
              "| --- | ---: | --- | ---: | ---: | --- | ---: | ---: |"]
@@ -71,6 +121,8 @@ def main() -> None:
     parser.add_argument("--recipes", nargs="*", default=list(RECIPES))
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--seed-offset", type=int, default=0, help="the first seed")
+    parser.add_argument("--ema", type=float, default=0.0, help="also evaluate a moving average of the weights")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     out = Path(args.out)
@@ -80,14 +132,27 @@ def main() -> None:
     import torch
 
     from blocks import load_genome
-    from training import TrainConfig, load_splits, train
+    from training import TrainConfig, Trainer, load_splits, train
 
     torch.set_num_threads(args.threads)
     splits = load_splits("mnist", args.data_dir, device="cpu")
-    jobs = ((f"{d}__{r}__s{s}", (d, r, s)) for d, r, s in _runs(args.designs, args.recipes, args.seeds))
+    runs = _runs(args.designs, args.recipes, args.seeds, args.seed_offset)
+    jobs = ((f"{d}__{r}__s{s}", (d, r, s)) for d, r, s in runs)
     for path, (design, recipe, seed) in pending(jobs, out, args.shard):
-        config = TrainConfig(epochs=args.epochs, seed=seed, device="cpu", evaluate_test=True, **RECIPES[recipe])
         start = time.time()
+        if args.ema:
+            config = TrainConfig(epochs=args.epochs, seed=seed, device="cpu", ema_decay=args.ema, **RECIPES[recipe])
+            trainer = Trainer(load_genome(DESIGNS[design]), splits, config)
+            losses = [trainer.train_epoch()[0] for _ in range(config.epochs)]
+            final = _final(trainer, splits)
+            save(path, {"design": design, "genome": trainer.genome.to_string(), "recipe": recipe, "seed": seed,
+                        "params": trainer.params, "seconds": round(time.time() - start, 1), "config": asdict(config),
+                        "train_loss": losses, "final": final, "threads": args.threads,
+                        "host_cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d")})
+            print(f"{design} {recipe} seed {seed}: " + " ".join(f"{k} {v:.2f}" for k, v in final.items())
+                  + f" ({time.time() - start:.0f} s)", flush=True)
+            continue
+        config = TrainConfig(epochs=args.epochs, seed=seed, device="cpu", evaluate_test=True, **RECIPES[recipe])
         result = train(load_genome(DESIGNS[design]), splits, config, progress=False)
         run = {"design": design, "genome": load_genome(DESIGNS[design]).to_string(), "recipe": recipe, "seed": seed,
                "params": result.params, "status": result.status, "seconds": round(time.time() - start, 1),

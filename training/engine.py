@@ -49,6 +49,7 @@ class TrainConfig:
     step_epochs: int = 5  # step: decay every this many epochs
     step_gamma: float = 0.1  # step: multiply the LR by this at each decay
     label_smoothing: float = 0.0
+    ema_decay: float = 0.0  # evaluate (and keep) an exponential moving average of the weights and BN statistics; 0 = off
     augment: str = "auto"  # auto | none | affine | crop | cropflip ; ``augmentation()`` says what auto means
     rotation_deg: float = 7.0  # affine: uniform rotation in [-deg, deg]
     translate_px: float = 0.0  # affine: uniform shift in [-px, px] per axis
@@ -69,7 +70,8 @@ class TrainConfig:
             "optimizer": self.optimizer in ("sgd", "adam", "adamw"), "schedule": self.schedule in ("onecycle", "step"),
             "augment": self.augment in AUGMENTATIONS,
             "device": self.device in ("auto", "cuda", "mps", "cpu"),
-            "label_smoothing": 0 <= self.label_smoothing < 1, "weight_decay": self.weight_decay >= 0,
+            "label_smoothing": 0 <= self.label_smoothing < 1, "ema_decay": 0 <= self.ema_decay < 1,
+            "weight_decay": self.weight_decay >= 0,
             "warmup_frac": 0 < self.warmup_frac < 1, "scale_frac": 0 <= self.scale_frac < 1,
             "eval_batch_size": self.eval_batch_size is None or self.eval_batch_size >= 1,
         }
@@ -263,6 +265,10 @@ class Trainer:
         self.total_steps = config.epochs * self.steps_per_epoch
         if config.max_steps is not None:
             self.total_steps = min(self.total_steps, config.max_steps)
+        # the averaged copy, updated after every optimizer step; it is what ``evaluate`` and ``train`` return
+        self.ema = (torch.optim.swa_utils.AveragedModel(
+            self.model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
+            if config.ema_decay and optimize else None)
         if optimize:
             self.optimizer = make_optimizer(self.model, config)
             self.scheduler = make_scheduler(self.optimizer, config, self.total_steps, self.steps_per_epoch)
@@ -300,15 +306,22 @@ class Trainer:
             loss.backward()
             self.optimizer.step()
             self.scheduler.step()
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
             self.steps_done += 1
             loss_sum += loss.detach() * len(y)
             correct += (logits.argmax(1) == y).sum()
             seen += len(y)
         return (loss_sum / max(seen, 1)).item(), 100.0 * correct.item() / max(seen, 1)
 
+    @property
+    def evaluated(self) -> nn.Module:
+        """The model that is evaluated and returned: the weights' moving average with ``ema_decay``, else the model."""
+        return self.ema.module if self.ema is not None else self.forward
+
     def evaluate(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
-        """(mean loss, accuracy %) without augmentation."""
-        return evaluate(self.forward, images, labels, self.splits.mean, self.splits.std,
+        """(mean loss, accuracy %) of ``evaluated`` without augmentation."""
+        return evaluate(self.evaluated, images, labels, self.splits.mean, self.splits.std,
                         batch_size=self.config.eval_batch_size, amp=self.cuda and self.config.amp,
                         memory_format=self.memory_format)
 
@@ -399,4 +412,5 @@ def train(genome: Genome, splits: Splits, config: TrainConfig | None = None,
         if bar is not None:
             bar.stop()
     return TrainResult(status, history, time.perf_counter() - start, str(trainer.device), config.seed,
-                       trainer.params, asdict(config), trainer.model, setup_seconds)
+                       trainer.params, asdict(config), trainer.ema.module if trainer.ema is not None else trainer.model,
+                       setup_seconds)

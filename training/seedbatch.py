@@ -197,6 +197,8 @@ def train_seeds(genome: Genome, splits, configs: Sequence[TrainConfig],
     ``diverged``; the others go on. Raises ValueError when the genome cannot be batched (``batchable``)."""
     if any(replace(c, seed=0) != replace(configs[0], seed=0) for c in configs):
         raise ValueError("train_seeds: the configs must differ in their seed only")
+    if configs[0].ema_decay:
+        raise ValueError("train_seeds: ema_decay is not supported seed-batched; train the seeds one by one")
     start = time.perf_counter()
     batch = _SeedBatch(genome, splits, configs)
     setup_seconds = time.perf_counter() - start

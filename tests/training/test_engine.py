@@ -31,6 +31,27 @@ def test_same_seed_same_numbers_on_cpu():
     assert [m.train_loss for m in other.epochs] != [m.train_loss for m in runs[0].epochs]
 
 
+def test_ema_evaluates_and_returns_the_averaged_weights():
+    config = TrainConfig(**FAST, ema_decay=0.9)
+    trainer = Trainer(TINY_GENOME, tiny_splits(), config)
+    trainer.train_epoch()
+    raw = dict(trainer.model.named_parameters())
+    averaged = dict(trainer.ema.module.named_parameters())
+    assert raw.keys() == averaged.keys()
+    assert any(not torch.equal(raw[k], averaged[k]) for k in raw)  # an average, not a copy
+    assert trainer.evaluated is trainer.ema.module
+    running = [b for n, b in trainer.ema.module.named_buffers() if n.endswith("running_mean")]
+    assert running and any(b.abs().sum() > 0 for b in running)  # BN statistics are averaged too
+
+    result = train(TINY_GENOME, tiny_splits(), config, progress=False)
+    plain = train(TINY_GENOME, tiny_splits(), TrainConfig(**FAST), progress=False)
+    assert result.best_val_acc > 90 and result.config["ema_decay"] == 0.9
+    assert result.model is not None and not isinstance(result.model, torch.optim.swa_utils.AveragedModel)
+    # the same training run underneath: only what is evaluated differs
+    assert [m.train_loss for m in result.epochs] == [m.train_loss for m in plain.epochs]
+    assert [m.val_loss for m in result.epochs] != [m.val_loss for m in plain.epochs]
+
+
 def test_callback_sees_every_epoch_and_can_stop_the_run():
     seen = []
 
@@ -89,7 +110,7 @@ def test_genome_of_another_dataset_is_rejected():
 
 @pytest.mark.parametrize("field,value", [("optimizer", "lbfgs"), ("schedule", "cosine"), ("epochs", 0),
                                          ("device", "tpu"), ("augment", "mixup"),
-                                         ("eval_batch_size", 0)])
+                                         ("eval_batch_size", 0), ("ema_decay", 1.0)])
 def test_bad_config_names_the_field(field, value):
     with pytest.raises(ValueError, match=f"invalid training config field '{field}'"):
         TrainConfig(**{field: value})

@@ -3,6 +3,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,8 @@ def test_schedule_batches_four_or_more_seeds_of_a_genome_at_most_three_to_a_proc
     jobs = _jobs(range(4)) + [other] + [prelu] * 4
     assert schedule(jobs, 2, "cpu") == [[[0, 1], [2, 3]], [[4], [5]], [[6], [7]], [[8]]]
     assert waves(jobs, 2, "cpu")[0] == [0, 1, 2, 3]
+    averaged = [(g, replace(c, ema_decay=0.99)) for g, c in _jobs(range(4))]  # train_seeds has no EMA
+    assert schedule(averaged, 2, "cpu") == [[[0], [1]], [[2], [3]]]
 
 
 @pytest.mark.slow
