@@ -21,7 +21,7 @@ from training.parallel import available_memory_gib
 __all__ = ["SearchError", "SearchSettings", "StorageFailure", "SAMPLERS", "PRUNERS", "RUNGS", "WORKER_MODULES",
            "cpu_worker_cap", "make_sampler", "make_pruner", "open_study", "redact", "storage_failure", "study_exists"]
 
-SAMPLERS = ("tpe", "nsga2", "random")
+SAMPLERS = ("tpe", "nsga2", "random", "evolution")
 PRUNERS = ("sha", "median", "hyperband", "none")
 RUNGS = ("separate", "inline")  # what a rung measures: a short run with its own schedule, or epochs of the full run
 # What a worker process imports before its first trial, for the fork server to import once
@@ -154,6 +154,9 @@ def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=10, constant_liar=True)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=20)
+    if name == "evolution":
+        from search.evolution import EvolutionSampler
+        return EvolutionSampler(seed=seed)
     return optuna.samplers.RandomSampler(seed=seed)
 
 
