@@ -91,6 +91,7 @@ _FIELDS = {f.name: f for f in (
     _Field("order", "o", "order"),
     _Field("act", "a", "act"),
     _Field("dropout", "r", "rate"),
+    _Field("repeat", "x", "pos_int"),
 )}
 _BY_KEY = {f.key: f for f in _FIELDS.values()}
 _REQUIRED = object()  # marks a field without a default
@@ -105,13 +106,14 @@ class _BlockType:
 
 
 _UNIT = {"bias": None, "order": "cba", "act": "relu", "dropout": 0.0}
+_SHARED = {"repeat": 1}  # applications of the block in a row, all with the first one's weights (``Repeated``)
 BLOCK_TYPES: dict[str, _BlockType] = {b.name: b for b in (
     _BlockType("conv", {"out": _REQUIRED, "kernel": _REQUIRED, "stride": 1, "padding": 0, "dilation": 1,
-                        "groups": 1, **_UNIT}, "cbad",
+                        "groups": 1, **_UNIT, **_SHARED}, "cbad",
                "Conv2d with BatchNorm / activation / dropout in the given order (k1 = a 1x1 transition)."),
-    _BlockType("dws", {"out": _REQUIRED, "kernel": 3, "stride": 1, "padding": 0, "dilation": 1, **_UNIT}, "cbad",
-               "Depthwise-separable: depthwise kxk unit then pointwise 1x1 unit, each in `order`, dropout last."),
-    _BlockType("res", {"out": _REQUIRED, "kernel": 3, "stride": 1, "dilation": 1, **_UNIT}, "cbad",
+    _BlockType("dws", {"out": _REQUIRED, "kernel": 3, "stride": 1, "padding": 0, "dilation": 1, **_UNIT, **_SHARED},
+               "cbad", "Depthwise-separable: depthwise kxk unit then pointwise 1x1 unit, each in `order`, dropout last."),
+    _BlockType("res", {"out": _REQUIRED, "kernel": 3, "stride": 1, "dilation": 1, **_UNIT, **_SHARED}, "cbad",
                "Residual: unit(k, stride) -> unit(k) without activation, + shortcut (1x1 projection if the "
                "shape changes), then activation and dropout. Padding is always 'same'."),
     _BlockType("max", {"kernel": _REQUIRED, "stride": None, "padding": 0}, "",
@@ -159,6 +161,7 @@ class Layer:
     order: str | None = None
     act: str | None = None
     dropout: float | None = None
+    repeat: int | None = None  # conv / dws / res: applied this many times in a row with one set of weights
 
     @property
     def pad(self) -> int:
@@ -344,6 +347,7 @@ def load_genome(source: str | Path) -> Genome:
 
 MAX_LAYERS = 1000  # no tiny CNN has more; bounds the work of parsing and checking a hostile file
 MAX_TEXT = 1_000_000  # characters of a genome string or bytes of a genome file
+MAX_REPEAT = 64  # applications of one shared block (``repeat``)
 
 
 def _check_length(layers: int) -> None:
@@ -447,6 +451,9 @@ def make_layer(block: Any, fields: dict, index: int = 0) -> Layer:
             values["order"] = order + "d"
         if values["bias"] is None:
             values["bias"] = "b" not in values["order"]
+    if values.get("repeat", 1) > MAX_REPEAT:
+        raise GenomeError(f"repeat {values['repeat']} is over the {MAX_REPEAT} limit", layer=index, block=block,
+                          field="repeat")
     if block in ("max", "avg") and values["stride"] is None:
         values["stride"] = values["kernel"]
     if values.get("padding") == "same" and (values["kernel"] % 2 == 0):

@@ -11,7 +11,7 @@ from torch import nn
 from blocks.genome import Layer
 from blocks.registry import register_block
 
-__all__ = ["Conv2d", "Dropout", "MaxPool2d", "Residual", "make_activation"]
+__all__ = ["Conv2d", "Dropout", "MaxPool2d", "Repeated", "Residual", "make_activation"]
 
 _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU, "relu6": nn.ReLU6, "lrelu": nn.LeakyReLU, "prelu": nn.PReLU, "elu": nn.ELU,
@@ -148,6 +148,27 @@ class Residual(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.post(self.main(x) + self.shortcut(x))
+
+
+class Repeated(nn.Module):
+    """One block applied ``len(applications)`` times in a row with the same weights: every parameter of the
+    applications after the first is the first one's, so ``parameters()`` holds them once. Buffers (BatchNorm's
+    running statistics) stay per application: each application is normalised by the statistics of its own input,
+    as in time-specific batch norm for unrolled shared-weight nets (Liao & Poggio, 2016)."""
+
+    def __init__(self, applications: list[nn.Module]) -> None:
+        super().__init__()
+        self.applications = nn.ModuleList(applications)
+        first = dict(applications[0].named_modules())
+        for other in applications[1:]:
+            for name, module in other.named_modules():
+                for key in list(module._parameters):
+                    module._parameters[key] = first[name]._parameters[key]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for application in self.applications:
+            x = application(x)
+        return x
 
 
 @register_block("res")

@@ -51,7 +51,7 @@ def measure_peak_activation(model: nn.Module, input_shape: tuple[int, int, int])
     for module in model.modules():
         if isinstance(module, Residual):
             handles += [module.register_forward_pre_hook(residual_pre), module.register_forward_hook(residual_post)]
-        elif not list(module.children()):
+        elif not list(module.children()) and not isinstance(module, nn.Sequential):  # an empty one computes nothing
             handles.append(module.register_forward_hook(in_place_hook if isinstance(module, _IN_PLACE) else leaf_hook))
 
     x = torch.zeros(1, *input_shape)

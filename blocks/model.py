@@ -6,7 +6,7 @@ from typing import Callable
 
 from torch import nn
 
-from blocks import library  # noqa: F401  (registers the built-in blocks)
+from blocks import library  # registers the built-in blocks
 from blocks.genome import Genome
 from blocks.registry import get_builder
 from budgets.costs import analyze
@@ -35,7 +35,11 @@ def build_model(genome: Genome, norm_layer: Callable[[int], nn.Module] | None = 
     shape: tuple = (spec.channels, spec.height, spec.width)
     modules: list[nn.Module] = []
     for layer, row in zip(genome.layers, analysis.layers):
-        modules.append(get_builder(layer.type)(layer, shape, norm))
+        build = get_builder(layer.type)
+        if (layer.repeat or 1) > 1:  # the analysis checked that the block keeps its channels
+            modules.append(library.Repeated([build(layer, shape, norm) for _ in range(layer.repeat)]))
+        else:
+            modules.append(build(layer, shape, norm))
         shape = row.output_shape
     if len(shape) == 3:  # (classes, 1, 1) -> (classes,)
         modules.append(nn.Flatten())

@@ -25,6 +25,9 @@ def _random_layer(rng: random.Random, channels: int, size: int, index: int) -> L
     if kind in ("max", "avg"):
         return make_layer(kind, {"kernel": rng.choice((2, 3)), "padding": rng.choice((0, 1))}, index)
     out = rng.choice((4, 6, 8, 12, 16, 24))
+    shared = channels >= 4 and rng.random() < 0.2  # one block applied 2-3 times with its weights shared
+    if shared:
+        out = channels
     fields = {"out": out, "kernel": rng.choice((1, 3, 5)) if kind == "conv" else 3, **_unit_fields(rng)}
     if kind != "res":
         fields["padding"] = rng.choice((0, 1, "same"))
@@ -37,6 +40,8 @@ def _random_layer(rng: random.Random, channels: int, size: int, index: int) -> L
             fields["groups"] = "dw"
         elif channels % 2 == 0 and out % 2 == 0:
             fields["groups"] = 2
+    if shared:
+        fields["repeat"] = rng.choice((2, 3))
     return make_layer(kind, fields, index)
 
 
@@ -51,7 +56,7 @@ def random_genome(rng: random.Random, spec: InputSpec | None = None, max_tries: 
             layer = _random_layer(rng, channels, size, index)
             layers.append(layer)
             channels = layer.out or channels
-            size = size // (layer.stride or 1)
+            size = size // (layer.stride or 1) ** (layer.repeat or 1)
         head = rng.choice(("gap_conv", "conv_gap", "flat_fc"))
         n, c = len(layers), spec.classes
         if head == "gap_conv":

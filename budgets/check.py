@@ -41,10 +41,11 @@ class Limits:
         return t.peak_activation * BYTES_PER_VALUE[self.precision]
 
     def flash_bytes(self, t: Totals) -> int:
-        """int8: the ``.tflite`` flatbuffer (``budgets.tflm.flatbuffer_estimate``); fp32: the weights, 4 bytes each."""
+        """int8: the ``.tflite`` flatbuffer (``budgets.tflm.flatbuffer_estimate``); fp32: the weights, 4 bytes each.
+        Both count a shared block's weights once per application (``Totals.stored_params``)."""
         if self.precision == "int8":
-            return flatbuffer_estimate(t.params, t.operators, t.channels)
-        return t.params * BYTES_PER_VALUE[self.precision]
+            return flatbuffer_estimate(t.stored_params, t.operators, t.channels)
+        return t.stored_params * BYTES_PER_VALUE[self.precision]
 
     def violations(self, t: Totals, genome: Genome, repairable_only: bool = False) -> list[str]:
         """Every limit ``t`` breaks, as text; ``repairable_only``: only those narrower widths can fix."""

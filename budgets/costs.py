@@ -9,6 +9,9 @@ Pure functions of shapes, no ``nn.Module`` is built (fvcore's ``jit_handles`` st
   This equals fvcore's ``FlopCountAnalysis`` with its batch_norm and adaptive_avg_pool2d handles off.
 * receptive field: the recurrence ``rf += (dilation*(k-1)) * jump; jump *= stride`` over convs and
   pools; a residual block takes its larger branch; ``gap`` / ``flat`` end it (later layers see everything).
+* shared weights (``repeat`` N): the block's cost applies N times in a row (MACs, receptive field, activations,
+  TFLite operators), its params count once. A deployed int8 file stores each application's weights with its own
+  batch-norm statistics folded in: ``Totals.stored_params`` counts them N times.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
 
 from blocks.genome import BLOCK_TYPES, Genome, GenomeError, Layer
-from budgets.tflm import layer_features
+from budgets.tflm import TflmFeatures, layer_features
 
 __all__ = ["Analysis", "Cost", "LayerCost", "Totals", "analyze", "totals", "COST_FUNCTIONS"]
 
@@ -263,6 +266,24 @@ class Totals(NamedTuple):
     tflm_tensors: int = 0  # the same under TFLite Micro's int8 operators (``budgets.tflm``)
     operators: int = 0  # TFLite operators of the int8 model (an estimate)
     channels: int = 0  # output channels of its weight tensors
+    stored_params: int = 0  # weights a deployed file holds: a shared block's once per application (module doc)
+
+
+def _applied(layer: Layer, index: int, shape: Shape, rf: int, jump: int, first: bool) -> tuple[Cost, TflmFeatures]:
+    """The cost of ``layer`` applied ``layer.repeat`` times in a row (params once), and its TFLite features."""
+    fn = COST_FUNCTIONS[layer.type]
+    cost = fn(layer, index, shape, rf, jump)
+    deployed = layer_features(layer, shape, cost.shape, cost.peak, first)
+    for _ in range(1, layer.repeat or 1):
+        if cost.shape[0] != shape[0]:
+            _fail(layer, index, "repeat", f"a block applied {layer.repeat} times with the same weights must keep its "
+                                          f"channels, but it turns {shape[0]} into {cost.shape[0]} (set out={shape[0]})")
+        again = fn(layer, index, cost.shape, cost.rf, cost.jump)
+        more = layer_features(layer, cost.shape, again.shape, again.peak, False)
+        cost = Cost(again.shape, cost.params, cost.macs + again.macs, again.rf, again.jump, max(cost.peak, again.peak))
+        deployed = TflmFeatures(max(deployed.tensors, more.tensors), deployed.operators + more.operators,
+                                  deployed.channels + more.channels)
+    return cost, deployed
 
 
 def _walk(genome: Genome, rows: list | None) -> tuple[Totals, Shape]:
@@ -270,19 +291,20 @@ def _walk(genome: Genome, rows: list | None) -> tuple[Totals, Shape]:
     spec = genome.input
     shape: Shape = (spec.channels, spec.height, spec.width)
     rf, jump = 1, 1
-    total_params = total_macs = peak = tflm_peak = operators = channels = 0
+    total_params = total_macs = peak = tflm_peak = operators = channels = stored = 0
     for index, layer in enumerate(genome.layers):
-        cost = COST_FUNCTIONS[layer.type](layer, index, shape, rf, jump)
-        deployed = layer_features(layer, shape, cost.shape, cost.peak, first=index == 0)
+        cost, deployed = _applied(layer, index, shape, rf, jump, first=index == 0)
         shape, rf, jump = cost.shape, cost.rf, cost.jump
         total_params += cost.params
+        stored += cost.params * (layer.repeat or 1)
         total_macs += cost.macs
         peak = max(peak, cost.peak)
         tflm_peak, operators, channels = (max(tflm_peak, deployed.tensors), operators + deployed.operators,
                                           channels + deployed.channels)
         if rows is not None:
             rows.append(LayerCost(index, layer.type, layer.token(), shape, cost.params, cost.macs, rf, cost.peak))
-    return Totals(total_params, total_macs, rf, peak, tflm_peak, operators, channels), _head_check(genome, shape)
+    return (Totals(total_params, total_macs, rf, peak, tflm_peak, operators, channels, stored),
+            _head_check(genome, shape))
 
 
 def analyze(genome: Genome) -> Analysis:

@@ -53,6 +53,15 @@ def test_hash_is_stable_and_distinguishes_genomes():
     assert Genome.from_string(MNIST_8K.replace("c16_k3_r0.05-gap", "c18_k3_r0.05-gap")).hash != a.hash
 
 
+def test_repeat_is_a_field_that_round_trips_and_defaults_to_once():
+    shared = Genome.from_string("i1x28x28n10-conv_c8_k3-dws_c8_psame_x3-gap-conv_c10_k1_b0_oc")
+    assert shared.layers[1].repeat == 3 and shared.layers[0].repeat == 1
+    assert Genome.from_dict(shared.to_dict()) == shared == Genome.from_dict(shared.to_dict(explicit=False))
+    assert shared.to_dict(explicit=False)["layers"][1]["repeat"] == 3
+    assert "repeat" not in shared.to_dict(explicit=False)["layers"][0]
+    assert Genome.from_string(MNIST_8K).hash == "bf46589ca667"  # genomes without it keep their hash
+
+
 def test_input_spec_is_part_of_the_genome():
     g = Genome.from_string("i3x32x32n100-conv_c8_k3-gap")
     assert g.input == InputSpec(3, 32, 32, 100)
@@ -76,6 +85,9 @@ BAD_STRINGS = [
     ("i1x28x28n10-conv_c8_k3_r1.5", "field 'dropout': expected a dropout rate in [0, 1)"),
     ("i1x28x28n10-lsm-gap", "layer 0 (lsm): lsm (log-softmax) must be the last layer"),
     ("i1x28x28n10-gap_c3", "layer 0 (gap), field 'out': unknown field for gap (allowed: none)"),
+    ("i1x28x28n10-conv_c8_k3_x0", "layer 0 (conv), field 'repeat': expected a positive integer"),
+    ("i1x28x28n10-conv_c8_k3_x1000000000", "layer 0 (conv), field 'repeat': repeat 1000000000 is over the 64 limit"),
+    ("i1x28x28n10-max_k2_x2", "layer 0 (max), field 'repeat': unknown field for max"),
     ("__import__('os').system('true')", "first token must be the input spec"),
 ]
 

@@ -87,6 +87,8 @@ def test_macs_closed_form():
     ("i1x28x28n10-dws_c8_d2-conv_c10_k3_oc-gap", 7),
     ("i1x28x28n10-conv_c8_k3-gap-conv_c10_k3_p1_oc", 3),  # global pooling ends it
     ("i1x28x28n10-conv_c8_k3-avg_k3_s1-conv_c10_k1_oc-gap", 5),
+    ("i1x28x28n10-conv_c8_k3-conv_c8_k3_psame_x3-conv_c10_k1_oc-gap", 9),  # 3, then three shared 3x3: +2 each
+    ("i1x28x28n10-conv_c8_k3-dws_c8_s2_psame_x2-conv_c10_k1_oc-gap", 9),  # 3, +2 (jump 2), +4 (jump 4)
 ])
 def test_receptive_field_against_hand_values(text, rf):
     assert analyze(Genome.from_string(text)).receptive_field == rf
@@ -106,7 +108,26 @@ def test_per_layer_rows_sum_to_totals_and_match_fast_path():
     assert analysis.output_shape == (10,) and analysis.input_shape == (3, 32, 32)
 
 
+def test_a_shared_block_counts_params_once_and_macs_per_application():
+    once = analyze(Genome.from_string("i1x28x28n10-conv_c8_k3-conv_c8_k3_psame-gap-conv_c10_k1_oc"))
+    shared = analyze(Genome.from_string("i1x28x28n10-conv_c8_k3-conv_c8_k3_psame_x3-gap-conv_c10_k1_oc"))
+    row = once.layers[1]
+    assert shared.params == once.params
+    assert shared.macs == once.macs + 2 * row.macs
+    assert shared.layers[1].params == row.params and shared.layers[1].macs == 3 * row.macs
+    plain, repeated = (totals(Genome.from_string(t)) for t in (
+        "i1x28x28n10-conv_c8_k3-conv_c8_k3_psame-gap-conv_c10_k1_oc",
+        "i1x28x28n10-conv_c8_k3-conv_c8_k3_psame_x3-gap-conv_c10_k1_oc"))
+    assert plain.stored_params == plain.params
+    assert repeated.stored_params == repeated.params + 2 * row.params  # a deployed file folds each application
+    assert repeated.operators > plain.operators
+
+
 @pytest.mark.parametrize("text,expected", [
+    ("i1x28x28n10-conv_c8_k3-conv_c12_k3_x2-gap-conv_c10_k1",
+     "layer 1 (conv), field 'repeat': a block applied 2 times with the same weights must keep its channels, "
+     "but it turns 8 into 12"),
+    ("i1x28x28n10-conv_c8_k3-conv_c8_k5_x9-gap-conv_c10_k1", "layer 1 (conv), field 'kernel': shrinks"),
     ("i1x28x28n10-conv_c8_k3-conv_c8_k31-gap", "layer 1 (conv), field 'kernel': shrinks the 26x26 map below 1x1"),
     ("i1x28x28n10-conv_c6_k3-conv_c8_k3_g4-gap", "layer 1 (conv), field 'groups': in channels 6 and out channels 8"),
     ("i1x28x28n10-conv_c8_k3-conv_c10_k3_oc", "output shape (10, 24, 24) does not give 10 class scores"),

@@ -28,6 +28,8 @@ def test_zoo_peak_activation_matches_the_measurement(path):
     "i1x12x12n4-conv_c8_k3-res_c12_s2_obac-gap-conv_c4_k1_oc",  # pre-activation: the held input is copied
     "i1x12x12n4-conv_c8_k3-res_c8_obac-gap-conv_c4_k1_oc",
     "i1x12x12n4-conv_c8_k3-dws_c16_psame-max_k2-flat-fc_c4-lsm",
+    "i1x12x12n4-res_c8_ocb-conv_c4_k1_oc-gap",  # no activation after the sum: an empty post is not a layer
+    "i1x12x12n4-conv_c8_k3-res_c8_x3-dws_c8_psame_x2-gap-conv_c4_k1_oc",  # shared blocks
 ])
 def test_block_kinds(text):
     genome = Genome.from_string(text)
