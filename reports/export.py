@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import platform
 from pathlib import Path
@@ -12,7 +13,7 @@ import torch
 from torch import nn
 
 from blocks import BudgetNASError, Genome, GenomeError, build_model
-from blocks.library import Residual
+from blocks.library import Repeated, Residual
 
 __all__ = ["CheckpointError", "ExportError", "export_onnx", "export_program", "load_checkpoint", "non_finite_parameters", "save_checkpoint",
            "standalone_source"]
@@ -101,6 +102,9 @@ class Residual(nn.Module):
 
 def _code(module: nn.Module, indent: int) -> str:
     pad = " " * indent
+    if isinstance(module, Repeated):
+        parts = [_code(m, indent + 4) for m in module.applications]
+        return "Repeated([\n" + ",\n".join(pad + "    " + p for p in parts) + f",\n{pad}])"
     if isinstance(module, Residual):
         parts = [_code(m, indent + 4) for m in (module.main, module.shortcut, module.post)]
         return "Residual(\n" + ",\n".join(pad + "    " + p for p in parts) + f",\n{pad})"
@@ -161,6 +165,8 @@ def standalone_source(genome: Genome, mean: Sequence[float] | None = None, std: 
     """
     model = build_model(genome)
     uses_residual = any(isinstance(m, Residual) for m in model.modules())
+    repeated_source = ("\n\n" + inspect.getsource(Repeated)) if any(isinstance(m, Repeated) for m in model.modules()) \
+        else ""
     spec = genome.input
     body = _code(nn.Sequential(*model), 4)
     mean = tuple(float(v) for v in mean) if mean is not None else (0.0,) * spec.channels
@@ -181,7 +187,7 @@ from torch import nn
 MEAN = {mean!r}  # per channel, of the training images scaled to [0, 1]
 STD = {std!r}
 CLASSES = {_class_names(genome, classes)!r}  # the class name of each score, by index
-{_RESIDUAL_SOURCE if uses_residual else ""}
+{_RESIDUAL_SOURCE if uses_residual else ""}{repeated_source}
 
 def preprocess(pixels: torch.Tensor) -> torch.Tensor:
     """Raw 0-255 pixels (N, C, H, W), any dtype -> the normalised float input the model was trained on."""

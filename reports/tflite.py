@@ -119,7 +119,7 @@ def _quiet_fds() -> Iterator[Path]:
 
 
 def _standalone_norms_as_convs(model: nn.Module) -> nn.Module:
-    """A copy of the eval-mode ``model`` whose BatchNorm2d layers that do not directly follow a conv (``cab``: BN
+    """A copy of the eval-mode ``model``, its shared blocks untied, whose BatchNorm2d layers that do not directly follow a conv (``cab``: BN
     after the activation; ``bac``: before the conv) are 1x1 depthwise convs computing the same affine map.
 
     The converter folds a BN into the conv it follows; a standalone one it turns into float operators
@@ -127,7 +127,13 @@ def _standalone_norms_as_convs(model: nn.Module) -> nn.Module:
     in every trained model. A depthwise conv is quantized like any other, so the model stays int8."""
     import copy
 
+    from blocks.library import Repeated
+
     model = copy.deepcopy(model).cpu().eval()
+    for repeated in [m for m in model.modules() if isinstance(m, Repeated)]:
+        # untied: with one weight tensor feeding several convs the quantizer leaves all but one in float (measured);
+        # each application's own copy is what the file stores anyway, its statistics folded in
+        repeated.applications = nn.ModuleList([copy.deepcopy(a) for a in repeated.applications])
     for parent in model.modules():
         if not isinstance(parent, nn.Sequential):
             continue

@@ -122,6 +122,9 @@ def narrow(wide: nn.Module, models: Sequence[nn.Module]) -> None:
 
 def batchable(genome: Genome) -> str | None:
     """Why ``genome`` cannot train seed-batched, or None when it can."""
+    shared = [i for i, layer in enumerate(genome.layers) if (layer.repeat or 1) > 1]
+    if shared:  # widening copies each leaf separately, which would untie the shared weights
+        return f"layer {shared[0]} shares its weights (repeat); shared blocks train one seed at a time"
     try:
         widen([build_model(genome)])
     except ValueError as e:

@@ -31,6 +31,31 @@ def test_standalone_model_matches_params_and_outputs(path, tmp_path):
     assert torch.allclose(standalone(x), model(x), atol=1e-6)
 
 
+SHARED = "i1x12x12n4-conv_c8_k3-dws_c8_psame_x3-res_c8_x2-gap-conv_c4_k1_oc"
+
+
+def _trained_statistics(genome: Genome) -> torch.nn.Module:
+    """A model whose norm statistics differ per application of a shared block (one training-mode pass)."""
+    torch.manual_seed(0)
+    model = build_model(genome)
+    with torch.no_grad():
+        model.train()(torch.randn(32, genome.input.channels, genome.input.height, genome.input.width))
+    return model.eval()
+
+
+def test_standalone_model_of_shared_weights_ties_them_and_matches(tmp_path):
+    genome = Genome.from_string(SHARED)
+    model = _trained_statistics(genome)
+    (tmp_path / "model.py").write_text(standalone_source(genome))
+    standalone = _load_source(tmp_path / "model.py").build().eval()
+    assert sum(p.numel() for p in standalone.parameters()) == sum(p.numel() for p in model.parameters())
+    standalone.load_state_dict(model.state_dict())
+    x = torch.randn(3, 1, 12, 12)
+    assert torch.allclose(standalone(x), model(x), atol=1e-6)
+    export_program(model, genome, tmp_path / "model.pt2")
+    assert torch.allclose(torch.export.load(str(tmp_path / "model.pt2")).module()(x), model(x), atol=1e-6)
+
+
 def test_checkpoint_round_trip_with_weights_only(tmp_path):
     genome = Genome.from_string("i1x12x12n4-conv_c8_k3_aprelu-res_c8-gap-conv_c4_k1_oc")
     model = build_model(genome)
@@ -90,10 +115,11 @@ def _onnxruntime():
     return onnxruntime
 
 
-ONNX_GENOMES = [*(p for p in ZOO), "i1x12x12n4-conv_c8_k3_aprelu-res_c8-max_k2-dws_c8_psame_r0.1-res_c12_s2-gap-conv_c4_k1_oc"]
+ONNX_GENOMES = [*(p for p in ZOO), "i1x12x12n4-conv_c8_k3_aprelu-res_c8-max_k2-dws_c8_psame_r0.1-res_c12_s2-gap-conv_c4_k1_oc",
+                SHARED]
 
 
-@pytest.mark.parametrize("source", ONNX_GENOMES, ids=lambda s: getattr(s, "stem", "res-dws"))
+@pytest.mark.parametrize("source", ONNX_GENOMES, ids=lambda s: s.stem if hasattr(s, "stem") else "shared" if "_x" in s else "res-dws")
 def test_onnx_export_matches_pytorch_with_a_dynamic_batch_and_metadata(source, tmp_path):
     ort = _onnxruntime()
     import onnx
@@ -101,8 +127,7 @@ def test_onnx_export_matches_pytorch_with_a_dynamic_batch_and_metadata(source, t
     from reports.export import export_onnx
 
     genome = load_genome(source)
-    torch.manual_seed(0)
-    model = build_model(genome).eval()
+    model = _trained_statistics(genome)
     export_onnx(model, genome, tmp_path / "model.onnx", [0.1307], [0.3081])
     session = ort.InferenceSession(str(tmp_path / "model.onnx"))
     for batch in (1, 7):

@@ -35,6 +35,26 @@ def test_standalone_norms_become_depthwise_convs_with_the_same_outputs():
     assert norms(model) == 5 and norms(converted) == 2  # the plain unit's and the res block's second ('cb')
 
 
+@mcu
+def test_a_shared_block_converts_like_its_unshared_copies_in_int8():
+    from blocks import build_model
+    from reports.tflite import arena_bytes, export_int8, operators
+
+    results = {}
+    for name, text in {"shared": "i1x12x12n4-conv_c8_k3-dws_c8_psame_x3-gap-conv_c4_k1_b0_oc",
+                       "copies": "i1x12x12n4-conv_c8_k3-dws_c8_psame-dws_c8_psame-dws_c8_psame-gap-conv_c4_k1_b0_oc"}.items():
+        genome = Genome.from_string(text)
+        torch.manual_seed(0)
+        model = build_model(genome)
+        with torch.no_grad():
+            model.train()(torch.randn(32, 1, 12, 12))
+        int8 = export_int8(model.eval(), genome, torch.randn(16, 1, 12, 12))
+        results[name] = (operators(int8.flatbuffer), arena_bytes(int8.flatbuffer))
+    # tied weights left the later applications in float (DEQUANTIZE, 2x the arena); untied they are int8
+    assert "DEQUANTIZE" not in results["shared"][0]
+    assert results["shared"] == results["copies"]
+
+
 def test_require_mcu_names_what_to_install(monkeypatch):
     import reports.tflite as tflite
 

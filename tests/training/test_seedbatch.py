@@ -99,5 +99,6 @@ def test_a_stopped_seed_keeps_its_status_and_the_others_go_on():
 def test_what_cannot_be_batched_is_named():
     assert batchable(GENOME) is None
     assert "PReLU" in batchable(Genome.from_string("i1x12x12n4-conv_c8_k3_aprelu-flat-fc_c4"))
+    assert "layer 1 shares its weights" in batchable(Genome.from_string("i1x12x12n4-conv_c8_k3-conv_c8_k3_psame_x2-gap-conv_c4_k1_oc"))
     with pytest.raises(ValueError, match="seed only"):
         train_seeds(GENOME, tiny_splits(), [TrainConfig(**FAST), TrainConfig(**{**FAST, "lr": 0.1})])
