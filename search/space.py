@@ -2,7 +2,8 @@
 
 A design is 2-3 stages of 1-3 blocks (conv, depthwise-separable or residual), a downsample between
 stages (max-pool, optionally followed by a 1x1 transition, or a strided first block), then a GAP
-head. Widths are sampled per stage and then scaled down uniformly until the design fits the
+head. The last block of a stage of 2-3 blocks may be applied 2-3 times with shared weights (``repeat``):
+depth and receptive field for the params of one block, which leaves the budget to wider layers. Widths are sampled per stage and then scaled down uniformly until the design fits the
 budget (``fit_to_limits``), so most proposals are feasible; the receptive-field limit cannot be
 repaired by width and is left to the checker.
 """
@@ -52,6 +53,7 @@ def _blueprint(trial: Any) -> dict:
             "type": "conv" if s == 0 else trial.suggest_categorical(f"s{s}_type", ["conv", "dws", "res"]),
             "pad": trial.suggest_categorical(f"s{s}_pad", ["valid", "same"]),
             "kernel": trial.suggest_categorical(f"s{s}_kernel", [3, 5]) if s == 0 else 3,
+            "repeat": trial.suggest_categorical(f"s{s}_repeat", [1, 2, 3]),  # the last block's (with 2+ blocks)
         }
         if s < stages - 1:
             stage["down"] = trial.suggest_categorical(f"s{s}_down", ["max", "max_1x1", "stride"])
@@ -105,17 +107,20 @@ def _build(bp: dict, spec: InputSpec, widths: dict[str, int]) -> Genome:
             last_block = s == len(bp["stages"]) - 1 and b == stage["blocks"] - 1
             dilation = 2 if last_block and stage.get("dilate_last") and size >= 9 else 1
             span = dilation * (k - 1)
+            repeat = stage.get("repeat", 1) if b == stage["blocks"] - 1 and b > 0 else 1  # keeps its channels
             fields: dict[str, Any] = {"out": width, "kernel": k, **common}
             if dilation > 1:
                 fields["dilation"] = dilation
             if stride_next:
                 fields["stride"] = 2
-            valid = stage["pad"] == "valid" and size - span >= 5 and kind != "res"
+            if repeat > 1:
+                fields["repeat"] = repeat
+            valid = stage["pad"] == "valid" and size - span * repeat >= 5 and kind != "res"
             if kind != "res":
                 fields["padding"] = 0 if valid else "same"
             add(kind, fields)
             if valid:
-                size -= span
+                size -= span * repeat
             if stride_next:
                 size = (size + 1) // 2
                 stride_next = False
@@ -201,7 +206,14 @@ def narrow_to_limits(genome: Genome, limits: Limits, steps: int = 20) -> Genome 
     original.pop(max(original))  # the classifier keeps one channel per class
 
     def fits(widths: dict[int, int]) -> Genome | None:
-        layers = [replace(layer, out=widths[i]) if i in widths else layer for i, layer in enumerate(genome.layers)]
+        layers, channels = [], genome.input.channels
+        for i, layer in enumerate(genome.layers):
+            if (layer.repeat or 1) > 1:  # a shared block keeps the width it is given
+                layer = replace(layer, out=channels)
+            elif i in widths:
+                layer = replace(layer, out=widths[i])
+            channels = layer.out or channels
+            layers.append(layer)
         try:
             narrowed = Genome.from_dict(Genome(genome.input, tuple(layers)).to_dict())
             cost = totals(narrowed)

@@ -16,7 +16,7 @@ from tests.synthetic import tiny_splits
 
 FIXED = {"stages": 2, "order": "cba", "dropout": 0.0, "head": "gap_conv", "fill": 1.0, "s0_blocks": 1, "s0_width": 8,
          "s0_pad": "same", "s0_kernel": 3, "s0_down": "max", "s0_transition_width": 8, "s1_blocks": 1, "s1_width": 8,
-         "s1_type": "conv", "s1_pad": "same", "dilate_last": False}  # one design of the space, by its parameters
+         "s1_type": "conv", "s1_pad": "same", "dilate_last": False, "s0_repeat": 1, "s1_repeat": 1}  # one design of the space, by its parameters
 
 
 def run(tmp_path, **kw):
@@ -416,7 +416,8 @@ def test_separate_rungs_are_short_runs_and_survivors_train_the_full_run_unpruned
         assert lengths in ([1], [1, 3], [1, 3, 9])  # rungs of 1 and 3 epochs (at most a third of 9), then 9
         assert set(t.intermediate_values) == {e for e in lengths if e < 9}
         for e in t.intermediate_values:  # each rung reports its own run's final accuracy
-            assert t.intermediate_values[e] == t.user_attrs["rungs"][str(e)] == 50 + 40 * int(t.user_attrs["hash"][:4], 16) / 0xFFFF + e
+            expected = 50 + 40 * (int(t.user_attrs["hash"][:4], 16) / 0xFFFF) + e  # as the trainer rounds it
+            assert t.intermediate_values[e] == t.user_attrs["rungs"][str(e)] == pytest.approx(expected, abs=1e-9)
         assert t.user_attrs["seconds"] == 2.0 * len(lengths)  # all its runs
         assert t.user_attrs["epochs_trained"] == sum(lengths)
         if t.user_attrs["status"] == "complete":

@@ -38,11 +38,28 @@ def test_without_repair_the_checker_rejects_and_says_why():
 def test_fixed_trial_gives_the_expected_design():
     params = {"stages": 2, "order": "cba", "dropout": 0.05, "head": "gap_conv", "fill": 1.0, "s0_blocks": 2, "s0_width": 16,
               "s0_pad": "valid", "s0_kernel": 3, "s0_down": "max_1x1", "s0_transition_width": 8,
-              "s1_blocks": 2, "s1_width": 16, "s1_type": "conv", "s1_pad": "valid", "dilate_last": False}
+              "s1_blocks": 2, "s1_width": 16, "s1_type": "conv", "s1_pad": "valid", "dilate_last": False,
+              "s0_repeat": 1, "s1_repeat": 1}
     genome, scale, _ = sample_genome(optuna.trial.FixedTrial(params), MNIST, Limits())  # no param budget: no scale-up
     assert scale == 1.0
     assert genome.to_string() == ("i1x28x28n10-conv_c16_k3_r0.05-conv_c16_k3_r0.05-max_k2-conv_c8_k1"
                                   "-conv_c16_k3_r0.05-conv_c16_k3_r0.05-gap-conv_c10_k1_b0_oc")
+    shared = sample_genome(optuna.trial.FixedTrial({**params, "s1_repeat": 3}), MNIST, Limits()).genome
+    assert shared.to_string() == ("i1x28x28n10-conv_c16_k3_r0.05-conv_c16_k3_r0.05-max_k2-conv_c8_k1"
+                                  "-conv_c16_k3_r0.05-conv_c16_k3_psame_r0.05_x3-gap-conv_c10_k1_b0_oc")  # 10 - 3 x 2 < 5: same
+    assert check(shared, Limits()).params == check(genome, Limits()).params  # deeper for no params
+    assert check(shared, Limits()).receptive_field == check(genome, Limits()).receptive_field + 2 * 2 * 2
+
+
+def test_the_space_proposes_shared_blocks_that_fit():
+    import optuna
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    limits = Limits(max_params=2000)
+    genomes = [sample_genome(study.ask(), MNIST, limits).genome for _ in range(60)]
+    shared = [g for g in genomes if any((layer.repeat or 1) > 1 for layer in g.layers)]
+    assert 10 <= len(shared) < 60
+    assert sum(check(g, limits).ok for g in shared) >= 0.95 * len(shared)
 
 
 def test_fit_to_limits_honours_macs_too():
@@ -111,6 +128,9 @@ def test_narrow_to_limits_carries_a_design_to_a_smaller_budget():
     macs = check(big, Limits()).macs
     assert check(narrow_to_limits(big, Limits(max_macs=macs // 2)), Limits()).macs <= macs // 2
     assert narrow_to_limits(big, Limits(max_params=100)) is None  # even 4-channel layers are over
+    shared = Genome.from_string("i1x28x28n10-conv_c16_k3-conv_c16_k3_psame_x3-max_k2-conv_c24_k3-gap-conv_c10_k1_b0_oc")
+    narrowed = narrow_to_limits(shared, Limits(max_params=3000))
+    assert narrowed.layers[1].repeat == 3 and narrowed.layers[1].out == narrowed.layers[0].out < 16
 
 
 def test_built_in_datasets_get_the_same_genomes_as_before_the_input_size_rules():
@@ -128,9 +148,19 @@ def test_built_in_datasets_get_the_same_genomes_as_before_the_input_size_rules()
         "cifar10": ["5d7e56b95bb9", "39abd824d28c", "93523137f15e", "abd4d9bbff2f", "3ba781cb8a2a", "d9c8fd83c78e",
                     "164db7efda72", "9328c488852c", "0449ebd8d7d2", "843c0823dd78", "208e760fd436", "63ff94a3019e"],
     }
+    class NoSharing:  # the later ``s*_repeat`` decisions answered 1 without a draw: the draws stay as recorded
+        def __init__(self, trial):
+            self.trial = trial
+
+        def __getattr__(self, name):
+            return getattr(self.trial, name)
+
+        def suggest_categorical(self, name, choices):
+            return 1 if name.endswith("_repeat") else self.trial.suggest_categorical(name, choices)
+
     for name, budget in (("mnist", 8000), ("cifar10", 20000)):
         study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-        hashes = [sample_genome(study.ask(), DATASETS[name].spec, Limits(max_params=budget)).genome.hash
+        hashes = [sample_genome(NoSharing(study.ask()), DATASETS[name].spec, Limits(max_params=budget)).genome.hash
                   for _ in range(12)]
         assert hashes == recorded[name]
 
