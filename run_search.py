@@ -148,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--enqueue", nargs="+", metavar="GENOME",
                         help="warm starts evaluated first: genome .json files, compact strings, or a leaderboard "
                              ".csv (its top 3); designs already in the study are not trained again")
-    search.add_argument("--sampler", default="tpe", help="tpe (default), nsga2 (accuracy up, params down) or random")
+    search.add_argument("--sampler", default="tpe", help="tpe (default), evolution (aging evolution), nsga2 (accuracy up, "
+                        "params down) or random")
     search.add_argument("--pruner", default="sha",
                         help="sha (default: successive halving over epochs), median, hyperband or none")
     search.add_argument("--storage", metavar="URL",
