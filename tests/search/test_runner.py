@@ -560,3 +560,17 @@ def test_a_long_run_says_how_its_first_epoch_went_in_the_plain_log(tmp_path):
     first = [line for line in lines if "epoch 1/9" in line]
     assert first and first[0].startswith("trial 0: full run epoch 1/9: val ") and "to the end of the run" in first[0]
     assert lines.index(first[0]) < next(i for i, line in enumerate(lines) if "trial 0 complete" in line)
+
+
+def test_the_evolution_sampler_runs_the_search_and_mutates_its_trained_trials(tmp_path):
+    s = SearchSettings(**tiny_settings(tmp_path, trials=16, epochs=9, pruner="sha", sampler="evolution",
+                                       study="evolved"))
+    run_worker(s, splits=tiny_splits(), log=lambda line: None, train_fn=_ScriptedTrainer())
+    study = open_study(s)
+    trained = [t for t in study.get_trials() if t.user_attrs.get("status") in ("complete", "pruned", "reused")]
+    assert len({t.user_attrs["hash"] for t in trained if t.user_attrs["status"] != "reused"}) == 16
+    later = [t for t in study.get_trials() if t.number >= 12 and t.params]
+    # after the 10 start-up trials each proposal is some earlier trial with one decision moved
+    for t in later:
+        earlier = [e for e in study.get_trials() if e.number < t.number and e.params]
+        assert min(sum(e.params.get(k) != v for k, v in t.params.items() if k in e.params) for e in earlier) <= 1
