@@ -52,6 +52,7 @@ class Analysis:
     receptive_field: int
     output_shape: Shape
     peak_activation: int = 0  # values: the largest ``activation`` of any layer
+    stored_params: int = 0  # weights a deployed file holds (``Totals.stored_params``)
 
     @property
     def input_shape(self) -> Shape:
@@ -318,7 +319,8 @@ def analyze(genome: Genome) -> Analysis:
     """
     rows: list[LayerCost] = []
     t, output = _walk(genome, rows)
-    return Analysis(genome, tuple(rows), t.params, t.macs, t.receptive_field, output, t.peak_activation)
+    return Analysis(genome, tuple(rows), t.params, t.macs, t.receptive_field, output, t.peak_activation,
+                    t.stored_params)
 
 
 def totals(genome: Genome) -> Totals:

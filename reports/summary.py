@@ -64,7 +64,9 @@ def render_summary(analysis: Analysis, verdict: Verdict, limits: Limits, console
         low, high = MEASURED_MARGIN["arena"], MEASURED_MARGIN["flatbuffer"]
         console.print("RAM and flash (int8): TFLM's tensor arena and the .tflite file, estimated from above")
         console.print(f"(TFLM measured {low[0]:.0%}-{low[1]:.0%} / {high[0]:.0%}-{high[1]:.0%} of them); activations "
-                      f"{analysis.peak_activation:,} B, weights {analysis.params:,} B", no_wrap=True, overflow="ellipsis")
+                      f"{analysis.peak_activation:,} B, weights {analysis.stored_params:,} B"
+                      + (" (each application of a shared block stores its own)"
+                         if analysis.stored_params != analysis.params else ""), no_wrap=True, overflow="ellipsis")
         for problem in int8_problems(analysis.genome):
             console.print(f"[yellow]int8: {problem}[/]")
     console.print(f"Limits: {limits.describe(analysis.genome)}")

@@ -37,6 +37,15 @@ def test_describe_compact_string(capsys):
     assert json.loads(capsys.readouterr().out)["params"] == 178
 
 
+def test_describe_a_shared_block_counts_its_params_once_and_its_stored_weights_per_application(capsys):
+    shared = "i1x28x28n10-conv_c8_k3-max_k2-dws_c16_psame-dws_c16_psame_x3-gap-conv_c10_k1_b0_oc"
+    assert run_search.main(["--describe", shared, "--json"]) == 0
+    described = json.loads(capsys.readouterr().out)
+    assert described["params"] == 960 and described["layers"][3]["token"] == "dws_c16_psame_x3"
+    assert run_search.main(["--describe", shared]) == 0
+    assert "weights 1,888 B (each application of a shared block stores its own)" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("args,expected", [
     (["--describe", "i1x28x28n10-conv_c8_k3-conv_c8_k31-gap"], "genome string, layer 1 (conv), field 'kernel'"),
     (["--describe", "i1x28x28n10-bogus_c8"], "unknown block type 'bogus'"),
