@@ -179,11 +179,22 @@ def export_int8(model: nn.Module, genome: Genome, calibration: torch.Tensor) -> 
             edge = litert_torch.convert(graph, example, quant_config=QuantConfig(pt2e_quantizer=quantizer))
             with tempfile.TemporaryDirectory() as tmp:
                 edge.export(str(Path(tmp) / "model.tflite"))
-                flatbuffer = (Path(tmp) / "model.tflite").read_bytes()
+                flatbuffer = _stripped((Path(tmp) / "model.tflite").read_bytes())
         except Exception as e:
             raise Int8Error(f"genome {genome.hash}: int8 conversion failed ({type(e).__name__}: "
                             f"{str(e).strip().splitlines()[0] if str(e).strip() else ''})") from None
     return _with_quantization(flatbuffer)
+
+
+def _stripped(flatbuffer: bytes) -> bytes:
+    """The flatbuffer without the strings TFLM never reads (tensor and subgraph names, description, signatures).
+    litert-torch names every tensor by its full module path: half the file of a small model (20,968 -> 10,160
+    bytes for a 1,888-param net, measured), and a size no estimate from the design's shape can follow."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
+    flatbuffer_utils.strip_strings(model)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 def _with_quantization(flatbuffer: bytes) -> Int8Model:

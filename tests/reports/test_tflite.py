@@ -55,6 +55,21 @@ def test_a_shared_block_converts_like_its_unshared_copies_in_int8():
     assert results["shared"] == results["copies"]
 
 
+@mcu
+def test_the_int8_file_holds_no_tensor_names_and_stays_under_its_estimate():
+    from blocks import build_model
+    from budgets import Limits, totals
+    from reports.tflite import export_int8
+
+    # four 16-channel dws blocks: 20,968 bytes with litert-torch's tensor names, 17% over the estimate
+    genome = Genome.from_string("i1x28x28n10-conv_c8_k3-max_k2-dws_c16_psame-dws_c16_psame-dws_c16_psame-dws_c16_psame"
+                                "-gap-conv_c10_k1_b0_oc")
+    torch.manual_seed(0)
+    int8 = export_int8(build_model(genome).eval(), genome, torch.randn(8, 1, 28, 28))
+    assert b"litert_torch" not in int8.flatbuffer and b"Sequential" not in int8.flatbuffer
+    assert int8.tflite_bytes <= Limits(precision="int8").flash_bytes(totals(genome))
+
+
 def test_require_mcu_names_what_to_install(monkeypatch):
     import reports.tflite as tflite
 
