@@ -85,20 +85,31 @@ def _run(sampler: str, seed: int, args: argparse.Namespace) -> dict:
     study = run_search(settings)
     trials = _record(study, settings)
     points = trajectory(trials, settings.epochs)
-    ranked = _rank_1(trials, settings)
+    ranked = _rank_1(trials, settings.val_size)
     return {"sampler": sampler, "seed": seed, "settings": settings.to_dict(), "seconds": round(time.time() - start, 1),
             "trials": trials, "trajectory": points, "rank_1": ranked, "date": time.strftime("%Y-%m-%d")}
 
 
-def _rank_1(trials: list[dict], settings) -> dict | None:
-    """The study's rank 1 under ``search.ranking`` (the one-standard-error rule on the validation split)."""
+def within(trials: list[dict], allowance: float) -> list[dict]:
+    """The trained trials that had finished when ``allowance`` epochs were spent (in the order they finished)."""
+    spent, kept = 0, []
+    for t in sorted((t for t in trials if t["trained"]), key=lambda t: t["finished"]):
+        spent += t["epochs_trained"]
+        if spent > allowance:
+            break
+        kept.append(t)
+    return kept
+
+
+def _rank_1(trials: list[dict], val_size: int) -> dict | None:
+    """The rank 1 of ``trials`` under ``search.ranking`` (the one-standard-error rule on the validation split)."""
     import pandas as pd
 
     from reports.leaderboard import rank_trials
 
     rows = [{"trial": t["number"], "status": t["status"], "val_acc": t["val_acc"], "params": t["params"],
              "epochs": t["epochs"], "images": 0, "genome": t["genome"]} for t in trials]
-    ranked = rank_trials(pd.DataFrame(rows), None, settings.val_size)
+    ranked = rank_trials(pd.DataFrame(rows), None, val_size)
     top = ranked[ranked["rank"] == 1]
     if top.empty:
         return None
@@ -112,7 +123,8 @@ def _summary(runs: list[dict]) -> tuple[str, dict[str, list[tuple[float, float]]
     allowance = min(r["trajectory"][-1]["epochs_spent"] for r in runs)
     samplers = sorted({r["sampler"] for r in runs})
     lines = ["| sampler | seeds | " + " | ".join(f"best val at {f:.0%} ({f * allowance:.0f} epochs)" for f in FRACTIONS)
-             + " | rank 1 (1-SE rule): val, params | distinct genomes trained | minutes per run |",
+             + f" | at {allowance:.0f} epochs: rank 1 (1-SE rule), val and params | distinct genomes trained | "
+             "minutes per whole run |",
              "| --- | ---: | " + " | ".join("---" for _ in FRACTIONS) + " | --- | ---: | ---: |"]
     curves = {}
     for sampler in samplers:
@@ -126,10 +138,10 @@ def _summary(runs: list[dict]) -> tuple[str, dict[str, list[tuple[float, float]]
                 cells.append(f"{statistics.fmean(values):.2f} ± {std:.2f} (min {min(values):.2f})")
             else:
                 cells.append("-")
-        ranks = [r["rank_1"] for r in group if r["rank_1"]]
+        ranks = [x for x in (_rank_1(within(r["trials"], allowance), r["settings"]["val_size"]) for r in group) if x]
         rank_text = (f"{statistics.fmean(x['val_acc'] for x in ranks):.2f}, "
                      f"{statistics.fmean(x['params'] for x in ranks):,.0f}" if ranks else "-")
-        distinct = statistics.fmean(len({t["genome"] for t in r["trials"] if t["trained"]}) for r in group)
+        distinct = statistics.fmean(len({t["genome"] for t in within(r["trials"], allowance)}) for r in group)
         minutes = statistics.fmean(r["seconds"] for r in group) / 60
         lines.append(f"| {sampler} | {len(group)} ({', '.join(str(r['seed']) for r in group)}) | "
                      + " | ".join(cells) + f" | {rank_text} | {distinct:.0f} | {minutes:.1f} |")
