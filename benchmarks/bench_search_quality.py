@@ -12,8 +12,10 @@ compared at equal epochs spent: at fractions of the smallest total any run of th
 
 The fidelity is a parameter: the default is a cheap replica of the default search (successive halving with
 separate 1- and 3-epoch rungs, full runs of 9 epochs, on a fixed 10,000-image training subset), so that several
-seeds fit in an afternoon; ``--epochs 15 --train-subset 0`` is the real thing. A finished run is never repeated;
-a stopped one resumes its study (``runs/search_quality``).
+seeds fit in an afternoon; ``--epochs 15 --train-subset 0`` is the real thing. The compute is equal by epochs, not
+by trials: a run that has trained its ``--trials`` but spent fewer than ``--allowance`` epochs (a sampler whose
+proposals are pruned early spends less) gets more trials until it has. A finished run is never repeated; a stopped
+one, or one below the allowance, resumes its study (``runs/search_quality``).
 """
 
 from __future__ import annotations
@@ -69,6 +71,16 @@ def _record(study, settings) -> list[dict]:
     return trials
 
 
+def _spent_enough(path: Path, allowance: int) -> bool:
+    """Whether a finished run spent ``allowance`` epochs; a run below it is removed, to be resumed."""
+    if not path.exists():
+        return False
+    if json.loads(path.read_text())["trajectory"][-1]["epochs_spent"] >= allowance:
+        return True
+    path.unlink()
+    return False
+
+
 def _run(sampler: str, seed: int, args: argparse.Namespace) -> dict:
     import optuna
     import torch
@@ -85,6 +97,11 @@ def _run(sampler: str, seed: int, args: argparse.Namespace) -> dict:
     study = run_search(settings)
     trials = _record(study, settings)
     points = trajectory(trials, settings.epochs)
+    while points[-1]["epochs_spent"] < args.allowance:  # equal compute: more trials until the allowance is spent
+        settings.trials += 5
+        study = run_search(settings)
+        trials = _record(study, settings)
+        points = trajectory(trials, settings.epochs)
     ranked = _rank_1(trials, settings.val_size)
     return {"sampler": sampler, "seed": seed, "settings": settings.to_dict(), "seconds": round(time.time() - start, 1),
             "trials": trials, "trajectory": points, "rank_1": ranked, "date": time.strftime("%Y-%m-%d")}
@@ -184,6 +201,9 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=40, help="trained trials per search")
     parser.add_argument("--epochs", type=int, default=9, help="the full fidelity (rungs of 1 and 3 epochs below it)")
     parser.add_argument("--train-subset", type=int, default=10000, help="training images (0: all 55,000)")
+    parser.add_argument("--allowance", type=int, default=200,
+                        help="epochs each run spends at least (rung runs included): trials are added until it has; "
+                             "a finished run below it is resumed")
     parser.add_argument("--runs", default="runs/search_quality", help="where the studies live (resume)")
     parser.add_argument("--plot", help="with --table: write the mean curves to this PNG")
     args = parser.parse_args()
@@ -201,6 +221,7 @@ def main() -> None:
         return
     jobs = ((f"{sampler}__s{seed}__b{args.budget}", (sampler, seed))
             for seed in range(args.seed_offset, args.seed_offset + args.seeds) for sampler in args.samplers)
+    jobs = [(stem, job) for stem, job in jobs if not _spent_enough(out / f"{stem}.json", args.allowance)]
     for path, (sampler, seed) in pending(jobs, out, args.shard):
         run = _run(sampler, seed, args)
         save(path, run)
