@@ -216,8 +216,8 @@ def main() -> None:
         print(table)
         if args.plot:
             s = runs[0]["settings"]
-            _plot(curves, Path(args.plot), f"budget {s['budget']:,}, {s['trials']} trials, full fidelity "
-                  f"{s['epochs']} epochs on {s['train_subset'] or 55000:,} images")
+            _plot(curves, Path(args.plot), f"budget {s['budget']:,}, rungs of 1 and 3 epochs, full fidelity "
+                  f"{s['epochs']} epochs on {s['train_subset'] or 55000:,} images; {len(runs)} runs")
         return
     jobs = ((f"{sampler}__s{seed}__b{args.budget}", (sampler, seed))
             for seed in range(args.seed_offset, args.seed_offset + args.seeds) for sampler in args.samplers)
