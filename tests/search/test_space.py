@@ -68,7 +68,8 @@ def test_fit_to_limits_honours_macs_too():
     trial = optuna.trial.FixedTrial({"stages": 2, "order": "cba", "dropout": 0.0, "head": "conv_gap", "fill": 1.0,
                                      "s0_blocks": 3, "s0_width": 40, "s0_pad": "same", "s0_kernel": 5,
                                      "s0_down": "stride", "s0_transition_width": 8, "s1_blocks": 3,
-                                     "s1_width": 40, "s1_type": "res", "s1_pad": "same", "dilate_last": True})
+                                     "s1_width": 40, "s1_type": "res", "s1_pad": "same", "dilate_last": True,
+                                     "s0_repeat": 1, "s1_repeat": 1})
     limits = Limits(max_params=20_000, max_macs=1_500_000)
     genome, scale, _ = fit_to_limits(_blueprint(trial), MNIST, limits)
     verdict = check(genome, limits)
@@ -82,7 +83,8 @@ def test_narrow_designs_are_scaled_up_to_their_share_of_the_budget(fill):
     trial = optuna.trial.FixedTrial({"stages": 2, "order": "cba", "dropout": 0.0, "head": "gap_conv", "fill": fill,
                                      "s0_blocks": 2, "s0_width": 8, "s0_pad": "valid", "s0_kernel": 3,
                                      "s0_down": "max", "s0_transition_width": 8, "s1_blocks": 2,
-                                     "s1_width": 8, "s1_type": "conv", "s1_pad": "valid", "dilate_last": False})
+                                     "s1_width": 8, "s1_type": "conv", "s1_pad": "valid", "dilate_last": False,
+                                     "s0_repeat": 1, "s1_repeat": 1})
     genome, scale, _ = fit_to_limits(_blueprint(trial), MNIST, Limits(max_params=20_000))
     params = check(genome, Limits()).params
     assert scale > 1.0
