@@ -159,8 +159,7 @@ def schedule(jobs: Sequence[tuple[Genome, Any]], processes: int, device_type: st
     plan: list[list[list[int]]] = []
     singles: list[int] = []
     for group in _seed_groups(jobs):
-        genome, config = jobs[group[0]]
-        if len(group) < MIN_BATCHED_SEEDS or config.ema_decay or batchable(genome) is not None:
+        if len(group) < MIN_BATCHED_SEEDS or batchable(*jobs[group[0]]) is not None:
             singles += group
             continue
         n, count = len(group), processes * -(-len(group) // (processes * SEEDS_PER_PROCESS))

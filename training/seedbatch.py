@@ -120,8 +120,10 @@ def narrow(wide: nn.Module, models: Sequence[nn.Module]) -> None:
                     value.copy_(block.view(s, *value.shape)[i])
 
 
-def batchable(genome: Genome) -> str | None:
-    """Why ``genome`` cannot train seed-batched, or None when it can."""
+def batchable(genome: Genome, config: TrainConfig | None = None) -> str | None:
+    """Why ``genome`` (with ``config``) cannot train seed-batched, or None when it can."""
+    if config is not None and config.ema_decay:
+        return "ema_decay is not supported seed-batched; the seeds train one by one"
     shared = [i for i, layer in enumerate(genome.layers) if (layer.repeat or 1) > 1]
     if shared:  # widening copies each leaf separately, which would untie the shared weights
         return f"layer {shared[0]} shares its weights (repeat); shared blocks train one seed at a time"
@@ -201,7 +203,7 @@ def train_seeds(genome: Genome, splits, configs: Sequence[TrainConfig],
     if any(replace(c, seed=0) != replace(configs[0], seed=0) for c in configs):
         raise ValueError("train_seeds: the configs must differ in their seed only")
     if configs[0].ema_decay:
-        raise ValueError("train_seeds: ema_decay is not supported seed-batched; train the seeds one by one")
+        raise ValueError(f"train_seeds: {batchable(genome, configs[0])}")
     start = time.perf_counter()
     batch = _SeedBatch(genome, splits, configs)
     setup_seconds = time.perf_counter() - start
