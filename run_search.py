@@ -126,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "flip for CIFAR-10, none for your own data (what keeps its labels is yours to say); "
                              "none; affine (small rotations); crop (shifts of up to 1/8 of the side); cropflip "
                              "(shifts and horizontal flips)")
+    search.add_argument("--translate", type=float, metavar="PX",
+                        help="with the affine augmentation: also shift each training image by up to PX pixels per "
+                             "axis (default 0; e.g. 2 on 28x28 digits); --reproduce of a leaderboard: the study's")
     search.add_argument("--data-dir", default="data", help="dataset root; downloaded there when missing (default ./data)")
     search.add_argument("--target", type=float, metavar="ACC",
                         help="accuracy in percent: during the search, a trial whose validation accuracy reaches it "
@@ -247,12 +250,21 @@ def _checked_data(settings, console):
                          image_size=settings.image_size)
     spec = splits.spec
     mode, _ = augmentation(TrainConfig(augment=settings.augment), splits)
+    _check_translate(settings.translate_px, mode)
     names = ", ".join(splits.classes[:6]) + (", ..." if len(splits.classes) > 6 else "")
     console.print(f"data: {spec.channels}x{spec.height}x{spec.width}, {spec.classes} classes ({names}); "
                   f"{len(splits.train_y):,} train / {len(splits.val_y):,} validation / {len(splits.test_y):,} test"
                   + (f"; {splits.layout}" if splits.layout else "") + f"; augment {mode}"
-                  + (" (auto)" if settings.augment == "auto" else ""), markup=False, highlight=False)
+                  + (" (auto)" if settings.augment == "auto" else "")
+                  + (f", shifts up to {settings.translate_px:g} px" if settings.translate_px else ""),
+                  markup=False, highlight=False)
     return splits
+
+
+def _check_translate(translate_px: float, mode: str) -> None:
+    if translate_px and mode != "affine":
+        raise UsageError(f"--translate {translate_px:g}: shifts belong to the affine augmentation, and this run's "
+                         f"is {mode}; add --augment affine, or drop --translate")
 
 
 def _worker_count(requested: str, device: str, log) -> int:
@@ -445,7 +457,7 @@ def _search(args: argparse.Namespace) -> int:
         max_flash=args.max_flash, precision=args.precision or "int8", int8_finals=args.precision == "int8",
         target=args.target,
         dataset=_dataset(args.dataset or "mnist"), data_dir=args.data_dir, image_size=args.image_size,
-        augment=args.augment, trials=args.trials, timeout=args.timeout,
+        augment=args.augment, translate_px=args.translate or 0.0, trials=args.trials, timeout=args.timeout,
         epochs=args.epochs or 15, min_epochs=args.min_epochs, rungs=args.rungs, sampler=args.sampler,
         pruner=args.pruner,
         storage=args.storage, study=args.study,
@@ -632,6 +644,11 @@ def _reproduce(args: argparse.Namespace) -> int:
     full = load_splits(dataset, args.data_dir, device=resolve_device(device), val_size=0,
                        image_size=args.image_size or source.image_size)
     check_genome_fits(source.genome, full.spec, dataset)
+    translate_px = args.translate if args.translate is not None else source.translate_px
+    if not args.checkpoint:
+        from training import TrainConfig, augmentation
+
+        _check_translate(translate_px, augmentation(TrainConfig(augment=args.augment), full)[0])
     console = make_console()
     render_summary(analyze(source.genome), check(source.genome, _limits(args)), _limits(args), console)
     if args.checkpoint:
@@ -660,7 +677,7 @@ def _reproduce(args: argparse.Namespace) -> int:
     seeds = _seeds(args)
     target = args.target if args.target is not None else source.target
     final, out_dir = reproduce(source, seeds=seeds, epochs=args.epochs or 15, full=full, augment=args.augment,
-                               device=device, out=args.out, log=console.print,
+                               translate_px=translate_px, device=device, out=args.out, log=console.print,
                                require_onnx=args.export == "onnx",
                                processes=_worker_count(args.workers, device, console.print), int8=int8,
                                target=target, on_int8=args.precision == "int8")

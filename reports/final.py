@@ -305,7 +305,8 @@ def finalize(study: Any, settings: Any, ranked: pd.DataFrame, top_k: int, epochs
                                                          device=resolve_device(settings.device), val_size=0,
                                                          image_size=settings.image_size)
     finals = load_finals(settings.run_dir)
-    base = TrainConfig(device=settings.device, augment=settings.augment, **settings.train_overrides)
+    base = TrainConfig(device=settings.device, augment=settings.augment, translate_px=settings.translate_px,
+                       **settings.train_overrides)
     rounds: list[tuple[int, Genome, list[int]]] = []  # (trial, genome, seeds) still to train
     for _, row in top.iterrows():
         trial = int(row["trial"])

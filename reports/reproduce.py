@@ -30,6 +30,7 @@ class Source:
     dataset: str | None  # from the study's settings.json, when known
     target: float | None
     image_size: str | None = None  # the study's --image-size
+    translate_px: float = 0.0  # the study's --translate
 
 
 def resolve_source(source: str, rank: int | None = None, trial: int | None = None) -> Source:
@@ -60,29 +61,30 @@ def resolve_source(source: str, rank: int | None = None, trial: int | None = Non
         settings = load_settings(Path(source).parent)
         study = settings.get("study", Path(source).parent.name)
         return Source(genome, f"{study}-{what.replace(' ', '')}", settings.get("dataset"), settings.get("target"),
-                      settings.get("image_size"))
+                      settings.get("image_size"), settings.get("translate_px") or 0.0)
     genome = load_genome(source)
     name = Path(source).stem if source.endswith(".json") else f"genome-{genome.hash}"
     return Source(genome, name, None, None)
 
 
 def reproduce(source: Source, *, seeds: list[int], epochs: int, full: Splits, device: str, out: str,
-              augment: str = "auto", log: Callable[[str], None] = print, require_onnx: bool = False,
-              processes: int = 1, int8: bool = False, target: float | None = None,
+              augment: str = "auto", translate_px: float = 0.0, log: Callable[[str], None] = print,
+              require_onnx: bool = False, processes: int = 1, int8: bool = False, target: float | None = None,
               on_int8: bool = False) -> tuple[FinalResult, Path]:
     """Retrain over ``seeds`` on ``full`` (the whole training set and the test set) and write ``<out>/<name>/``
     with ``summary.json`` (``FinalResult.summary``: the verdict against ``target``); returns the result and that
     folder. ``processes`` > 1 on CPU trains the seeds side by side, one single-threaded process each. ``int8``:
     each seed's model is also quantized and measured in TFLM (``reports.final.measure_int8``); ``on_int8``:
     the verdict is of those int8 accuracies."""
-    final = final_evaluation(source.genome, full, epochs, seeds, TrainConfig(device=device, augment=augment), log=log,
-                             processes=processes)
+    config = TrainConfig(device=device, augment=augment, translate_px=translate_px)
+    final = final_evaluation(source.genome, full, epochs, seeds, config, log=log, processes=processes)
     if int8 or on_int8:
         measure_int8(final, source.genome, full, log)
     out_dir = Path(out) / source.name
     write_artifacts(out_dir, source.genome, final, full, log=log, require_onnx=require_onnx)
     atomic_write(out_dir / "summary.json", json.dumps({"genome": source.genome.to_string(), "params": final.params,
                                                        "epochs": epochs, "target": target,
+                                                       "translate_px": translate_px,
                                                        **final.summary(target, on_int8)}, indent=1) + "\n")
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

@@ -31,8 +31,9 @@ WORKER_MODULES = ("search.runner", "optuna.storages._rdb.models", "alembic.comma
 # What a lost race between workers creating the same tables / study looks like (then: try again).
 _CREATION_RACE = ("already exists", "IntegrityError", "UniqueViolation", "UNIQUE constraint", "duplicate key")
 # Study attributes that must match when a study is resumed.
-_BEFORE_RECORDED = {"precision": "int8", "image_size": None}  # identity fields added later, as they were before
-_IDENTITY = ("dataset", "image_size", "budget", "min_rf", "max_macs", "max_ram", "max_flash", "precision", "objectives")
+_BEFORE_RECORDED = {"precision": "int8", "image_size": None, "translate_px": 0.0}  # identity fields added later, as they were before
+_IDENTITY = ("dataset", "image_size", "budget", "min_rf", "max_macs", "max_ram", "max_flash", "precision", "objectives",
+             "translate_px")
 
 
 class SearchError(BudgetNASError):
@@ -61,6 +62,7 @@ class SearchSettings:
     data_dir: str = "data"
     image_size: str | None = None  # "HxW": the user's images resized once at load
     augment: str = "auto"  # TrainConfig.augment
+    translate_px: float = 0.0  # TrainConfig.translate_px: affine shifts beside the rotation (part of the identity)
     trials: int = 50  # trained trials (rejected proposals do not count)
     timeout: float | None = None  # seconds, per worker
     epochs: int = 15  # the full fidelity: every surviving trial trains this many epochs
@@ -97,6 +99,8 @@ class SearchSettings:
             value = getattr(self, name)
             if value is not None and not value > 0:  # NaN too
                 raise SearchError(f"--{name.replace('_', '-')} must be > 0, got {value}")
+        if not 0 <= self.translate_px <= 64:  # NaN too
+            raise SearchError(f"--translate is a shift in pixels in [0, 64], got {self.translate_px}")
         if self.seed is not None and not 0 <= self.seed < 2 ** 32:
             raise SearchError(f"--seed must be in [0, 2**32), got {self.seed}")
         if self.storage is not None and _in_memory(self.storage):
@@ -138,7 +142,7 @@ class SearchSettings:
     def identity(self) -> dict[str, Any]:
         return {"dataset": self.dataset, "image_size": self.image_size, "budget": self.budget, "min_rf": self.min_rf, "max_macs": self.max_macs,
                 "max_ram": self.max_ram, "max_flash": self.max_flash, "precision": self.precision,
-                "objectives": "val_acc,params" if self.multi_objective else "score"}
+                "objectives": "val_acc,params" if self.multi_objective else "score", "translate_px": self.translate_px}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
