@@ -55,6 +55,7 @@ def test_an_empty_mode_argument_is_refused_and_creates_nothing(mode, tmp_path):
     (["--budget", "8000", "--storage", "sqlite:///"], "in-memory database"),
     (["--budget", "8000", "--storage", "sqlite:///:memory:"], "in-memory database"),
     (["--budget", "8000", "--finalize", "--study", "typo"], "--finalize: no study 'typo'"),
+    (["--budget", "8000", "--translate", "-2"], "--translate is a shift in pixels in [0, 64], got -2.0"),
 ])
 def test_conflicts_and_bad_values(args, expected, tmp_path):
     out = [] if "--out" in args else ["--out", str(tmp_path / "runs")]
@@ -306,4 +307,17 @@ def test_limits_no_design_can_meet_are_refused_before_the_study(limit, expected,
     result = cli("--budget", "8000", *limit, "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "runs"))
     one_line(result, 2, "no design of the search space fits")
     assert expected in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("mode", [["--budget", "3000", "--dry-run"], ["--reproduce", "i1x8x8n3-conv_c4_k3-gap-conv_c3_k1_oc"]])
+def test_translation_without_the_affine_augmentation_is_refused(mode, tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "own.npz", x_train=rng.integers(0, 255, (60, 8, 8), dtype=np.uint8),
+             y_train=np.arange(60) % 3)
+    result = cli(*mode, "--dataset", str(tmp_path / "own.npz"), "--translate", "2", "--out", str(tmp_path / "runs"),
+                 cwd=tmp_path)
+    one_line(result, 2, "--translate 2: shifts belong to the affine augmentation, and this run's is none")
     assert not (tmp_path / "runs").exists()

@@ -107,6 +107,21 @@ def test_resolve_source_by_rank_and_trial(searched):
         resolve_source(board, rank=99)
 
 
+def test_reproducing_a_leaderboard_row_keeps_the_studys_translation(searched, tmp_path):
+    import shutil
+
+    from reports.runfiles import RunFileError
+
+    assert resolve_source(str(searched.run_dir / "leaderboard.csv")).translate_px == 0.0
+    shutil.copy(searched.run_dir / "leaderboard.csv", tmp_path)
+    settings = {**searched.to_dict(), "translate_px": 2.0}
+    (tmp_path / "settings.json").write_text(json.dumps(settings))
+    assert resolve_source(str(tmp_path / "leaderboard.csv")).translate_px == 2.0
+    (tmp_path / "settings.json").write_text(json.dumps({**settings, "translate_px": "2px"}))
+    with pytest.raises(RunFileError, match="field 'translate_px' must be a number, got '2px'"):
+        resolve_source(str(tmp_path / "leaderboard.csv"))
+
+
 def test_malformed_leaderboard(tmp_path):
     path = tmp_path / "leaderboard.csv"
     path.write_text("trial,status\n1,complete\n")

@@ -109,6 +109,28 @@ def test_resuming_with_another_budget_is_a_clear_error(tmp_path):
         open_study(SearchSettings(**tiny_settings(tmp_path, budget=2000)))
 
 
+def test_translation_reaches_every_run_and_resuming_without_it_is_a_clear_error(tmp_path):
+    from training import train
+
+    configs = []
+
+    def recording(genome, splits, config, **kw):
+        configs.append(config)
+        return train(genome, splits, config, **kw)
+
+    s = SearchSettings(**tiny_settings(tmp_path, trials=1, translate_px=2.0))
+    run_worker(s, splits=tiny_splits(), log=lambda line: None, train_fn=recording)
+    assert configs and all(c.translate_px == 2.0 for c in configs)
+    with pytest.raises(SearchError, match=r"was created with translate_px 2.0 \(this run: 0.0\)"):
+        open_study(SearchSettings(**tiny_settings(tmp_path)))
+
+
+@pytest.mark.parametrize("value", [-1.0, float("nan"), 65.0])
+def test_a_translation_outside_0_to_64_pixels_is_refused(tmp_path, value):
+    with pytest.raises(SearchError, match=r"--translate is a shift in pixels in \[0, 64\]"):
+        SearchSettings(**tiny_settings(tmp_path, translate_px=value))
+
+
 def test_a_worker_opening_the_study_while_another_records_its_identity_is_not_refused(tmp_path, monkeypatch):
     s = SearchSettings(**tiny_settings(tmp_path))
     opened_meanwhile = []
