@@ -261,10 +261,11 @@ def _checked_data(settings, console):
     return splits
 
 
-def _check_translate(translate_px: float, mode: str) -> None:
+def _check_translate(translate_px: float, mode: str, recipe_of: str | None = None) -> None:
     if translate_px and mode != "affine":
-        raise UsageError(f"--translate {translate_px:g}: shifts belong to the affine augmentation, and this run's "
-                         f"is {mode}; add --augment affine, or drop --translate")
+        where, fix = (f"{recipe_of}'s recipe: translate_px", "--translate 0") if recipe_of else ("--translate", "drop --translate")
+        raise UsageError(f"{where} {translate_px:g}: shifts belong to the affine augmentation, and this run's "
+                         f"is {mode}; add --augment affine, or {fix}")
 
 
 def _worker_count(requested: str, device: str, log) -> int:
@@ -648,8 +649,12 @@ def _reproduce(args: argparse.Namespace) -> int:
     if not args.checkpoint:
         from training import TrainConfig, augmentation
 
-        _check_translate(translate_px, augmentation(TrainConfig(augment=args.augment), full)[0])
+        _check_translate(translate_px, augmentation(TrainConfig(augment=args.augment), full)[0],
+                         None if args.translate is not None else args.reproduce)
     console = make_console()
+    if translate_px and not args.checkpoint:
+        from_where = "--translate" if args.translate is not None else f"the recipe of {args.reproduce}"
+        console.print(f"training with shifts of up to {translate_px:g} px beside the rotation ({from_where})")
     render_summary(analyze(source.genome), check(source.genome, _limits(args)), _limits(args), console)
     if args.checkpoint:
         bad = non_finite_parameters(model)

@@ -232,10 +232,10 @@ class Genome:
         """Validate plain data (as loaded from JSON) into a genome; raises GenomeError."""
         if not isinstance(data, dict):
             raise GenomeError(f"a genome must be a JSON object with 'input' and 'layers', got {type(data).__name__}")
-        unknown = set(data) - {"input", "layers", "name", "description"}
+        unknown = set(data) - {"input", "layers", "name", "description", "recipe"}
         if unknown:
             raise GenomeError(f"unknown top-level key(s) {sorted(unknown)}; expected 'input', 'layers' "
-                              "(and optional 'name', 'description')")
+                              "(and optional 'name', 'description', 'recipe')")
         spec = _parse_input(data.get("input", {}))
         layers = data.get("layers")
         if not isinstance(layers, list) or not layers:

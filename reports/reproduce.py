@@ -63,8 +63,26 @@ def resolve_source(source: str, rank: int | None = None, trial: int | None = Non
         return Source(genome, f"{study}-{what.replace(' ', '')}", settings.get("dataset"), settings.get("target"),
                       settings.get("image_size"), settings.get("translate_px") or 0.0)
     genome = load_genome(source)
-    name = Path(source).stem if source.endswith(".json") else f"genome-{genome.hash}"
-    return Source(genome, name, None, None)
+    if source.endswith(".json"):
+        return Source(genome, Path(source).stem, None, None, translate_px=_recipe(source).get("translate_px", 0.0))
+    return Source(genome, f"genome-{genome.hash}", None, None)
+
+
+RECIPE_FIELDS = {"translate_px": "a shift in pixels in [0, 64] (--translate)"}
+
+
+def _recipe(path: str) -> dict:
+    """The optional ``recipe`` of a genome file: training settings its claim was measured with, which
+    ``--reproduce`` uses unless the command line says otherwise."""
+    recipe = json.loads(Path(path).read_text(encoding="utf-8-sig")).get("recipe", {})  # load_genome read it
+    if not isinstance(recipe, dict):
+        raise ReproduceError(f"{path}: 'recipe' must be an object, got {type(recipe).__name__}")
+    for key, value in recipe.items():
+        if key not in RECIPE_FIELDS:
+            raise ReproduceError(f"{path}: unknown recipe field {key!r}; known: {', '.join(RECIPE_FIELDS)}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 64:
+            raise ReproduceError(f"{path}: recipe field {key!r} must be {RECIPE_FIELDS[key]}, got {value!r}")
+    return recipe
 
 
 def reproduce(source: Source, *, seeds: list[int], epochs: int, full: Splits, device: str, out: str,

@@ -321,3 +321,34 @@ def test_translation_without_the_affine_augmentation_is_refused(mode, tmp_path):
                  cwd=tmp_path)
     one_line(result, 2, "--translate 2: shifts belong to the affine augmentation, and this run's is none")
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_genome_files_recipe_is_used_by_reproduce_and_checked(tmp_path):
+    import numpy as np
+
+    from reports.reproduce import ReproduceError, resolve_source
+
+    genome = {"input": {"channels": 1, "height": 8, "width": 8, "classes": 3},
+              "layers": [{"type": "conv", "out": 4, "kernel": 3}, {"type": "gap"},
+                         {"type": "conv", "out": 3, "kernel": 1, "order": "c"}]}
+    path = tmp_path / "g.json"
+    path.write_text(json.dumps({**genome, "recipe": {"translate_px": 2}}))
+    assert resolve_source(str(path)).translate_px == 2
+    assert resolve_source(str(tmp_path / "g.json")).genome.to_string().startswith("i1x8x8n3-conv_c4_k3")
+    for recipe, expected in [({"translate_px": -1}, "recipe field 'translate_px' must be a shift in pixels"),
+                             ({"rotation": 5}, "unknown recipe field 'rotation'"), ([2], "'recipe' must be an object")]:
+        path.write_text(json.dumps({**genome, "recipe": recipe}))
+        with pytest.raises(ReproduceError, match=expected):
+            resolve_source(str(path))
+    path.write_text(json.dumps({**genome, "recipe": {"translate_px": 2}}))
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "own.npz", x_train=rng.integers(0, 255, (60, 8, 8), dtype=np.uint8), y_train=np.arange(60) % 3)
+    one_line(cli("--reproduce", str(path), "--dataset", str(tmp_path / "own.npz"), "--out", str(tmp_path / "runs"),
+                 cwd=tmp_path), 2, "g.json's recipe: translate_px 2: shifts belong to the affine augmentation")
+    done = cli("--reproduce", str(path), "--dataset", str(tmp_path / "own.npz"), "--augment", "affine", "--epochs", "1",
+               "--seeds", "1", "--out", str(tmp_path / "runs"), "--device", "cpu", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"shifts of up to 2 px beside the rotation (the recipe of {path})" in done.stdout
+    assert json.loads((tmp_path / "runs" / "g" / "summary.json").read_text())["translate_px"] == 2
+    saved = torch.load(tmp_path / "runs" / "g" / "checkpoint_seed0.pt", weights_only=False)
+    assert saved["train_config"]["translate_px"] == 2
