@@ -159,7 +159,7 @@ def _features(row: dict, what: str) -> list[float]:
     from budgets import totals
 
     t = totals(Genome.from_string(row["genome"]))
-    return [1.0, t.tflm_tensors if what == "arena" else t.params, t.operators, t.channels]
+    return [1.0, t.tflm_tensors if what == "arena" else t.stored_params, t.operators, t.channels]
 
 
 def envelope(rows: list[dict], what: str) -> list[float]:
