@@ -10,7 +10,7 @@ from budgets import Limits, check, totals
 from budgets.tflm import int8_problems
 from tests.conftest import ROOT
 
-MEASURED = [ROOT / "benchmarks" / "results" / "int8" / name for name in ("factors.jsonl", "measured.jsonl")]
+MEASURED = [ROOT / "benchmarks" / "results" / "int8" / "stripped" / name for name in ("factors.jsonl", "measured.jsonl")]
 BASE = "i1x28x28n10-conv_c8_k3{u}-max_k2-conv_c8_k3{u}-gap-conv_c10_k1_oc"
 
 
@@ -35,6 +35,25 @@ def test_activations_that_do_not_run_in_int8_are_named_with_their_layer():
     assert problems[0].startswith("layer 0 (conv), field 'act': gelu") and "layer 1 (conv), field 'act': prelu" in problems[1]
     assert "falls back to float" in int8_problems(Genome.from_string(BASE.format(u="_ahswish")))[0]
     assert int8_problems(Genome.from_string(BASE.format(u="_arelu6_ocab"))) == []
+
+
+@pytest.mark.parametrize("text, problem", [
+    # measured in TFLM (BENCHMARKS.md, "int8 on the device"): each refused design next to its accepted neighbours
+    ("res_c6_s2-gap-conv_c10_k1_oc", "layer 0 (res), field 'stride': a strided residual block on the input"),
+    ("conv_c8_k3-res_c8_arelu6-res_c8_arelu6-gap-conv_c10_k1_oc", "layer 2 (res), field 'act': relu6 in a residual block right after another (layer 1"),
+    ("conv_c8_k3-res_c8_arelu6-max_k2-res_c8_ocab_arelu6-gap-conv_c10_k1_oc", "layer 3 (res), field 'act': relu6"),
+    ("conv_c8_k3-res_c8_arelu6-res_c12_s2_arelu6-gap-conv_c10_k1_oc", "layer 2 (res), field 'act': relu6"),
+    ("conv_c8_k3-res_c8_ocab_arelu6_x2-gap-conv_c10_k1_oc", "layer 1 (res), field 'repeat': a relu6 residual block applied 2 times"),
+    ("conv_c8_k3-res_c8-res_c12_s2-gap-conv_c10_k1_oc", None),
+    ("conv_c8_k3-res_c8_arelu6-res_c8-gap-conv_c10_k1_oc", None),
+    ("conv_c8_k3-res_c8-res_c8_arelu6-gap-conv_c10_k1_oc", None),
+    ("conv_c8_k3-res_c8_ocab_arelu6-conv_c8_k3_ocab_arelu6-res_c8_ocab_arelu6-gap-conv_c10_k1_oc", None),
+    ("conv_c8_k3-res_c8_ocab_x2-gap-conv_c10_k1_oc", None),
+    ("conv_c8_k3_s2_psame-conv_c8_k3-gap-conv_c10_k1_oc", None),
+])
+def test_residual_patterns_the_converter_leaves_in_float_or_cannot_convert(text, problem):
+    problems = int8_problems(Genome.from_string("i1x28x28n10-" + text))
+    assert (problems[0].startswith(problem) and len(problems) == 1) if problem else problems == []
 
 
 @pytest.mark.skipif(not all(p.is_file() for p in MEASURED), reason="no measurements")
