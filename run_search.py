@@ -645,15 +645,19 @@ def _reproduce(args: argparse.Namespace) -> int:
     full = load_splits(dataset, args.data_dir, device=resolve_device(device), val_size=0,
                        image_size=args.image_size or source.image_size)
     check_genome_fits(source.genome, full.spec, dataset)
-    translate_px = args.translate if args.translate is not None else source.translate_px
+    from_recipe = args.translate is None
+    translate_px = source.translate_px if from_recipe else args.translate
     if not args.checkpoint:
         from training import TrainConfig, augmentation
+        from training.shift import MAX_SHIFT_PX, is_shift
 
+        if not is_shift(translate_px):
+            raise UsageError(f"--translate is a shift in pixels in [0, {MAX_SHIFT_PX}], got {translate_px}")
         _check_translate(translate_px, augmentation(TrainConfig(augment=args.augment), full)[0],
-                         None if args.translate is not None else args.reproduce)
+                         args.reproduce if from_recipe else None)
     console = make_console()
     if translate_px and not args.checkpoint:
-        from_where = "--translate" if args.translate is not None else f"the recipe of {args.reproduce}"
+        from_where = f"the recipe of {args.reproduce}" if from_recipe else "--translate"
         console.print(f"training with shifts of up to {translate_px:g} px beside the rotation ({from_where})")
     render_summary(analyze(source.genome), check(source.genome, _limits(args)), _limits(args), console)
     if args.checkpoint:

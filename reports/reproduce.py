@@ -15,6 +15,7 @@ from reports.final import FinalResult, final_evaluation, measure_int8, write_art
 from reports.leaderboard import read_leaderboard
 from reports.runfiles import atomic_write, load_settings
 from training import Splits, TrainConfig
+from training.shift import MAX_SHIFT_PX, is_shift
 
 __all__ = ["ReproduceError", "Source", "resolve_source", "reproduce"]
 
@@ -68,7 +69,7 @@ def resolve_source(source: str, rank: int | None = None, trial: int | None = Non
     return Source(genome, f"genome-{genome.hash}", None, None)
 
 
-RECIPE_FIELDS = {"translate_px": "a shift in pixels in [0, 64] (--translate)"}
+RECIPE_FIELDS = {"translate_px": (is_shift, f"a shift in pixels in [0, {MAX_SHIFT_PX}] (--translate)")}
 
 
 def _recipe(path: str) -> dict:
@@ -80,8 +81,9 @@ def _recipe(path: str) -> dict:
     for key, value in recipe.items():
         if key not in RECIPE_FIELDS:
             raise ReproduceError(f"{path}: unknown recipe field {key!r}; known: {', '.join(RECIPE_FIELDS)}")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 64:
-            raise ReproduceError(f"{path}: recipe field {key!r} must be {RECIPE_FIELDS[key]}, got {value!r}")
+        valid, what = RECIPE_FIELDS[key]
+        if not valid(value):
+            raise ReproduceError(f"{path}: recipe field {key!r} must be {what}, got {value!r}")
     return recipe
 
 

@@ -16,6 +16,7 @@ import optuna
 from blocks import BudgetNASError
 from budgets import Limits
 from search.plan import REDUCTION
+from training.shift import MAX_SHIFT_PX, is_shift
 from training.parallel import available_memory_gib
 
 __all__ = ["SearchError", "SearchSettings", "StorageFailure", "SAMPLERS", "PRUNERS", "RUNGS", "WORKER_MODULES",
@@ -99,8 +100,8 @@ class SearchSettings:
             value = getattr(self, name)
             if value is not None and not value > 0:  # NaN too
                 raise SearchError(f"--{name.replace('_', '-')} must be > 0, got {value}")
-        if not 0 <= self.translate_px <= 64:  # NaN too
-            raise SearchError(f"--translate is a shift in pixels in [0, 64], got {self.translate_px}")
+        if not is_shift(self.translate_px):
+            raise SearchError(f"--translate is a shift in pixels in [0, {MAX_SHIFT_PX}], got {self.translate_px}")
         if self.seed is not None and not 0 <= self.seed < 2 ** 32:
             raise SearchError(f"--seed must be in [0, 2**32), got {self.seed}")
         if self.storage is not None and _in_memory(self.storage):
