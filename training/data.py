@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -55,6 +55,7 @@ class Splits:
     classes: list[str] | None = None  # class names by label (the user's folder names); None: "0", "1", ...
     layout: str = ""  # how the user's data was read, for the plan line ("" for the built-in datasets)
     user_data: bool = False  # the user's own images (``training.userdata``), not a built-in dataset
+    warnings: list[str] = field(default_factory=list)  # about the user's data, for the plan (empty classes)
 
     @property
     def device(self) -> torch.device:
@@ -130,7 +131,7 @@ def load_splits(name: str = "mnist", data_dir: str | Path = "data", *, device: t
         train_idx, val_idx = stratified_split(user.train_y, share, split_seed) if share else (
             torch.arange(len(user.train_y)), torch.zeros(0, dtype=torch.int64))
         return _splits(name, user.spec, user.train_x, user.train_y, user.test_x, user.test_y, train_idx, val_idx,
-                       device, classes=user.classes, layout=user.layout, user_data=True)
+                       device, classes=user.classes, layout=user.layout, user_data=True, warnings=user.warnings)
     info = DATASETS.get(name)
     if info is None:
         raise DataError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}, or the path of an image folder "
@@ -168,17 +169,34 @@ def load_splits(name: str = "mnist", data_dir: str | Path = "data", *, device: t
     return _splits(name, info.spec, train_x, train_y, test_x, test_y, order[val_size:], order[:val_size], device)
 
 
+def _channel_moments(x: torch.Tensor, chunk_values: int = 1 << 21) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images (N, C, H, W) in [0, 1] units, a chunk of images at a time (a float
+    copy of the whole set would take four times its memory)."""
+    chunk = max(1, chunk_values // max(x[0].numel() if len(x) else 1, 1))
+    total = torch.zeros(x.shape[1], dtype=torch.float64)
+    squares = torch.zeros(x.shape[1], dtype=torch.float64)
+    for a in range(0, len(x), chunk):
+        part = x[a:a + chunk].double().div_(255)
+        total += part.sum(dim=(0, 2, 3))
+        squares += part.square().sum(dim=(0, 2, 3))
+    count = max(x.numel() // max(x.shape[1], 1), 1)
+    mean = total / count
+    var = (squares - count * mean.square()) / max(count - 1, 1)
+    std = var.clamp_min(0).sqrt()
+    return tuple(mean.tolist()), tuple(max(v, 1e-3) for v in std.tolist())  # a constant channel must not divide by 0
+
+
 def _splits(name: str, spec: InputSpec, train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
             test_y: torch.Tensor, train_idx: torch.Tensor, val_idx: torch.Tensor, device: torch.device | str,
-            classes: list[str] | None = None, layout: str = "", user_data: bool = False) -> Splits:
+            classes: list[str] | None = None, layout: str = "", user_data: bool = False,
+            warnings: list[str] | None = None) -> Splits:
     """The splits on ``device``, normalised by the training split's per-channel mean and std."""
-    scaled = train_x[train_idx].float().div_(255)
-    mean = tuple(scaled.mean(dim=(0, 2, 3)).tolist())
-    std = tuple(max(v, 1e-3) for v in scaled.std(dim=(0, 2, 3)).tolist())  # a constant channel must not divide by 0
+    train = train_x[train_idx]
+    mean, std = _channel_moments(train)
     device = torch.device(device)
-    return Splits(name, spec, train_x[train_idx].to(device), train_y[train_idx].to(device),
+    return Splits(name, spec, train.to(device), train_y[train_idx].to(device),
                   train_x[val_idx].to(device), train_y[val_idx].to(device), test_x.to(device), test_y.to(device),
-                  mean, std, classes or [str(i) for i in range(spec.classes)], layout, user_data)
+                  mean, std, classes or [str(i) for i in range(spec.classes)], layout, user_data, warnings or [])
 
 
 def _download(info: _DatasetInfo, root: Path) -> None:
