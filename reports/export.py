@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import inspect
+import io
 import json
 import platform
 from pathlib import Path
@@ -14,6 +15,7 @@ from torch import nn
 
 from blocks import BudgetNASError, Genome, GenomeError, build_model
 from blocks.library import Repeated, Residual
+from reports.runfiles import atomic_write
 
 __all__ = ["CheckpointError", "ExportError", "export_onnx", "export_program", "load_checkpoint", "non_finite_parameters", "save_checkpoint",
            "standalone_source"]
@@ -32,9 +34,12 @@ def _versions() -> dict[str, str]:
 
 
 def save_checkpoint(path: Path, model: nn.Module, genome: Genome, config: dict, seed: int, metrics: list) -> None:
-    """state_dict + genome + training config + seed + library versions; loadable with ``weights_only=True``."""
+    """state_dict + genome + training config + seed + library versions; loadable with ``weights_only=True``.
+    Written all or nothing (``reports.runfiles.atomic_write``): a full disk leaves no truncated file."""
+    buffer = io.BytesIO()
     torch.save({"state_dict": model.state_dict(), "genome": genome.to_string(), "genome_hash": genome.hash,
-                "train_config": config, "seed": seed, "versions": _versions(), "metrics": metrics}, path)
+                "train_config": config, "seed": seed, "versions": _versions(), "metrics": metrics}, buffer)
+    atomic_write(path, buffer.getvalue())
 
 
 def load_checkpoint(path: str | Path, genome: Genome | None = None) -> tuple[nn.Module, dict]:
@@ -83,7 +88,9 @@ def export_program(model: nn.Module, genome: Genome, path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.export.export(model.cpu().eval(), example, dynamic_shapes=({0: torch.export.Dim("batch")},))
-    torch.export.save(program, str(path))
+    buffer = io.BytesIO()  # torch.export.save's own file writer aborts the process on a full disk
+    torch.export.save(program, buffer)
+    atomic_write(path, buffer.getvalue())
 
 
 _RESIDUAL_SOURCE = '''
@@ -241,4 +248,4 @@ def export_onnx(model: nn.Module, genome: Genome, path: Path, mean: Sequence[flo
                        *((("seed", str(seed)),) if seed is not None else ()), ("producer", "BudgetNAS")):
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
-    onnx.save(proto, str(path))
+    atomic_write(path, proto.SerializeToString())

@@ -6,17 +6,20 @@ report test accuracy (mean, std, min, per epoch); write checkpoint, model.pt2, m
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import math
+import os
 import statistics
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pandas as pd
 import torch
 
-from blocks import Genome
+from blocks import BudgetNASError, Genome
 from reports.export import ExportError, export_onnx, export_program, save_checkpoint, standalone_source
 from reports.runfiles import atomic_write, load_finals, save_finals
 from reports.tflite import CALIBRATION_IMAGES, Int8Error, Int8Model, TflmMeasurement
@@ -24,7 +27,8 @@ from reports.verdict import decided, lower_bound, share_at_target, verdict
 from training import EpochMetrics, Splits, TrainConfig, TrainResult, load_splits, resolve_device
 from training.parallel import train_many, waves
 
-__all__ = ["FinalResult", "checkpoint_int8", "final_evaluation", "finalize", "measure_int8", "write_artifacts"]
+__all__ = ["FinalResult", "FinalsBusyError", "checkpoint_int8", "final_evaluation", "finalize", "finals_lock",
+           "measure_int8", "reusable_run", "save_run_checkpoint", "write_artifacts", "write_exports"]
 
 
 @dataclass
@@ -153,33 +157,36 @@ def _epoch_logger(groups: list[tuple[str, list[int], list[int]]], log: Callable[
     return on_epoch
 
 
-def _final_result(genome: Genome, runs: list[TrainResult], log: Callable[[str], None]) -> FinalResult:
+def _final_result(genome: Genome, runs: list[TrainResult], log: Callable[[str], None], title: str = "") -> FinalResult:
     for result in runs:
         if result.status != "complete":
             log(f"  seed {result.seed} ended with status {result.status}")
     final = FinalResult(genome.to_string(), runs[0].params if runs else 0, [r.seed for r in runs],
                         [[asdict(m) for m in r.epochs] for r in runs], [r.status for r in runs], runs)
-    log(f"test accuracy over {len(final.final_accs)} seed(s): {final.mean:.2f} ± {final.std:.2f} % "
+    log(f"{title + ': ' if title else ''}test accuracy over {len(final.final_accs)} seed(s): {final.mean:.2f} ± {final.std:.2f} % "
         f"(min {final.min:.2f} %)")
     return final
 
 
-def write_artifacts(out_dir: Path, genome: Genome, final: FinalResult, full: Splits,
-                    log: Callable[[str], None] = print, require_onnx: bool = False) -> list[Path]:
-    """checkpoint_seed<N>.pt per seed, model.pt2 and model.onnx (first seed), model.int8.tflite and
-    model.int8.json (first seed, when measured: ``measure_int8``), model.py and metrics.csv.
+def save_run_checkpoint(out_dir: Path, genome: Genome, result: TrainResult, full: Splits) -> Path:
+    """``checkpoint_seed<N>.pt`` of one finished run, written all or nothing; its ``train_config`` records the
+    normalisation, dataset and classes besides the training knobs (``reusable_run`` reads them back)."""
+    path = out_dir / f"checkpoint_seed{result.seed}.pt"
+    config = {**result.config, "normalize": {"mean": list(full.mean), "std": list(full.std)},
+              "dataset": full.name, "classes": full.classes}
+    save_checkpoint(path, result.model, genome, config, result.seed, [asdict(m) for m in result.epochs])
+    return path
 
-    Without the optional ONNX packages, model.onnx is skipped with one line (an error if ``require_onnx``).
-    """
+
+def write_exports(out_dir: Path, genome: Genome, final: FinalResult, full: Splits,
+                  log: Callable[[str], None] = print, require_onnx: bool = False) -> list[Path]:
+    """model.pt2 and model.onnx (first seed), model.int8.tflite and model.int8.json (first seed, when measured:
+    ``measure_int8``), metrics.csv, and model.py last (``_already_evaluated`` takes it as the sign that all are
+    there). Every file is written all or nothing. Without the optional ONNX packages, model.onnx is skipped with one
+    line (an error if ``require_onnx``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     results = final.runs
-    for result in results:
-        path = out_dir / f"checkpoint_seed{result.seed}.pt"
-        config = {**result.config, "normalize": {"mean": list(full.mean), "std": list(full.std)},
-                  "dataset": full.name, "classes": full.classes}
-        save_checkpoint(path, result.model, genome, config, result.seed, [asdict(m) for m in result.epochs])
-        written.append(path)
     if results:
         export_program(results[0].model, genome, out_dir / "model.pt2")
         written.append(out_dir / "model.pt2")
@@ -195,12 +202,58 @@ def write_artifacts(out_dir: Path, genome: Genome, final: FinalResult, full: Spl
     if first in final.int8_models:
         _write_int8(out_dir, genome, final.int8_models[first], final.int8[first], first, full)
         written += [out_dir / "model.int8.tflite", out_dir / "model.int8.json"]
-    (out_dir / "model.py").write_text(standalone_source(genome, mean=full.mean, std=full.std, classes=full.classes))
-    written.append(out_dir / "model.py")
     rows = [{"seed": seed, **epoch} for seed, epochs in zip(final.seeds, final.per_seed) for epoch in epochs]
-    pd.DataFrame(rows).to_csv(out_dir / "metrics.csv", index=False)
+    atomic_write(out_dir / "metrics.csv", pd.DataFrame(rows).to_csv(index=False))
     written.append(out_dir / "metrics.csv")
+    atomic_write(out_dir / "model.py", standalone_source(genome, mean=full.mean, std=full.std, classes=full.classes))
+    written.append(out_dir / "model.py")
     return written
+
+
+def write_artifacts(out_dir: Path, genome: Genome, final: FinalResult, full: Splits,
+                    log: Callable[[str], None] = print, require_onnx: bool = False) -> list[Path]:
+    """checkpoint_seed<N>.pt per seed (``save_run_checkpoint``), then ``write_exports``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = [save_run_checkpoint(out_dir, genome, result, full) for result in final.runs]
+    return written + write_exports(out_dir, genome, final, full, log, require_onnx)
+
+
+_NOT_COMPARED = ("device", "normalize", "dataset", "classes")  # a run's config fields that do not change its result
+UNUSED = "unused"  # final/trial<N>/unused/: checkpoints of seeds a finalist's result does not use
+
+
+def reusable_run(out_dir: Path, genome: Genome, config: TrainConfig, full: Splits) -> TrainResult | None:
+    """The finished run of ``config.seed`` saved in ``out_dir`` (or its ``unused/``) by an earlier final evaluation
+    with the same genome, data and training config (every knob but the device), epochs complete; None otherwise."""
+    from reports.export import CheckpointError, load_checkpoint
+
+    want = asdict(config)
+    for path in (out_dir / f"checkpoint_seed{config.seed}.pt", out_dir / UNUSED / f"checkpoint_seed{config.seed}.pt"):
+        if not path.is_file():
+            continue
+        try:
+            model, data = load_checkpoint(path, genome)
+            saved = data.get("train_config") or {}
+            epochs = [EpochMetrics(**m) for m in data.get("metrics") or []]
+        except (CheckpointError, TypeError):
+            continue
+        if (saved.get("dataset") != full.name or len(epochs) != config.epochs
+                or any(epoch.test_acc is None for epoch in epochs)
+                or any(saved.get(k) != v for k, v in want.items() if k not in _NOT_COMPARED)):
+            continue
+        return TrainResult("complete", epochs, sum(e.seconds for e in epochs), "reused", config.seed,
+                           sum(p.numel() for p in model.parameters()), {**want, "device": saved.get("device")}, model)
+    return None
+
+
+def _set_aside_unused(out_dir: Path, seeds: list[int]) -> None:
+    """Move the checkpoints of seeds not in ``seeds`` to ``unused/``: the folder holds the finalist's result only;
+    nothing computed is deleted (``reusable_run`` finds them there)."""
+    for path in out_dir.glob("checkpoint_seed*.pt"):
+        seed = path.stem.removeprefix("checkpoint_seed")
+        if seed.isdigit() and int(seed) not in seeds:
+            (out_dir / UNUSED).mkdir(exist_ok=True)
+            os.replace(path, out_dir / UNUSED / path.name)
 
 
 def _write_int8(out_dir: Path, genome: Genome, model: Int8Model, measured: TflmMeasurement, seed: int | None,
@@ -282,7 +335,35 @@ def _already_evaluated(summary: dict | None, folder: Path, epochs: int, seeds: l
             return False
     if any(len(accs) != epochs for accs in summary.get("per_epoch_test_acc", [])):
         return False
-    return all((folder / f"checkpoint_seed{seed}.pt").is_file() for seed in done)
+    return (folder / "model.py").is_file() and all((folder / f"checkpoint_seed{seed}.pt").is_file() for seed in done)
+
+
+class FinalsBusyError(BudgetNASError):
+    """Another command is running the final evaluation of the same run directory."""
+
+
+@contextlib.contextmanager
+def finals_lock(run_dir: Path) -> Iterator[None]:
+    """Hold ``<run_dir>/finals.lock`` while a final evaluation runs: a second one on the same run directory is
+    refused at once with one line (``FinalsBusyError``) instead of overwriting the first one's finals.json. The
+    lock is the kernel's (``flock``): it goes with the process that held it, however that process ended."""
+    import fcntl
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "finals.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise FinalsBusyError(f"{run_dir}: another command (pid {holder}) is running the final evaluation of this "
+                                  "run; wait for it to end, then run --finalize again if you want more") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
 
 
 def finalize(study: Any, settings: Any, ranked: pd.DataFrame, top_k: int, epochs: int, seeds: list[int],
@@ -291,16 +372,26 @@ def finalize(study: Any, settings: Any, ranked: pd.DataFrame, top_k: int, epochs
              max_seeds: int | None = None) -> dict:
     """Retrain the ``top_k`` best rows of ``ranked`` (a leaderboard frame) on the full training set over ``seeds``.
 
-    Test-set summaries go to ``<run_dir>/finals.json`` after each finalist (``on_final(finals)`` is called
-    then, e.g. to rewrite the leaderboard); artifacts go to ``<run_dir>/final/trial<N>/``. Returns the finals.
+    Each seed's checkpoint is written to ``<run_dir>/final/trial<N>/`` as soon as its run ends; a seed whose
+    checkpoint is there from an earlier, interrupted evaluation with the same config is reused, not retrained
+    (``reusable_run``). Test-set summaries go to ``<run_dir>/finals.json`` after each finalist's round, before its
+    exports (``on_final(finals)`` is called then, e.g. to rewrite the leaderboard). Returns the finals.
     ``processes`` > 1 on CPU trains the runs (finalists x seeds) side by side (``training.parallel``).
     ``max_seeds`` (``--seeds auto``): racing. A finalist whose verdict is still open after ``seeds``
     (``reports.verdict.decided``) gets more seeds, as many at a time as there are processes, up to ``max_seeds``.
+    One final evaluation at a time per run directory (``finals_lock``).
     """
     top = ranked[ranked["rank"].notna()].head(top_k)
     if top.empty:
         log("final evaluation: no trained trial to evaluate")
         return {}
+    with finals_lock(Path(settings.run_dir)):
+        return _finalize(settings, top, epochs, seeds, log, splits, on_final, processes, max_seeds)
+
+
+def _finalize(settings: Any, top: pd.DataFrame, epochs: int, seeds: list[int], log: Callable[[str], None],
+              splits: Splits | None, on_final: Callable[[dict], None] | None, processes: int,
+              max_seeds: int | None) -> dict:
     full = splits if splits is not None else load_splits(settings.dataset, settings.data_dir,
                                                          device=resolve_device(settings.device), val_size=0,
                                                          image_size=settings.image_size)
@@ -322,44 +413,77 @@ def finalize(study: Any, settings: Any, ranked: pd.DataFrame, top_k: int, epochs
         rounds.append((trial, genome, list(seeds)))
     runs_of: dict[int, list[TrainResult]] = {trial: [] for trial, _, _ in rounds}
     int8_of: dict[int, tuple[dict, dict]] = {}  # trial -> its seeds' int8 measurements and models, across rounds
+    folder_of = {trial: settings.run_dir / "final" / f"trial{trial}" for trial, _, _ in rounds}
     while rounds:
         jobs: list[tuple[Genome, TrainConfig]] = []  # every finalist's runs go to one pool, so none waits for another
-        groups: list[tuple[str, list[int], list[int]]] = []
         owner: dict[int, tuple[int, Genome, range]] = {}
+        reused: dict[int, TrainResult] = {}
         for trial, genome, round_seeds in rounds:
             indices = range(len(jobs), len(jobs) + len(round_seeds))
             owner.update({i: (trial, genome, indices) for i in indices})
             jobs += _final_jobs(genome, epochs, round_seeds, base)
-            groups.append((f"trial {trial}", list(indices), round_seeds))
+            for i in indices:
+                run = reusable_run(folder_of[trial], genome, jobs[i][1], full)
+                if run is not None:
+                    reused[i] = run
+                    log(f"trial {trial} seed {run.seed}: reused from {folder_of[trial]} (an earlier run of this "
+                        f"config): test accuracy {run.epochs[-1].test_acc:.2f}%")
+        trained_in_round = {trial: False for trial, _, _ in rounds}
         rounds = []
+        todo = [i for i in range(len(jobs)) if i not in reused]
+        groups = []
+        for trial in dict.fromkeys(owner[i][0] for i in todo):
+            mine = [k for k, i in enumerate(todo) if owner[i][0] == trial]
+            groups.append((f"trial {trial}", mine, [jobs[todo[k]][1].seed for k in mine]))
+        train_jobs = [jobs[i] for i in todo]
+        logger = _epoch_logger(groups, log, waves(train_jobs, processes, full.device.type))
+        finished = ((todo[k], result) for k, result in train_many(train_jobs, full, processes, on_epoch=logger))
         results: dict[int, TrainResult] = {}
-        logger = _epoch_logger(groups, log, waves(jobs, processes, full.device.type))
-        for index, result in train_many(jobs, full, processes, on_epoch=logger):
-            results[index] = result
+        for index, result in itertools.chain(reused.items(), finished):
             trial, genome, indices = owner[index]
+            if index not in reused:
+                trained_in_round[trial] = True
+                if result.status == "complete" and result.model is not None:  # kept at once: a kill loses no seed
+                    save_run_checkpoint(folder_of[trial], genome, result, full)
+            results[index] = result
             if not all(i in results for i in indices):  # this finalist still has runs going
                 continue
             runs_of[trial] += [results.pop(i) for i in indices]
-            log(f"trial {trial}:")
-            final = _final_result(genome, runs_of[trial], log)
+            final = _final_result(genome, runs_of[trial], log, title=f"trial {trial}")
+            done = len(runs_of[trial])
+            more_seeds = (max_seeds is not None and done < max_seeds
+                          and not decided(final.judged_accs(settings.int8_finals), settings.target))
             if settings.int8_finals:
                 final.int8, final.int8_models = int8_of.setdefault(trial, ({}, {}))
-                try:
-                    measure_int8(final, genome, full, log)
-                except Int8Error as e:  # recorded with the finalist: its fp32 results stand, the others go on
-                    final.int8_error = str(e)
-                    log(f"trial {trial}: no int8 model: {e}")
-            write_artifacts(settings.run_dir / "final" / f"trial{trial}", genome, final, full)
-            finals[str(trial)] = final.summary(settings.target, settings.int8_finals, settings.max_ram,
-                                               settings.max_flash)
-            save_finals(settings.run_dir, finals)
-            if on_final is not None:
-                on_final(finals)
-            done = len(runs_of[trial])
-            if (max_seeds is not None and done < max_seeds
-                    and not decided(final.judged_accs(settings.int8_finals), settings.target)):
+            if more_seeds and not settings.int8_finals and not trained_in_round[trial]:
+                pass  # every run of this round was reused: nothing new to save before the next round
+            else:
+                _record(settings, trial, genome, final, full, finals, on_final, log, folder_of[trial])
+            if more_seeds:
                 more = list(range(max(final.seeds) + 1, max(final.seeds) + 1 + min(max(processes, 1), max_seeds - done)))
                 log(f"trial {trial}: verdict still open after {done} seeds (the mean and its 95% bound lie on "
                     f"opposite sides of the target); adding seed(s) {', '.join(map(str, more))}")
                 rounds.append((trial, genome, more))
     return finals
+
+
+def _record(settings: Any, trial: int, genome: Genome, final: FinalResult, full: Splits, finals: dict,
+            on_final: Callable[[dict], None] | None, log: Callable[[str], None], folder: Path) -> None:
+    """Save what a finalist's round measured, most precious first: its summary in finals.json (the seeds'
+    checkpoints are already written), then the int8 measurements and the summary again, then the exports."""
+    def save() -> None:
+        finals[str(trial)] = final.summary(settings.target, settings.int8_finals, settings.max_ram, settings.max_flash)
+        save_finals(settings.run_dir, finals)
+        if on_final is not None:
+            on_final(finals)
+
+    save()
+    _set_aside_unused(folder, final.seeds)
+    if settings.int8_finals:
+        try:
+            measure_int8(final, genome, full, log)
+        except Int8Error as e:  # recorded with the finalist: its fp32 results stand, the others go on
+            final.int8_error = str(e)
+            log(f"trial {trial}: no int8 model: {e}")
+        save()
+    write_exports(folder, genome, final, full, log)

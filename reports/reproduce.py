@@ -11,7 +11,7 @@ from typing import Callable
 import torch
 
 from blocks import BudgetNASError, Genome, GenomeError, load_genome
-from reports.final import FinalResult, final_evaluation, measure_int8, write_artifacts
+from reports.final import FinalResult, final_evaluation, measure_int8, save_run_checkpoint, write_exports
 from reports.leaderboard import read_leaderboard
 from reports.runfiles import atomic_write, load_settings
 from training import Splits, TrainConfig
@@ -98,14 +98,22 @@ def reproduce(source: Source, *, seeds: list[int], epochs: int, full: Splits, de
     the verdict is of those int8 accuracies."""
     config = TrainConfig(device=device, augment=augment, translate_px=translate_px)
     final = final_evaluation(source.genome, full, epochs, seeds, config, log=log, processes=processes)
+    out_dir = Path(out) / source.name
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def save_summary() -> None:  # what was measured is saved before anything that may fail after it
+        atomic_write(out_dir / "summary.json", json.dumps({"genome": source.genome.to_string(), "params": final.params,
+                                                           "epochs": epochs, "target": target,
+                                                           "translate_px": translate_px,
+                                                           **final.summary(target, on_int8)}, indent=1) + "\n")
+
+    for run in final.runs:
+        save_run_checkpoint(out_dir, source.genome, run, full)
+    save_summary()
     if int8 or on_int8:
         measure_int8(final, source.genome, full, log)
-    out_dir = Path(out) / source.name
-    write_artifacts(out_dir, source.genome, final, full, log=log, require_onnx=require_onnx)
-    atomic_write(out_dir / "summary.json", json.dumps({"genome": source.genome.to_string(), "params": final.params,
-                                                       "epochs": epochs, "target": target,
-                                                       "translate_px": translate_px,
-                                                       **final.summary(target, on_int8)}, indent=1) + "\n")
+        save_summary()
+    write_exports(out_dir, source.genome, final, full, log=log, require_onnx=require_onnx)
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return final, out_dir

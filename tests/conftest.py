@@ -47,6 +47,9 @@ def small_disk(tmp_path) -> Path:
         subprocess.run(["umount", "-l", str(folder)], capture_output=True)
 
 
-def fill_disk(folder: Path) -> None:
-    """Fill the file system of ``folder`` (a ``small_disk``) to the last byte."""
-    subprocess.run(["dd", "if=/dev/zero", f"of={folder / 'filler'}", "bs=64k"], capture_output=True)
+def fill_disk(folder: Path, leave: int = 0) -> None:
+    """Fill the file system of ``folder`` (a ``small_disk``) to the last byte, then free about ``leave`` bytes."""
+    filler = folder / "filler"
+    subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=4k"], capture_output=True)
+    if leave:
+        os.truncate(filler, max(filler.stat().st_size - leave, 0))

@@ -1,4 +1,5 @@
 import importlib.util
+import os
 
 import pytest
 import torch
@@ -164,3 +165,37 @@ def test_model_py_preprocess_takes_raw_pixels(tmp_path):
     standalone = module.build().eval()
     standalone.load_state_dict(model.state_dict())
     assert torch.allclose(standalone(module.preprocess(raw)), model(expected), atol=1e-6)
+
+
+# --- Reliability, round four (issue 38): a full disk at any export ---
+
+def test_every_export_on_a_full_disk_names_its_file_and_leaves_no_truncated_one(small_disk):
+    """torch.export.save aborted the whole process on a full disk (C++ frames, exit 134) and left a cut model.pt2;
+    ONNX said Errno 28 without a file name and left an unloadable model.onnx."""
+    from reports.export import export_onnx
+    from reports.final import final_evaluation, write_artifacts
+    from tests.conftest import fill_disk
+    from tests.synthetic import TINY_GENOME, tiny_splits
+    from training import TrainConfig
+
+    final = final_evaluation(TINY_GENOME, tiny_splits(), 1, [0], TrainConfig(device="cpu", batch_size=32),
+                             log=lambda line: None)
+    out = small_disk / "out"
+    out.mkdir()
+    fill_disk(small_disk, leave=24_000)  # the checkpoint (~14 kB) fits, model.pt2 (~39 kB) does not
+    with pytest.raises(OSError) as info:
+        write_artifacts(out, TINY_GENOME, final, tiny_splits())
+    assert info.value.filename == str(out / "model.pt2") and "No space left" in info.value.strerror
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint_seed0.pt"]  # whole; no temporary file left
+    load_checkpoint(out / "checkpoint_seed0.pt", TINY_GENOME)
+    for write, name in ((lambda path: save_checkpoint(path, final.runs[0].model, TINY_GENOME, {}, 0, []), "c.pt"),
+                        (lambda path: export_program(final.runs[0].model, TINY_GENOME, path), "model.pt2")):
+        fill_disk(small_disk)
+        with pytest.raises(OSError) as info:
+            write(out / name)
+        assert info.value.filename == str(out / name) and not (out / name).exists()
+    pytest.importorskip("onnx") if not os.environ.get("CI") else None
+    with pytest.raises(OSError) as info:
+        export_onnx(final.runs[0].model, TINY_GENOME, out / "model.onnx", [0.5], [0.25])
+    assert info.value.filename == str(out / "model.onnx") and not (out / "model.onnx").exists()
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]

@@ -71,10 +71,13 @@ def test_finalizing_again_reuses_finished_finalists_and_retrains_on_other_seeds(
     finalize(study, searched, write_leaderboard(study, searched), top_k=1, epochs=2, seeds=[2],
              log=lines.append, splits=tiny_splits())
     assert trained == [[2]]
-    finals = json.loads((searched.run_dir / "finals.json").read_text())
+    folder = searched.run_dir / "final" / f"trial{next(iter(before))}"
+    assert sorted(p.name for p in folder.glob("checkpoint_seed*.pt")) == ["checkpoint_seed2.pt"]  # only its result
+    assert sorted(p.name for p in (folder / "unused").iterdir()) == ["checkpoint_seed0.pt", "checkpoint_seed1.pt"]
     finalize(study, searched, write_leaderboard(study, searched), top_k=1, epochs=2, seeds=[0, 1],
-             log=lines.append, splits=tiny_splits())  # the seed-2 summary replaced the first one
-    assert trained == [[2], [0, 1]]
+             log=lines.append, splits=tiny_splits())  # the seed-2 summary replaced the first one; 0 and 1 are kept
+    assert trained == [[2]] and sum("reused from" in line for line in lines) == 2
+    assert json.loads((searched.run_dir / "finals.json").read_text()) == before
 
 
 def test_report_is_self_contained_with_plots_and_tables(searched):
@@ -307,3 +310,96 @@ def test_report_tables_keep_their_rows_short_in_a_narrow_browser_window(searched
                           "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120).stdout
     heights = json.loads(html.unescape(re.search(r"<title>(.*?)</title>", dom).group(1)))
     assert heights and max(heights) < 150, heights  # a few lines of monospace (squeezed: 600-1,600 px)
+
+
+# --- Reliability, round four (issue 38): races that resume, one final evaluation at a time ---
+
+@pytest.fixture
+def racing(tmp_path, monkeypatch):
+    """A tiny finished search whose finalist's verdict never settles (``decided`` patched), and a spy on what the
+    final evaluation trains; ``interrupt_at`` makes training the given seed raise KeyboardInterrupt, as a kill
+    would stop the process there."""
+    import reports.final
+
+    settings = SearchSettings(**tiny_settings(tmp_path, trials=2, target=50.0, budget=4000))
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    study = open_study(settings)
+    run_worker(settings, study=study, splits=tiny_splits(), log=lambda line: None)
+    monkeypatch.setattr(reports.final, "decided", lambda accs, target: False)
+    state = {"trained": [], "interrupt_at": None}
+    real = reports.final.train_many
+
+    def spy(jobs, *args, **kwargs):
+        seeds = [config.seed for _, config in jobs]
+        if jobs:
+            state["trained"].append(seeds)
+        if state["interrupt_at"] in seeds:
+            raise KeyboardInterrupt
+        return real(jobs, *args, **kwargs)
+
+    monkeypatch.setattr(reports.final, "train_many", spy)
+
+    def run(**kwargs):
+        lines = []
+        finalize(study, settings, write_leaderboard(study, settings), top_k=1, epochs=2, seeds=[0, 1, 2],
+                 max_seeds=5, log=lines.append, splits=tiny_splits(), **kwargs)
+        return lines
+
+    return settings, study, state, run
+
+
+def test_a_killed_race_keeps_every_finished_seed_and_resumes_from_it(racing):
+    settings, study, state, run = racing
+    state["interrupt_at"] = 4
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    assert state["trained"] == [[0, 1, 2], [3], [4]]
+    (trial,) = json.loads((settings.run_dir / "finals.json").read_text())
+    assert json.loads((settings.run_dir / "finals.json").read_text())[trial]["seeds"] == [0, 1, 2, 3]
+    state["trained"].clear()
+    with pytest.raises(KeyboardInterrupt):  # killed again in the same place: finals.json does not go back
+        run()
+    assert state["trained"] == [[4]]
+    assert json.loads((settings.run_dir / "finals.json").read_text())[trial]["seeds"] == [0, 1, 2, 3]
+    state["trained"].clear()
+    state["interrupt_at"] = None
+    lines = run()
+    assert state["trained"] == [[4]] and sum("reused from" in line for line in lines) == 4
+    summary = json.loads((settings.run_dir / "finals.json").read_text())[trial]
+    assert summary["seeds"] == [0, 1, 2, 3, 4] and summary["statuses"] == ["complete"] * 5
+
+
+def test_checkpoints_of_another_config_are_not_reused_nor_presented(racing):
+    from reports.final import reusable_run
+    from blocks import Genome
+
+    settings, study, state, run = racing
+    run()
+    (trial,) = json.loads((settings.run_dir / "finals.json").read_text())
+    folder = settings.run_dir / "final" / f"trial{trial}"
+    genome = Genome.from_string(pd.read_csv(settings.run_dir / "leaderboard.csv").query("rank == 1").iloc[0]["genome"])
+    config = TrainConfig(epochs=2, seed=0, evaluate_test=True, device=settings.device, augment=settings.augment,
+                         **settings.train_overrides)
+    assert reusable_run(folder, genome, config, tiny_splits()) is not None
+    from dataclasses import replace
+
+    assert reusable_run(folder, genome, replace(config, epochs=3), tiny_splits()) is None
+    assert reusable_run(folder, genome, replace(config, lr=config.lr / 2), tiny_splits()) is None
+    state["trained"].clear()
+    finalize(study, settings, write_leaderboard(study, settings), top_k=1, epochs=3, seeds=[0, 1, 2],
+             log=lambda line: None, splits=tiny_splits())  # other epochs: every seed trained again
+    assert state["trained"] == [[0, 1, 2]]
+    assert sorted(p.name for p in folder.glob("checkpoint_seed*.pt")) == [f"checkpoint_seed{s}.pt" for s in (0, 1, 2)]
+    assert sorted(p.name for p in (folder / "unused").iterdir()) == ["checkpoint_seed3.pt", "checkpoint_seed4.pt"]
+
+
+def test_a_second_final_evaluation_of_the_same_run_is_refused(racing):
+    from reports.final import FinalsBusyError, finals_lock
+
+    settings, study, state, run = racing
+    with finals_lock(settings.run_dir):
+        with pytest.raises(FinalsBusyError, match=f"{settings.run_dir}: another command \\(pid {os.getpid()}\\) is"):
+            run()
+    assert state["trained"] == [] and not (settings.run_dir / "finals.json").exists()
+    run()  # the lock went with its holder
+    assert state["trained"]
