@@ -222,6 +222,16 @@ def _device(name: str) -> str:
     return name
 
 
+def _image_size(image_size: str | None, dataset: str) -> str | None:
+    """``--image-size``, which resizes the user's own images only: refused beside a built-in dataset."""
+    from training.userdata import is_user_dataset
+
+    if image_size is not None and not is_user_dataset(dataset):
+        raise UsageError(f"--image-size {image_size}: resizes your own images (--dataset PATH); {dataset} is a built-in "
+                         "dataset of fixed size, so drop --image-size")
+    return image_size
+
+
 def _dataset(name: str) -> str:
     """A built-in dataset's name, or the absolute path of the user's own data (workers and resumes find it)."""
     from pathlib import Path
@@ -258,6 +268,8 @@ def _checked_data(settings, console):
                   + (" (auto)" if settings.augment == "auto" else "")
                   + (f", shifts up to {settings.translate_px:g} px" if settings.translate_px else ""),
                   markup=False, highlight=False)
+    for warning in splits.warnings:
+        console.print(f"warning: {warning}", style="yellow", markup=False, highlight=False)
     return splits
 
 
@@ -457,7 +469,8 @@ def _search(args: argparse.Namespace) -> int:
         budget=args.budget, min_rf=limits.min_rf, max_macs=args.max_macs, max_ram=args.max_ram,
         max_flash=args.max_flash, precision=args.precision or "int8", int8_finals=args.precision == "int8",
         target=args.target,
-        dataset=_dataset(args.dataset or "mnist"), data_dir=args.data_dir, image_size=args.image_size,
+        dataset=_dataset(args.dataset or "mnist"), data_dir=args.data_dir,
+        image_size=_image_size(args.image_size, _dataset(args.dataset or "mnist")),
         augment=args.augment, translate_px=args.translate or 0.0, trials=args.trials, timeout=args.timeout,
         epochs=args.epochs or 15, min_epochs=args.min_epochs, rungs=args.rungs, sampler=args.sampler,
         pruner=args.pruner,
@@ -488,6 +501,9 @@ def _search(args: argparse.Namespace) -> int:
         for genome in warm_starts:
             _require_int8(genome, f"--enqueue {genome.hash}")
     if args.dry_run:
+        from search.settings import check_storage_folder
+
+        check_storage_folder(settings)  # as the real run would
         return _dry_run(settings, args, splits, warm_starts, console)
     study = _guarded(settings, lambda: open_study(settings))  # the one study object of this command
     _guarded(settings, lambda: fail_orphans(study, console.print))  # a killed run's trials are not "trained"
@@ -629,6 +645,10 @@ def _reproduce(args: argparse.Namespace) -> int:
     from training import DATASETS, check_genome_fits, evaluate, load_splits, resolve_device
 
     int8 = args.export == "tflite" or args.precision == "int8"
+    if args.export == "onnx":  # every export's packages before anything trains
+        from reports.export import require_onnx
+
+        require_onnx()
     if int8:
         from reports.tflite import require_mcu
 
@@ -643,7 +663,7 @@ def _reproduce(args: argparse.Namespace) -> int:
     if args.checkpoint:
         model, checkpoint = load_checkpoint(args.checkpoint, source.genome)  # refuses another genome's weights
     full = load_splits(dataset, args.data_dir, device=resolve_device(device), val_size=0,
-                       image_size=args.image_size or source.image_size)
+                       image_size=_image_size(args.image_size or source.image_size, dataset))
     check_genome_fits(source.genome, full.spec, dataset)
     from_recipe = args.translate is None
     translate_px = source.translate_px if from_recipe else args.translate
@@ -708,9 +728,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.quick:  # the preset's values, where the flag was left at its default
+    if args.quick:  # the preset's values, where the user did not give the flag
+        given = _given_flags(argv)
         for name, value in QUICK.items():
-            if getattr(args, name) == parser.get_default(name):
+            if name not in given:
                 setattr(args, name, value)
     if args.seeds is None:  # racing needs a target to race against, and --reproduce takes a number
         args.seeds = "auto" if args.target is not None and args.reproduce is None else "3"
@@ -746,6 +767,14 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGINT, previous_int)
+
+
+def _given_flags(argv: list[str] | None) -> set[str]:
+    """The destinations of the flags on the command line (whatever their value, the default's included)."""
+    probe = build_parser()
+    for action in probe._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(probe.parse_args(sys.argv[1:] if argv is None else argv)))
 
 
 class _Terminated(KeyboardInterrupt):

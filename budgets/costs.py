@@ -9,6 +9,7 @@ Pure functions of shapes, no ``nn.Module`` is built (fvcore's ``jit_handles`` st
   This equals fvcore's ``FlopCountAnalysis`` with its batch_norm and adaptive_avg_pool2d handles off.
 * receptive field: the recurrence ``rf += (dilation*(k-1)) * jump; jump *= stride`` over convs and
   pools; a residual block takes its larger branch; ``gap`` / ``flat`` end it (later layers see everything).
+  The receptive field and the stride product are capped at ``RF_CAP`` (10^9), far past any image.
 * shared weights (``repeat`` N): the block's cost applies N times in a row (MACs, receptive field, activations,
   TFLite operators), its params count once. A deployed int8 file stores each application's weights with its own
   batch-norm statistics folded in: ``Totals.stored_params`` counts them N times.
@@ -287,6 +288,9 @@ def _applied(layer: Layer, index: int, shape: Shape, rf: int, jump: int, first: 
     return cost, deployed
 
 
+RF_CAP = 10 ** 9  # receptive fields (and strides) past any image are reported as this: int64 for every JSON reader
+
+
 def _walk(genome: Genome, rows: list | None) -> tuple[Totals, Shape]:
     """One pass over the layers: totals and the output shape; per-layer rows if asked."""
     spec = genome.input
@@ -295,7 +299,7 @@ def _walk(genome: Genome, rows: list | None) -> tuple[Totals, Shape]:
     total_params = total_macs = peak = tflm_peak = operators = channels = stored = 0
     for index, layer in enumerate(genome.layers):
         cost, deployed = _applied(layer, index, shape, rf, jump, first=index == 0)
-        shape, rf, jump = cost.shape, cost.rf, cost.jump
+        shape, rf, jump = cost.shape, min(cost.rf, RF_CAP), min(cost.jump, RF_CAP)
         total_params += cost.params
         stored += cost.params * (layer.repeat or 1)
         total_macs += cost.macs

@@ -17,8 +17,8 @@ from blocks import BudgetNASError, Genome, GenomeError, build_model
 from blocks.library import Repeated, Residual
 from reports.runfiles import atomic_write
 
-__all__ = ["CheckpointError", "ExportError", "export_onnx", "export_program", "load_checkpoint", "non_finite_parameters", "save_checkpoint",
-           "standalone_source"]
+__all__ = ["CheckpointError", "ExportError", "export_onnx", "export_program", "load_checkpoint", "non_finite_parameters",
+           "require_onnx", "save_checkpoint", "standalone_source"]
 
 
 class CheckpointError(BudgetNASError):
@@ -220,19 +220,27 @@ class ExportError(BudgetNASError):
     """An export that cannot be written here (e.g. the optional ONNX packages are missing)."""
 
 
+def require_onnx() -> None:
+    """Raise ``ExportError`` naming what to install when the ONNX export's packages are missing (checked before
+    anything trains)."""
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401  (torch.onnx's exporter needs it)
+    except ImportError:
+        raise ExportError("ONNX export needs the optional packages: pip install -e '.[onnx]' "
+                          "(onnx, onnxscript, onnxruntime)") from None
+
+
 def export_onnx(model: nn.Module, genome: Genome, path: Path, mean: Sequence[float], std: Sequence[float],
                 classes: Sequence[str] | None = None, seed: int | None = None) -> None:
     """``model.onnx``: input ``images`` (normalised, dynamic batch), output ``scores``; the normalisation,
     the genome, the input name, the class names (``classes``, a JSON list) and the training ``seed`` of these weights
     go in the ONNX metadata.
     Needs ``pip install -e '.[onnx]'``."""
-    try:
-        import onnx
-        import onnxscript  # noqa: F401  (torch.onnx's exporter needs it)
-    except ImportError:
-        raise ExportError("ONNX export needs the optional packages: pip install -e '.[onnx]' "
-                          "(onnx, onnxscript, onnxruntime)") from None
+    require_onnx()
     import warnings
+
+    import onnx
 
     spec = genome.input
     model = model.cpu().eval()

@@ -20,7 +20,7 @@ from training.shift import MAX_SHIFT_PX, is_shift
 from training.parallel import available_memory_gib
 
 __all__ = ["SearchError", "SearchSettings", "StorageFailure", "SAMPLERS", "PRUNERS", "RUNGS", "WORKER_MODULES",
-           "cpu_worker_cap", "make_sampler", "make_pruner", "open_study", "redact", "storage_failure", "study_exists"]
+           "check_storage_folder", "cpu_worker_cap", "make_sampler", "make_pruner", "open_study", "redact", "storage_failure", "study_exists"]
 
 SAMPLERS = ("tpe", "nsga2", "random", "evolution")
 PRUNERS = ("sha", "median", "hyperband", "none")
@@ -272,9 +272,23 @@ def _writable_folder(folder: Path) -> None:
                           "on a writable disk")
 
 
+def check_storage_folder(settings: SearchSettings) -> None:
+    """Refuse an SQLite ``--storage`` whose folder is missing or read-only (SQLite creates no folder), as the real run
+    would, so that ``--dry-run`` says it too."""
+    url = settings.storage_url
+    if not url.startswith("sqlite:///") or _in_memory(url):
+        return
+    folder = Path(url[len("sqlite:///"):]).parent
+    if settings.storage is not None and not folder.is_dir():
+        raise SearchError(f"--storage {redact(url)}: the folder {folder} does not exist; create it, or give a path "
+                          "in an existing folder")
+    _writable_folder(folder if folder.is_dir() else settings.run_dir.parent)
+
+
 def _storage(settings: SearchSettings) -> optuna.storages.BaseStorage:
     url = settings.storage_url
     if url.startswith("sqlite:///"):
+        check_storage_folder(settings)
         try:
             settings.run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:

@@ -353,3 +353,93 @@ def test_a_genome_files_recipe_is_used_by_reproduce_and_checked(tmp_path):
     assert json.loads((tmp_path / "runs" / "g" / "summary.json").read_text())["translate_px"] == 2
     saved = torch.load(tmp_path / "runs" / "g" / "checkpoint_seed0.pt", weights_only=False)
     assert saved["train_config"]["translate_px"] == 2
+
+
+# --- Reliability, round four (issue 38) ---
+
+def test_image_size_beside_a_built_in_dataset_is_refused(tmp_path):
+    """It was ignored (even 0x0) and yet recorded in the study's identity."""
+    write_idx(tmp_path / "data" / "MNIST" / "raw", n_train=50, n_test=10)
+    for args in (["--budget", "3000", "--out", str(tmp_path / "runs")],
+                 ["--reproduce", "zoo/lenet5.json", "--seeds", "1", "--out", str(tmp_path / "out")]):
+        one_line(cli(*args, "--image-size", "0x0", "--data-dir", str(tmp_path / "data"), "--device", "cpu"), 2,
+                 "--image-size 0x0: resizes your own images (--dataset PATH); mnist is a built-in dataset")
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "out").exists()
+
+
+def test_quick_keeps_the_flags_the_user_gives_even_at_their_default_value(tmp_path):
+    write_idx(tmp_path / "data" / "MNIST" / "raw", n_train=6000, n_test=20)
+    common = ["--budget", "8000", "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "runs"), "--device",
+              "cpu", "--dry-run", "--workers", "1"]
+    given = cli("--quick", "--trials", "50", "--final-top", "3", "--final-epochs", "15", *common)
+    assert given.returncode == 0, given.stderr[-1500:]
+    assert "50 trials x 5 epochs" in given.stdout and "then 9 final run(s) x 15 epochs" in given.stdout
+    preset = cli("--quick", *common)
+    assert "16 trials x 5 epochs" in preset.stdout and "then 3 final run(s) x 6 epochs" in preset.stdout
+
+
+def test_dry_run_refuses_an_sqlite_storage_in_a_missing_folder_as_the_run_does(tmp_path):
+    write_idx(tmp_path / "data" / "MNIST" / "raw", n_train=6000, n_test=20)
+    url = f"sqlite:///{tmp_path / 'missing' / 's.db'}"
+    args = ["--budget", "3000", "--storage", url, "--data-dir", str(tmp_path / "data"), "--device", "cpu",
+            "--workers", "1", "--trials", "1", "--final-top", "0"]
+    for extra in (["--dry-run"], []):
+        one_line(cli(*args, *extra), 2, f"--storage {url}: the folder {tmp_path / 'missing'} does not exist")
+    assert not (tmp_path / "missing").exists()
+
+
+def test_export_onnx_without_its_packages_is_refused_before_training(tmp_path):
+    """It was refused after the whole training (247 s of a 1-epoch run)."""
+    write_idx(tmp_path / "data" / "MNIST" / "raw", n_train=50, n_test=10)
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text("import sys\nsys.modules['onnx'] = None  # as if not installed\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    result = cli("--reproduce", "zoo/lenet5.json", "--seeds", "1", "--epochs", "1", "--export", "onnx", "--data-dir",
+                 str(tmp_path / "data"), "--device", "cpu", "--out", str(tmp_path / "out"), env=env)
+    one_line(result, 2, "ONNX export needs the optional packages: pip install -e '.[onnx]'")
+    assert "Epoch" not in result.stdout and not (tmp_path / "out").exists()
+
+
+def test_empty_classes_are_warned_about_in_the_plan(tmp_path):
+    import numpy as np
+
+    gen = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x_train=gen.integers(0, 256, (60, 8, 8), dtype=np.uint8), y_train=np.arange(60) % 3 * 2)
+    result = cli("--dataset", str(tmp_path / "d.npz"), "--budget", "3000", "--dry-run", "--device", "cpu",
+                 "--workers", "1", "--out", str(tmp_path / "runs"))
+    assert result.returncode == 0, result.stderr[-1500:]
+    assert "warning: " in result.stdout and "2 of 5 classes have no training image (1, 3)" in result.stdout
+
+
+def test_reproduce_on_a_full_disk_is_one_line_and_leaves_no_truncated_checkpoint(tmp_path, small_disk):
+    """It was a 33-line traceback and a cut checkpoint."""
+    write_idx(tmp_path / "data" / "MNIST" / "raw", n_train=200, n_test=20)
+    (small_disk / "out" / "lenet5").mkdir(parents=True)
+    fill_disk(small_disk)
+    result = cli("--reproduce", "zoo/lenet5.json", "--seeds", "1", "--epochs", "1", "--data-dir",
+                 str(tmp_path / "data"), "--device", "cpu", "--workers", "1", "--out", str(small_disk / "out"))
+    one_line(result, 1, f"cannot write {small_disk / 'out' / 'lenet5'}/")
+    assert "No space left on device" in result.stderr
+    assert not list((small_disk / "out" / "lenet5").iterdir())
+
+
+@pytest.mark.slow
+def test_a_full_disk_in_the_finals_saves_the_measured_seeds_first_and_names_the_file(tmp_path, small_disk):
+    """torch.export.save aborted the process (exit 134): finals.json, the leaderboard and the report were lost."""
+    write_idx(tmp_path / "data" / "MNIST" / "raw", n_train=6000, n_test=100)
+    args = ["--budget", "3000", "--epochs", "1", "--sampler", "random", "--data-dir", str(tmp_path / "data"), "--out",
+            str(small_disk), "--study", "s", "--device", "cpu", "--workers", "1", "--seeds", "1", "--final-epochs", "1",
+            "--enqueue", "i1x28x28n10-conv_c8_k3-max_k2-conv_c16_k3-gap-conv_c10_k1_oc"]
+    assert cli(*args, "--trials", "1", "--final-top", "0").returncode == 0
+    fill_disk(small_disk, leave=40_000)  # the checkpoint and finals.json fit; the exports do not
+    result = cli(*args, "--trials", "1", "--final-top", "1", "--finalize")
+    one_line(result, 1, f"cannot write {small_disk / 's' / 'final'}/")
+    assert "No space left on device" in result.stderr
+    finals = json.loads((small_disk / "s" / "finals.json").read_text())
+    (entry,) = finals.values()
+    assert entry["seeds"] == [0] and entry["statuses"] == ["complete"] and entry["test_acc_mean"] > 0
+    (trial,) = finals
+    from reports.export import load_checkpoint
+
+    load_checkpoint(small_disk / "s" / "final" / f"trial{trial}" / "checkpoint_seed0.pt")
+    assert not list((small_disk / "s").rglob(".*.tmp"))

@@ -139,3 +139,14 @@ def test_structural_errors_name_layer_and_field(text, expected):
     with pytest.raises(GenomeError) as info:
         analyze(Genome.from_string(text))
     assert expected in str(info.value)
+
+
+def test_the_receptive_field_of_a_very_deep_strided_stack_is_capped_for_json_readers():
+    """64 shared stride-2 convs gave an RF of about 3.7e19, past int64."""
+    from budgets.costs import RF_CAP
+
+    genome = Genome.from_string("i1x28x28n10-conv_c16_k3-conv_c16_k3_s2_psame_x64-gap-conv_c10_k1_oc")
+    analysis = analyze(genome)
+    assert analysis.receptive_field == RF_CAP < 2 ** 63 and totals(genome).receptive_field == RF_CAP
+    assert all(row.receptive_field <= RF_CAP for row in analysis.layers)
+    assert analyze(Genome.from_string("i1x28x28n10-conv_c8_k3-conv_c8_k3_x3-gap-conv_c10_k1_oc")).receptive_field == 9
