@@ -403,3 +403,23 @@ def test_a_second_final_evaluation_of_the_same_run_is_refused(racing):
     assert state["trained"] == [] and not (settings.run_dir / "finals.json").exists()
     run()  # the lock went with its holder
     assert state["trained"]
+
+
+def test_a_crash_in_the_int8_conversion_loses_no_trained_seed(racing, monkeypatch):
+    """measure_int8 ran before anything was written: a converter crash after training lost every seed."""
+    import reports.final
+
+    settings, study, state, run = racing
+    settings.int8_finals = True
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("the converter crashed")
+
+    monkeypatch.setattr(reports.final, "measure_int8", crash)
+    monkeypatch.setattr(reports.final, "decided", lambda accs, target: True)
+    with pytest.raises(RuntimeError, match="converter crashed"):
+        run()
+    (trial,) = json.loads((settings.run_dir / "finals.json").read_text())
+    assert json.loads((settings.run_dir / "finals.json").read_text())[trial]["seeds"] == [0, 1, 2]
+    folder = settings.run_dir / "final" / f"trial{trial}"
+    assert sorted(p.name for p in folder.glob("checkpoint_seed*.pt")) == [f"checkpoint_seed{s}.pt" for s in (0, 1, 2)]
