@@ -63,7 +63,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from reports.verdict import VERDICT_RULE
-    from search.ranking import RANK_RULE
+    from search.ranking import FINALS_RULE, RANK_RULE
 
     prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] not in ("", "-c") else "run_search.py"
     parser = _Parser(
@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
                f"  {prog} --describe zoo/mnist_5k_search.json --budget 8000\n"
                f"  {prog} --reproduce runs/mnist-b8000/leaderboard.csv --rank 1 --seeds 5 --seed-offset 100\n"
                + "".join("\n" + textwrap.fill(text, 100, subsequent_indent="  ") + "\n" for text in (
-                   f"ranking (leaderboard, top 10, finalists): {RANK_RULE}.",
+                   f"ranking (leaderboard, top 10): {RANK_RULE}.",
+                   f"finalists: {FINALS_RULE}.",
                    f"verdict of --target on the test set (final evaluation): {VERDICT_RULE}.")),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -110,8 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "(int8, measured in TensorFlow Lite Micro; needs the [mcu] extra), of --checkpoint or of "
                             "the retrained models")
     final.add_argument("--final-top", type=int, default=3, metavar="K",
-                       help="after a search, retrain the top K (ranked as below) on the full training set and "
-                            "score them on the test set (default 3; 0 = skip)")
+                       help="after a search, retrain at most K finalists (chosen as below) on the full training set "
+                            "and score them on the test set (default 3; 0 = skip)")
     final.add_argument("--final-epochs", type=_positive_int, default=15, help="epochs of the final evaluation "
                                                                              "(default 15)")
 
@@ -131,9 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "axis (default 0; e.g. 2 on 28x28 digits); --reproduce of a leaderboard: the study's")
     search.add_argument("--data-dir", default="data", help="dataset root; downloaded there when missing (default ./data)")
     search.add_argument("--target", type=float, metavar="ACC",
-                        help="accuracy in percent: during the search, a trial whose validation accuracy reaches it "
-                             "makes the search seek fewer params; in the final evaluation, the test accuracy over "
-                             "the seeds gets a verdict (below)")
+                        help="accuracy in percent: once designs reach it on validation, the search sizes its "
+                             "proposals below the smallest of them, to find the smallest that meets it; in the final "
+                             "evaluation, the test accuracy over the seeds gets a verdict (below)")
     search.add_argument("--stop-at-target", action="store_true", help="stop at the first trial that meets --target")
     search.add_argument("--trials", type=_positive_int, default=50,
                         help="trained trials (rejected proposals don't count; default 50)")
@@ -607,6 +608,7 @@ def _dry_run(settings, args: argparse.Namespace, splits, warm_starts: list, cons
     from budgets import check
     from search.runner import trained_count
     from search.settings import make_sampler, study_exists
+    from search.descent import size_range
     from search.space import narrow_to_limits, sample_genome
 
     trained = 0
@@ -618,8 +620,12 @@ def _dry_run(settings, args: argparse.Namespace, splits, warm_starts: list, cons
         console.print(line)
     probe = optuna.create_study(sampler=make_sampler(settings.sampler, settings.seed))
     proposals = [("queued", narrow_to_limits(g, settings.limits) or g) for g in warm_starts]
-    proposals += [("sampled", sample_genome(probe.ask(), splits.spec, settings.limits, repair=settings.repair).genome)
-                  for _ in range(DRY_RUN_PROPOSALS)]
+    span = size_range(settings.budget, settings.target)  # the first proposals' (``search.descent``)
+    proposals += [("sampled", sample_genome(probe.ask(), splits.spec, settings.limits, repair=settings.repair,
+                                            span=span).genome) for _ in range(DRY_RUN_PROPOSALS)]
+    if span is not None:
+        console.print(f"sizes: {span.why}: proposals fitted to {span.low:,}-{span.high:,} params"
+                      + (" until designs meet the target, then below the smallest that does" if settings.target else ""))
     console.print(f"first proposals (sampler {settings.sampler}, seed {settings.seed}; RAM at {settings.precision}):")
     for kind, genome in proposals:
         verdict = check(genome, settings.limits)

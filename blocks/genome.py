@@ -306,10 +306,24 @@ class Genome:
     def __str__(self) -> str:
         return self.to_string()
 
+    def canonical(self) -> "Genome":
+        """The one form of designs that compute the same function: a 1x1 conv with nothing after it in its unit (no
+        norm, activation or dropout) followed by a global average pool is written pool first: both are affine, so
+        they commute, and the pool first costs fewer MACs."""
+        layers = list(self.layers)
+        for i in range(len(layers) - 1):
+            conv, pool = layers[i], layers[i + 1]
+            if (pool.type == "gap" and conv.type == "conv" and conv.kernel == 1 and conv.order == "c"
+                    and (conv.stride or 1) == 1 and (conv.repeat or 1) == 1
+                    and conv.groups in (None, 1) and conv.padding in (None, 0, "same")):
+                layers[i], layers[i + 1] = pool, conv
+        return Genome(self.input, tuple(layers))
+
     @property
     def hash(self) -> str:
-        """A stable 12-hex-digit id of the canonical form, for de-duplication."""
-        return hashlib.sha1(self.to_string().encode()).hexdigest()[:12]
+        """A stable 12-hex-digit id of the canonical form (``canonical``): one id for designs that compute the same
+        function, for de-duplication."""
+        return hashlib.sha1(self.canonical().to_string().encode()).hexdigest()[:12]
 
     def _checked(self) -> "Genome":
         for i, layer in enumerate(self.layers):

@@ -24,6 +24,7 @@ from reports.export import ExportError, export_onnx, export_program, save_checkp
 from reports.runfiles import atomic_write, load_finals, save_finals
 from reports.tflite import CALIBRATION_IMAGES, Int8Error, Int8Model, TflmMeasurement
 from reports.verdict import decided, lower_bound, share_at_target, verdict
+from search.ranking import finalists
 from training import EpochMetrics, Splits, TrainConfig, TrainResult, load_splits, resolve_device
 from training.parallel import train_many, waves
 
@@ -370,7 +371,9 @@ def finalize(study: Any, settings: Any, ranked: pd.DataFrame, top_k: int, epochs
              log: Callable[[str], None] = print, splits: Splits | None = None,
              on_final: Callable[[dict], None] | None = None, processes: int = 1,
              max_seeds: int | None = None) -> dict:
-    """Retrain the ``top_k`` best rows of ``ranked`` (a leaderboard frame) on the full training set over ``seeds``.
+    """Retrain the finalists of ``ranked`` (a leaderboard frame; ``search.ranking.finalists``: with a target met on
+    validation, the front's smallest designs one at a time until one is certain, else the ``top_k`` best ranks) on
+    the full training set over ``seeds``.
 
     Each seed's checkpoint is written to ``<run_dir>/final/trial<N>/`` as soon as its run ends; a seed whose
     checkpoint is there from an earlier, interrupted evaluation with the same config is reused, not retrained
@@ -381,12 +384,26 @@ def finalize(study: Any, settings: Any, ranked: pd.DataFrame, top_k: int, epochs
     (``reports.verdict.decided``) gets more seeds, as many at a time as there are processes, up to ``max_seeds``.
     One final evaluation at a time per run directory (``finals_lock``).
     """
-    top = ranked[ranked["rank"].notna()].head(top_k)
+    top, in_turn = finalists(ranked, settings.target, top_k)
     if top.empty:
         log("final evaluation: no trained trial to evaluate")
         return {}
     with finals_lock(Path(settings.run_dir)):
-        return _finalize(settings, top, epochs, seeds, log, splits, on_final, processes, max_seeds)
+        if not in_turn:
+            return _finalize(settings, top, epochs, seeds, log, splits, on_final, processes, max_seeds)
+        log(f"final evaluation: {len(top)} candidate(s) on the accuracy-per-parameter front, smallest first "
+            f"({', '.join(f'{int(p):,}' for p in top['params'])} params); the first certain at {settings.target}% "
+            "is the answer, and the larger ones are not trained then")
+        finals = {}
+        for i in range(len(top)):
+            finals = _finalize(settings, top.iloc[i:i + 1], epochs, seeds, log, splits, on_final, processes, max_seeds)
+            verdict_of = finals.get(str(int(top.iloc[i]["trial"])), {}).get("meets_target")
+            if verdict_of == "certain":
+                if i + 1 < len(top):
+                    log(f"trial {int(top.iloc[i]['trial'])} ({int(top.iloc[i]['params']):,} params) is certain: "
+                        f"the {len(top) - i - 1} larger candidate(s) cannot give a smaller answer; not trained")
+                break
+        return finals
 
 
 def _finalize(settings: Any, top: pd.DataFrame, epochs: int, seeds: list[int], log: Callable[[str], None],

@@ -208,12 +208,14 @@ def headline(df: pd.DataFrame, settings: dict, finals: dict) -> list[str]:
                 "still training" + (f" (best validation accuracy there {best_partly:.2f}%)" if pd.notna(best_partly)
                                     else "") + f", {int((df['status'] == 'rejected').sum())} rejected.",
                 *_near_chance(df)]
-    best = ranked.iloc[0]
+    best, title = _answer(ranked, target, finals)
     epochs, images = best.get("epochs"), best.get("images")
     fidelity = f"{int(epochs)} epoch{'s' if int(epochs) != 1 else ''}" + (
         f" x {int(images):,} training images" if pd.notna(images) else "")
-    design = (f"trial {int(best['trial'])}: {int(best['params']):,} params, validation accuracy "
-              f"{float(best['val_acc']):.2f}% after {fidelity}")
+    sizes = ", ".join(f"{name} {int(best[c]):,} B" for name, c in (("RAM", "ram"), ("flash", "flash"))
+                      if c in best and pd.notna(best[c]))
+    design = (f"trial {int(best['trial'])}: {int(best['params']):,} params" + (f" ({sizes})" if sizes else "")
+              + f", validation accuracy {float(best['val_acc']):.2f}% after {fidelity}")
     final = finals.get(str(int(best["trial"])))
     if final:
         accs = [run[-1] for run in final.get("per_epoch_test_acc", []) if run and run[-1] is not None]
@@ -230,7 +232,8 @@ def headline(df: pd.DataFrame, settings: dict, finals: dict) -> list[str]:
         outcome = ("no target set" if target is None or not judged else
                    f"target {target}%{' on the int8 accuracy' if on_int8 else ''} {said[verdict(judged, target)]}; "
                    f"{share_at_target(judged, target):.0%} of the seeds reached it")
-        lines = [f"Best design, {design}; {test}: {outcome}."]
+        lines = [f"{title}, {design}; {test}: {outcome}."]
+        lines += _most_accurate(ranked, finals, best)
         if final.get("int8_test_acc"):
             lines.append(_int8_sentence(final, best))
         elif final.get("int8_error"):
@@ -238,13 +241,39 @@ def headline(df: pd.DataFrame, settings: dict, finals: dict) -> list[str]:
     else:
         on_val = ("no target set" if target is None else
                   f"target {target}% {'met' if float(best['val_acc']) >= target else 'NOT met'} on validation")
-        lines = [f"Best design, {design}: {on_val}.",
+        lines = [f"{title}, {design}: {on_val}.",
                  "Final evaluation skipped (--final-top 0 or not run yet): no test accuracy. "
                  "Run --finalize to retrain the best designs over seeds on the full training set."]
     pruned = int((df["status"] == "pruned").sum())
     lines.append(f"Search fidelity: trials that survived the pruner trained {fidelity}; {pruned} trial(s) were "
                  f"stopped earlier and are not ranked.")
     return lines + _near_chance(df)
+
+
+def _answer(ranked: pd.DataFrame, target: float | None, finals: dict) -> tuple[pd.Series, str]:
+    """The design the headline names: with a target, the smallest finalist certain to meet it on the test set;
+    otherwise (none certain, or no target) rank 1."""
+    if target is not None:
+        certain = [row for _, row in ranked.iterrows()
+                   if (finals.get(str(int(row["trial"]))) or {}).get("meets_target") == "certain"]
+        if certain:
+            return min(certain, key=lambda row: (row["params"], row["rank"])), "Smallest certain design"
+    return ranked.iloc[0], "Best design"
+
+
+def _most_accurate(ranked: pd.DataFrame, finals: dict, named: pd.Series) -> list[str]:
+    """A line for the finalist with the highest test mean when it is not the design the headline names."""
+    evaluated = [(finals[str(int(row["trial"]))]["test_acc_mean"], row) for _, row in ranked.iterrows()
+                 if str(int(row["trial"])) in finals and finals[str(int(row["trial"]))].get("test_acc_mean") is not None]
+    if not evaluated:
+        return []
+    mean, row = max(evaluated, key=lambda pair: (pair[0], -pair[1]["params"]))
+    if int(row["trial"]) == int(named["trial"]):
+        return []
+    final = finals[str(int(row["trial"]))]
+    return [f"Most accurate design evaluated, trial {int(row['trial'])}: {int(row['params']):,} params, test accuracy "
+            f"{mean:.2f} ± {final['test_acc_std']:.2f}% over {len(final.get('seeds', []))} seed(s)"
+            + (f" ({final['meets_target']})" if final.get("meets_target") else "") + "."]
 
 
 def _int8_sentence(final: dict, row: pd.Series) -> str:

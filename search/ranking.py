@@ -13,10 +13,41 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["RANK_RULE", "noise_band", "rank_key", "score", "tie_floor"]
+__all__ = ["FINALS_RULE", "RANK_RULE", "finalists", "noise_band", "rank_key", "score", "tie_floor"]
 
 RANK_RULE = ("highest fidelity (epochs, images) first; then meets target -> fewest params; else fewest params "
              "within one standard error of the best val acc, then highest val acc")
+
+
+FINALS_RULE = ("with --target: the designs that met it on validation, smallest first, each larger one more accurate "
+               "on validation than every smaller one, one at a time until one is certain on the test set; "
+               "otherwise the top ranks")
+
+
+def finalists(ranked: "pd.DataFrame", target: float | None, top_k: int) -> tuple["pd.DataFrame", bool]:
+    """The rows of a ranked leaderboard frame that the final evaluation retrains, and whether it goes through them
+    one at a time, stopping at the first certain one (``FINALS_RULE``).
+
+    With a target that some trials of the top fidelity met on validation: those trials' accuracy-per-parameter
+    front, smallest first (each next one larger and more accurate on validation than every smaller one), at most
+    ``top_k``: the smallest design that is certain on the test set is the answer, and a larger one is trained only
+    when the smaller ones were not certain. Otherwise: the ``top_k`` best ranks, side by side."""
+    rows = ranked[ranked["rank"].notna()].sort_values("rank")
+    if target is None or rows.empty:
+        return rows.head(top_k), False
+    top = rows.iloc[0]
+    same = rows[rows["epochs"] == top["epochs"]]
+    if "images" in rows.columns:
+        same = same[same["images"] == top["images"]]
+    met = same[same["val_acc"] >= target].sort_values(["params", "val_acc"], ascending=[True, False])
+    if met.empty:
+        return rows.head(top_k), False
+    front, best = [], -math.inf
+    for index, row in met.iterrows():
+        if row["val_acc"] > best:
+            front.append(index)
+            best = row["val_acc"]
+    return met.loc[front].head(top_k), True
 
 
 def noise_band(val_acc: float, val_images: int) -> float:

@@ -33,6 +33,7 @@ from budgets import Limits, Verdict, check, totals
 from search.console import make_console
 from search.interrupts import HeldSignals
 from search.plan import format_duration, rung_epochs
+from search.descent import SizeRange, size_range
 from search.ranking import score
 from search.recovery import OWNER_KEY, fail_orphans, is_orphan, local_pid, owner_token, retry_trial, runs_here
 from search.settings import WORKER_MODULES, SearchError, SearchSettings, StorageFailure, open_study, storage_failure
@@ -94,6 +95,7 @@ class Objective:
         self.report = report  # the worker's state for a live display (search.live): trial, stage, epoch, val
         self.limits = settings.limits
         self.held = held  # the worker's held Ctrl-C / SIGTERM: taken in here, where the trial can be failed cleanly
+        self.last_span: SizeRange | None = None  # the size range of the last proposal (``size_span``)
 
     def __call__(self, trial: Any) -> Any:
         trial.set_user_attr(OWNER_KEY, owner_token())
@@ -138,8 +140,11 @@ class Objective:
             if enqueued:  # a warm start (--enqueue): taken as it is, not sampled
                 genome, scale, widths = Genome.from_string(enqueued), 1.0, {}
             else:
+                span = self.size_span()
                 genome, scale, widths = sample_genome(trial, self.splits.spec, self.limits,
-                                                      repair=self.settings.repair)
+                                                      repair=self.settings.repair, span=span)
+                if span is not None:
+                    trial.set_user_attr("size_range", [span.low, span.high])
             verdict = check(genome, self.limits)
         except GenomeError as e:  # the space produced a structurally invalid design
             raise _Infeasible([str(e)], 1.0) from None
@@ -153,6 +158,23 @@ class Objective:
         _set_constraint(trial, 0.0)
         trial.set_user_attr("status", "training")
         return genome, verdict
+
+    def size_span(self) -> SizeRange | None:
+        """The params range of the next proposal (``search.descent.size_range``) from this study's trials trained at
+        full fidelity; said once whenever it changes."""
+        s = self.settings
+        finished = []
+        if self.study is not None and s.target is not None:
+            for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+                a = t.user_attrs
+                if (a.get("status") == "complete" and a.get("epochs") == s.epochs
+                        and a.get("images") == len(self.splits.train_y) and a.get("val_acc") is not None):
+                    finished.append((a["params"], a["val_acc"]))
+        span = size_range(s.budget, s.target, finished)
+        if span is not None and span != self.last_span and self.last_span is not None:
+            self.log(f"sizes: {span.why}; proposals now fitted to {span.low:,}-{span.high:,} params")
+        self.last_span = span
+        return span
 
     def reject(self, trial: Any, infeasible: _Infeasible) -> Any:
         _set_attrs(trial, {"status": "rejected", "reasons": "; ".join(infeasible.reasons)})

@@ -2,9 +2,9 @@
 
 A design is 2-3 stages of 1-3 blocks (conv, depthwise-separable or residual), a downsample between
 stages (max-pool, optionally followed by a 1x1 transition, or a strided first block), then a GAP
-head. The last block of a stage of 2-3 blocks may be applied 2-3 times with shared weights (``repeat``):
-depth and receptive field for the params of one block, which leaves the budget to wider layers. Widths are sampled per stage and then scaled down uniformly until the design fits the
-budget (``fit_to_limits``), so most proposals are feasible; the receptive-field limit cannot be
+and a 1x1 classifier. The last block of a stage of 2-3 blocks may be applied 2-3 times with shared weights (``repeat``):
+depth and receptive field for the params of one block, which leaves the budget to wider layers. Widths are sampled per stage and then scaled uniformly until the design has the sampled size
+within the range ``search.descent`` gives (``fit_to_limits``), so most proposals are feasible; the receptive-field limit cannot be
 repaired by width and is left to the checker.
 """
 
@@ -17,12 +17,12 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 from blocks.genome import Genome, GenomeError, InputSpec, Layer, make_layer
 from budgets import Limits, totals
+from search.descent import SizeRange, near_budget, target_params
 
 __all__ = ["Fitted", "STEM_FROM", "random_designs", "sample_genome", "fit_to_limits", "narrow_to_limits", "reachable", "sample_hparams", "stem_downsamples", "MIN_WIDTH"]
 
 MIN_WIDTH = 4  # channels; widths are even numbers >= this
 MAX_SCALE = 8.0  # the most a sampled width is scaled up to fill the budget
-FILL_RANGE = (0.8, 1.0)  # share of the parameter budget a design is scaled to
 
 
 class Fitted(NamedTuple):
@@ -42,8 +42,7 @@ def _blueprint(trial: Any) -> dict:
     bp: dict[str, Any] = {
         "order": trial.suggest_categorical("order", ["cba", "cab"]),
         "dropout": trial.suggest_categorical("dropout", [0.0, 0.02, 0.05, 0.1]),
-        "head": trial.suggest_categorical("head", ["gap_conv", "conv_gap"]),
-        "fill": trial.suggest_float("fill", *FILL_RANGE, step=0.05),
+        "size": trial.suggest_float("size", 0.0, 1.0, step=0.05),  # where in the size range (``search.descent``)
         "stages": [],
     }
     for s in range(stages):
@@ -136,13 +135,8 @@ def _build(bp: dict, spec: InputSpec, widths: dict[str, int]) -> Genome:
                 size //= 2
                 if stage["down"] == "max_1x1":
                     add("conv", {"out": widths[f"s{s}_transition_width"], "kernel": 1, "order": bp["order"]})
-    classes = spec.classes
-    if bp["head"] == "gap_conv":
-        add("gap", {})
-        add("conv", {"out": classes, "kernel": 1, "order": "c", "bias": False})
-    else:
-        add("conv", {"out": classes, "kernel": 1, "order": "c", "bias": False})
-        add("gap", {})
+    add("gap", {})  # then the classifier: a bias-free 1x1 conv commutes with the pool, and costs fewer MACs after it
+    add("conv", {"out": spec.classes, "kernel": 1, "order": "c", "bias": False})
     return Genome(spec, tuple(layers))
 
 
@@ -177,13 +171,15 @@ def _widest(fits: Callable[[dict[Any, int]], Genome | None], widths_at: Callable
     return lo, widths, best
 
 
-def fit_to_limits(bp: dict, spec: InputSpec, limits: Limits, steps: int = 16) -> Fitted:
-    """The widest design of blueprint ``bp`` within ``bp['fill']`` x the param budget and the MACs / RAM / flash
-    limits: the widest uniform width scale in (0, MAX_SCALE] (at most 1 without a param budget), then single
-    widths widened by 2 channels, last stage first, while the design fits (``_widest``)."""
+def fit_to_limits(bp: dict, spec: InputSpec, limits: Limits, steps: int = 16, span: SizeRange | None = None) -> Fitted:
+    """The widest design of blueprint ``bp`` within its size (``bp['size']`` placed in ``span``, by default
+    ``search.descent.FILL`` of the param budget: ``target_params``) and the MACs / RAM / flash limits: the widest
+    uniform width scale in (0, MAX_SCALE] (at most 1 without a param budget), then single widths widened by 2
+    channels, last stage first, while the design fits (``_widest``)."""
     sized = limits
     if limits.max_params is not None:
-        sized = replace(limits, max_params=int(limits.max_params * bp.get("fill", 1.0)))
+        span = span or near_budget(limits.max_params)
+        sized = replace(limits, max_params=min(limits.max_params, target_params(bp.get("size", 1.0), span)))
 
     def fits(widths: dict[str, int]) -> Genome | None:
         genome = _build(bp, spec, widths)
@@ -228,12 +224,14 @@ def narrow_to_limits(genome: Genome, limits: Limits, steps: int = 20) -> Genome 
     return genome if scale == 1.0 else narrowed
 
 
-def sample_genome(trial: Any, spec: InputSpec, limits: Limits, repair: bool = True) -> Fitted:
-    """Sample a genome for ``spec``; with ``repair`` its widths are fitted to ``limits`` (``fit_to_limits``)."""
+def sample_genome(trial: Any, spec: InputSpec, limits: Limits, repair: bool = True,
+                  span: SizeRange | None = None) -> Fitted:
+    """Sample a genome for ``spec``; with ``repair`` its widths are fitted to ``limits`` and to the sampled size in
+    ``span`` (``search.descent``; default: near the budget) by ``fit_to_limits``."""
     bp = _blueprint(trial)
     if not repair:
         return Fitted(_build(bp, spec, _widths(bp, 1.0)), 1.0, _widths(bp, 1.0))
-    return fit_to_limits(bp, spec, limits)
+    return fit_to_limits(bp, spec, limits, span=span)
 
 
 def _random_fitted(spec: InputSpec, limits: Iterable[Limits], seed: int) -> Iterator[Genome]:

@@ -423,3 +423,39 @@ def test_a_crash_in_the_int8_conversion_loses_no_trained_seed(racing, monkeypatc
     assert json.loads((settings.run_dir / "finals.json").read_text())[trial]["seeds"] == [0, 1, 2]
     folder = settings.run_dir / "final" / f"trial{trial}"
     assert sorted(p.name for p in folder.glob("checkpoint_seed*.pt")) == [f"checkpoint_seed{s}.pt" for s in (0, 1, 2)]
+
+
+def test_the_final_evaluation_stops_at_the_smallest_certain_design_and_the_headline_names_it(tmp_path, monkeypatch):
+    """Issue 36: the finals start from the smallest design that met the target on validation and move up the front
+    until one is certain; larger ones are not trained once the answer is known."""
+    import reports.final
+    from reports.html import headline
+
+    settings = SearchSettings(**tiny_settings(tmp_path, target=50.0, budget=4000))
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    genomes = {w: f"i1x12x12n4-conv_c{w}_k3-max_k2-conv_c{w}_k3-gap-conv_c4_k1_b0_oc" for w in (4, 6, 8)}
+    from budgets import analyze
+    from blocks import Genome
+
+    ranked = pd.DataFrame([{"rank": i + 1, "trial": i, "status": "complete", "genome": g,
+                            "params": analyze(Genome.from_string(g)).params, "val_acc": 60.0 + i, "epochs": 1,
+                            "images": 512, "ram": 1000, "flash": 500} for i, g in enumerate(genomes.values())])
+    certain_at = {"i1x12x12n4-conv_c6_k3-max_k2-conv_c6_k3-gap-conv_c4_k1_b0_oc"}
+    real = reports.final.FinalResult.summary
+
+    def summary(self, target, *args, **kwargs):  # the verdicts this test needs, whatever the tiny runs score
+        out = real(self, target, *args, **kwargs)
+        out["meets_target"] = "certain" if self.genome in certain_at else "no"
+        return out
+
+    monkeypatch.setattr(reports.final.FinalResult, "summary", summary)
+    lines = []
+    finals = finalize(None, settings, ranked, top_k=3, epochs=1, seeds=[0], log=lines.append, splits=tiny_splits())
+    assert set(finals) == {"0", "1"}  # trial 2 (the largest) was not trained
+    assert any("the 1 larger candidate(s) cannot give a smaller answer; not trained" in line for line in lines)
+    said = headline(ranked, {"target": 50.0}, finals)
+    assert said[0].startswith(f"Smallest certain design, trial 1: {int(ranked.loc[1, 'params']):,} params (RAM 1,000 B, "
+                              "flash 500 B)")
+    finals["0"]["test_acc_mean"] = 99.9  # the uncertain smaller one scored higher: named beside the answer
+    assert any(line.startswith("Most accurate design evaluated, trial 0:") for line in headline(ranked, {"target": 50.0},
+                                                                                             finals))

@@ -6,7 +6,7 @@ from search.runner import Objective
 from search.settings import SearchError, SearchSettings
 from tests.synthetic import tiny_splits
 
-PARAMS = {"stages": 2, "order": "cba", "dropout": 0.0, "head": "gap_conv", "fill": 1.0, "s0_blocks": 1, "s0_width": 8,
+PARAMS = {"stages": 2, "order": "cba", "dropout": 0.0, "size": 1.0, "s0_blocks": 1, "s0_width": 8,
           "s0_pad": "same", "s0_kernel": 3, "s0_down": "max", "s0_transition_width": 8, "s1_blocks": 1,
           "s1_width": 8, "s1_type": "conv", "s1_pad": "same", "dilate_last": False,
           "s0_repeat": 1, "s1_repeat": 1}

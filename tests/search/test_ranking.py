@@ -35,3 +35,23 @@ def test_within_the_noise_of_the_best_fewer_params_win():
     assert tied_small < best_big < below
     assert rank_key(99.41, 7900, 99.4, tie_floor=floor) < tied_small  # meeting the target still ranks first
     assert rank_key(99.34, 7554, 99.4) < rank_key(99.30, 4404, 99.4)  # without a floor: accuracy first
+
+
+def _board(rows):
+    import pandas as pd
+
+    df = pd.DataFrame(rows, columns=["trial", "params", "val_acc", "epochs", "images"])
+    df["rank"] = range(1, len(df) + 1)
+    return df
+
+
+def test_finalists_are_the_front_of_the_designs_that_met_the_target_smallest_first():
+    from search.ranking import finalists
+
+    board = _board([(0, 900, 99.2, 15, 100), (1, 3000, 99.1, 15, 100), (2, 4000, 99.5, 15, 100),
+                    (3, 1500, 99.3, 15, 100), (4, 600, 98.0, 15, 100), (5, 500, 99.6, 3, 100)])
+    rows, in_turn = finalists(board, 99.0, 5)
+    assert in_turn and list(rows["trial"]) == [0, 3, 2]  # 3,000 is larger than 1,500 and less accurate: not on it
+    assert list(finalists(board, 99.0, 2)[0]["trial"]) == [0, 3]
+    assert list(finalists(board, 99.9, 2)[0]["trial"]) == [0, 1] and not finalists(board, 99.9, 2)[1]  # none met
+    assert list(finalists(board, None, 3)[0]["trial"]) == [0, 1, 2] and not finalists(board, None, 3)[1]

@@ -14,7 +14,7 @@ from tests.search.workers import tiny_settings, tiny_worker
 from tests.synthetic import tiny_splits
 
 
-FIXED = {"stages": 2, "order": "cba", "dropout": 0.0, "head": "gap_conv", "fill": 1.0, "s0_blocks": 1, "s0_width": 8,
+FIXED = {"stages": 2, "order": "cba", "dropout": 0.0, "size": 1.0, "s0_blocks": 1, "s0_width": 8,
          "s0_pad": "same", "s0_kernel": 3, "s0_down": "max", "s0_transition_width": 8, "s1_blocks": 1, "s1_width": 8,
          "s1_type": "conv", "s1_pad": "same", "dilate_last": False, "s0_repeat": 1, "s1_repeat": 1}  # one design of the space, by its parameters
 
@@ -596,3 +596,34 @@ def test_the_evolution_sampler_runs_the_search_and_mutates_its_trained_trials(tm
     for t in later:
         earlier = [e for e in study.get_trials() if e.number < t.number and e.params]
         assert min(sum(e.params.get(k) != v for k, v in t.params.items() if k in e.params) for e in earlier) <= 1
+
+
+def test_with_a_target_met_the_search_descends_below_the_smallest_design_that_met_it(tmp_path):
+    """Issue 36: every proposal filled 80-100% of the budget however easy the target. Here every design meets it
+    (the scripted accuracies are all above 50%), so each proposal after the first is sized below the smallest
+    design trained so far, and the search ends far below the budget."""
+    s = SearchSettings(**tiny_settings(tmp_path, trials=8, epochs=2, pruner="none", target=50.0, budget=8000,
+                                       study="descend", sampler="tpe"))
+    lines = []
+    run_worker(s, splits=tiny_splits(), log=lines.append, train_fn=_ScriptedTrainer())
+    trials = sorted((t for t in open_study(s).get_trials() if t.user_attrs.get("status") == "complete"),
+                    key=lambda t: t.number)
+    assert len(trials) == 8
+    assert trials[0].user_attrs["size_range"] == [6400, 8000]  # nothing met yet: near the budget
+    smallest = trials[0].user_attrs["params"]
+    for t in trials[1:]:
+        low, high = t.user_attrs["size_range"]
+        assert high == smallest and low == max(250, smallest // 4)
+        smallest = min(smallest, t.user_attrs["params"])
+    assert smallest < 0.5 * 8000
+    assert any(line.startswith("sizes: target met by") for line in lines)
+
+
+def test_without_a_target_the_search_spans_the_whole_range(tmp_path):
+    s = SearchSettings(**tiny_settings(tmp_path, trials=12, epochs=1, pruner="none", budget=8000, study="front",
+                                       sampler="random"))
+    run_worker(s, splits=tiny_splits(), log=lambda line: None, train_fn=_ScriptedTrainer())
+    trials = [t for t in open_study(s).get_trials() if t.user_attrs.get("status") == "complete"]
+    assert all(t.user_attrs["size_range"] == [250, 8000] for t in trials)
+    params = sorted(t.user_attrs["params"] for t in trials)
+    assert params[0] < 0.3 * 8000 and params[-1] > 0.5 * 8000

@@ -3,6 +3,7 @@ import pytest
 
 from blocks import InputSpec
 from budgets import Limits, check
+from search.descent import near_budget, size_range, target_params
 from search.space import fit_to_limits, sample_genome
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -36,7 +37,7 @@ def test_without_repair_the_checker_rejects_and_says_why():
 
 
 def test_fixed_trial_gives_the_expected_design():
-    params = {"stages": 2, "order": "cba", "dropout": 0.05, "head": "gap_conv", "fill": 1.0, "s0_blocks": 2, "s0_width": 16,
+    params = {"stages": 2, "order": "cba", "dropout": 0.05, "size": 1.0, "s0_blocks": 2, "s0_width": 16,
               "s0_pad": "valid", "s0_kernel": 3, "s0_down": "max_1x1", "s0_transition_width": 8,
               "s1_blocks": 2, "s1_width": 16, "s1_type": "conv", "s1_pad": "valid", "dilate_last": False,
               "s0_repeat": 1, "s1_repeat": 1}
@@ -65,7 +66,7 @@ def test_the_space_proposes_shared_blocks_that_fit():
 def test_fit_to_limits_honours_macs_too():
     from search.space import _blueprint
 
-    trial = optuna.trial.FixedTrial({"stages": 2, "order": "cba", "dropout": 0.0, "head": "conv_gap", "fill": 1.0,
+    trial = optuna.trial.FixedTrial({"stages": 2, "order": "cba", "dropout": 0.0, "size": 1.0,
                                      "s0_blocks": 3, "s0_width": 40, "s0_pad": "same", "s0_kernel": 5,
                                      "s0_down": "stride", "s0_transition_width": 8, "s1_blocks": 3,
                                      "s1_width": 40, "s1_type": "res", "s1_pad": "same", "dilate_last": True,
@@ -76,11 +77,11 @@ def test_fit_to_limits_honours_macs_too():
     assert verdict.ok and scale < 1.0
 
 
-@pytest.mark.parametrize("fill", [0.8, 1.0])
-def test_narrow_designs_are_scaled_up_to_their_share_of_the_budget(fill):
+@pytest.mark.parametrize("size, share", [(0.0, 0.8), (1.0, 1.0)])
+def test_narrow_designs_are_scaled_up_to_their_share_of_the_budget(size, share):
     from search.space import _blueprint
 
-    trial = optuna.trial.FixedTrial({"stages": 2, "order": "cba", "dropout": 0.0, "head": "gap_conv", "fill": fill,
+    trial = optuna.trial.FixedTrial({"stages": 2, "order": "cba", "dropout": 0.0, "size": size,
                                      "s0_blocks": 2, "s0_width": 8, "s0_pad": "valid", "s0_kernel": 3,
                                      "s0_down": "max", "s0_transition_width": 8, "s1_blocks": 2,
                                      "s1_width": 8, "s1_type": "conv", "s1_pad": "valid", "dilate_last": False,
@@ -88,7 +89,7 @@ def test_narrow_designs_are_scaled_up_to_their_share_of_the_budget(fill):
     genome, scale, _ = fit_to_limits(_blueprint(trial), MNIST, Limits(max_params=20_000))
     params = check(genome, Limits()).params
     assert scale > 1.0
-    assert 0.85 * fill * 20_000 < params <= fill * 20_000
+    assert 0.85 * share * 20_000 < params <= share * 20_000
 
 
 @pytest.mark.parametrize("budget", [8000, 4000])
@@ -98,9 +99,10 @@ def test_every_proposal_uses_most_of_its_share_of_the_budget(budget):
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
     for _ in range(60):
         trial = study.ask()
-        genome = sample_genome(trial, MNIST, Limits(max_params=budget)).genome
+        genome = sample_genome(trial, MNIST, Limits(max_params=budget)).genome  # outside a search: near the budget
         params = check(genome, Limits()).params
-        assert 0.75 * trial.params["fill"] * budget <= params <= trial.params["fill"] * budget
+        share = target_params(trial.params["size"], near_budget(budget))
+        assert 0.75 * share <= params <= share
         study.tell(trial, 0.0)
 
 
@@ -136,8 +138,9 @@ def test_narrow_to_limits_carries_a_design_to_a_smaller_budget():
 
 
 def test_built_in_datasets_get_the_same_genomes_as_before_the_input_size_rules():
-    """Issue 25: the stem that large inputs get must not change MNIST or CIFAR-10 proposals (hashes recorded on
-    43f2d47, before it)."""
+    """Issue 25: the stem that large inputs get must not change MNIST or CIFAR-10 proposals. Hashes recorded on
+    43f2d47, before it, and recorded again when issue 36 changed the space (``size`` for ``fill``, one head form)
+    with the stem rule unchanged; no MNIST or CIFAR-10 design starts strided."""
     import optuna
 
     from budgets import Limits
@@ -145,10 +148,10 @@ def test_built_in_datasets_get_the_same_genomes_as_before_the_input_size_rules()
     from training import DATASETS
 
     recorded = {
-        "mnist": ["cf540da9872a", "4cd940f6dd19", "d684ad4dd196", "6f52ac218fb6", "4c3a813b1222", "e9b7e0262688",
-                  "42b0a658fe6d", "74f4e7dad99a", "0621cc8b811f", "172a408efaf1", "ddf8b7e924f4", "d2cce1fe234e"],
-        "cifar10": ["5d7e56b95bb9", "39abd824d28c", "93523137f15e", "abd4d9bbff2f", "3ba781cb8a2a", "d9c8fd83c78e",
-                    "164db7efda72", "9328c488852c", "0449ebd8d7d2", "843c0823dd78", "208e760fd436", "63ff94a3019e"],
+        "mnist": ["de2ca3aff810", "58b3ea5e9c9f", "2b562a92de01", "0ed9ef04f4da", "b0b0e91ec6f5", "c2cbc45789be",
+                  "309bb7313f48", "53b55e610ca5", "b881c255d9f5", "78827c6d881e", "d5b372970ccd", "55fa2d1f327c"],
+        "cifar10": ["4b6a00c3cb81", "b0634d8183e2", "8c36c841f87c", "4b3235f25620", "fa447aa2c138", "d5bb42db8e5b",
+                    "abd41bbf3e19", "aee148488d52", "b3b23e4e757d", "7209e0db14ae", "eac50cdd531a", "70c735aa933b"],
     }
     class NoSharing:  # the later ``s*_repeat`` decisions answered 1 without a draw: the draws stay as recorded
         def __init__(self, trial):
@@ -162,9 +165,10 @@ def test_built_in_datasets_get_the_same_genomes_as_before_the_input_size_rules()
 
     for name, budget in (("mnist", 8000), ("cifar10", 20000)):
         study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-        hashes = [sample_genome(NoSharing(study.ask()), DATASETS[name].spec, Limits(max_params=budget)).genome.hash
-                  for _ in range(12)]
-        assert hashes == recorded[name]
+        genomes = [sample_genome(NoSharing(study.ask()), DATASETS[name].spec, Limits(max_params=budget)).genome
+                   for _ in range(12)]
+        assert [g.hash for g in genomes] == recorded[name]
+        assert not any((g.layers[0].stride or 1) > 1 for g in genomes)
 
 
 def test_large_inputs_start_with_a_strided_stem_and_small_ones_do_not_collapse():
@@ -182,3 +186,56 @@ def test_large_inputs_start_with_a_strided_stem_and_small_ones_do_not_collapse()
         small = analyze(sample_genome(study.ask(), InputSpec(1, 8, 8, 10), Limits(max_params=2000)).genome)
         maps = [min(row.output_shape[-2:]) for row in small.layers if row.type not in ("gap", "flat", "fc", "lsm")]
         assert small.params <= 2000 and min(maps[:-1]) >= 2  # no map collapses to 1x1 before the head
+
+
+# --- Accuracy per parameter (issue 36): the size range, and one design per function ---
+
+def test_the_size_range_follows_the_target():
+    assert size_range(None, 99.0) is None
+    assert size_range(8000, None) == (250, 8000, "no target: the whole range")
+    assert size_range(8000, 99.0, [(7900, 98.9)])[:2] == (6400, 8000)  # not met: near the budget
+    met = size_range(8000, 99.0, [(7900, 99.2), (6000, 99.0), (3000, 98.5)])
+    assert met[:2] == (1500, 6000) and "met by 6,000 params" in met.why
+    assert size_range(8000, 99.0, [(300, 99.5)])[:2] == (250, 300)  # never below the floor
+    span = size_range(8000, None)
+    assert target_params(0.0, span) == 250 and target_params(1.0, span) == 8000
+    assert 1300 < target_params(0.5, span) < 1500  # log-uniform: the geometric middle
+
+
+def test_designs_follow_the_size_range_down_to_small_ones():
+    """Every proposal filled 80-100% of the budget, however easy the target."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=2))
+    limits = Limits(max_params=8000)
+    for span in (size_range(8000, None), size_range(8000, 99.0, [(2000, 99.1)])):
+        sizes = []
+        for _ in range(80):
+            trial = study.ask()
+            genome = sample_genome(trial, MNIST, limits, span=span).genome
+            sizes.append(check(genome, limits).params)
+            assert sizes[-1] <= max(span.high, 600)  # the narrowest widths of a blueprint may exceed a tiny size
+            study.tell(trial, 0.0)
+        assert min(sizes) < 0.4 * span.high and sum(s <= span.high for s in sizes) >= 0.9 * len(sizes)
+
+
+def test_the_space_proposes_no_twins():
+    """A bias-free 1x1 conv and a global average pool commute: `..-gap-conv_c10_k1_b0_oc` and
+    `..-conv_c10_k1_b0_oc-gap` were trained (and finalized) as two designs (curves identical). No two distinct proposals may compute
+    the same function; the hash is the canonical form's, so a twin from elsewhere (a warm start) is one design."""
+    from blocks import Genome
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=5))
+    seen: dict[str, str] = {}
+    for _ in range(400):
+        trial = study.ask()
+        genome = sample_genome(trial, MNIST, Limits(max_params=5000), span=size_range(5000, None)).genome
+        study.tell(trial, 0.0)
+        text = genome.to_string()
+        assert genome.canonical() == genome  # the space writes the canonical (cheaper) form
+        assert seen.setdefault(genome.hash, text) == text
+    twin_a = Genome.from_string("i1x28x28n10-conv_c8_k3-max_k2-conv_c12_k3-conv_c10_k1_b0_oc-gap")
+    twin_b = Genome.from_string("i1x28x28n10-conv_c8_k3-max_k2-conv_c12_k3-gap-conv_c10_k1_b0_oc")
+    assert twin_a.hash == twin_b.hash and twin_a.canonical() == twin_b
+    with_bias = Genome.from_string("i1x28x28n10-conv_c8_k3-max_k2-conv_c12_k3-conv_c10_k1_oc-gap")
+    assert with_bias.canonical().to_string().endswith("-gap-conv_c10_k1_oc")  # a bias commutes with the mean too
+    with_relu = Genome.from_string("i1x28x28n10-conv_c8_k3-max_k2-conv_c12_k3-conv_c10_k1_oca-gap")
+    assert with_relu.canonical() == with_relu  # an activation does not
