@@ -7,9 +7,12 @@
 ``digits``: scikit-learn's 1,797 real handwritten 8x8 digits (pixels 0-16 scaled to 0-255), written as a .npz
 with no test split, so the tool carves a stratified 20% test set; scikit-learn's ``SVC()`` is trained on the
 same training images (validation included) and scored on the same test images, as the classic baseline.
-``coloured-mnist``: real MNIST digits (the first ``--train`` / ``--test`` of each split) composited on a random
-background colour with a random stroke colour at least 0.4 apart in RGB, resized to ``--size`` (default 32),
-as an RGB .npz with a test split: the RGB case that can be built from data reachable here.
+``coloured-mnist``: real MNIST digits (the first ``--train`` / ``--test`` of each split, only ``--digits`` if given)
+composited on a random background colour with a random stroke colour at least 0.4 apart in RGB, resized to
+``--size`` (default 32), as an RGB .npz with a test split: the RGB case that can be built from data reachable here.
+
+    python benchmarks/bench_your_data.py coloured-mnist --digits 0,1,4,7 --size 24 --train 4000 --test 1000 \
+        --out /tmp/yd -- --budget 8000 --target 99      # the easy case of issue 36
 The search's finalists (chosen on validation) are printed with their test accuracy over the seeds: mean, std,
 min, and a one-sided 95% lower bound (Student's t).
 """
@@ -39,7 +42,8 @@ def write_digits(path: Path) -> None:
     np.savez(path, x_train=np.rint(digits.images * 255 / 16).astype(np.uint8), y_train=digits.target)
 
 
-def write_coloured_mnist(path: Path, data_dir: str, n_train: int, n_test: int, size: int, seed: int = 0) -> None:
+def write_coloured_mnist(path: Path, data_dir: str, n_train: int, n_test: int, size: int, seed: int = 0,
+                         digits: list[int] | None = None) -> None:
     import torch
     from torchvision.transforms.v2.functional import resize
 
@@ -49,6 +53,9 @@ def write_coloured_mnist(path: Path, data_dir: str, n_train: int, n_test: int, s
     arrays = {}
     for split, prefix, n in (("train", "train", n_train), ("test", "t10k", n_test)):
         x, y = _idx_split(Path(data_dir) / "MNIST" / "raw", prefix)
+        if digits:  # only these digits, labelled 0..len(digits)-1 in that order
+            keep = torch.isin(y, torch.tensor(digits))
+            x, y = x[keep], torch.tensor([digits.index(int(d)) for d in y[keep]])
         ink = x[:n].float().div(255).numpy()  # (n, 1, 28, 28) stroke coverage
         background = gen.random((n, 3, 1, 1))
         stroke = gen.random((n, 3, 1, 1))
@@ -59,6 +66,8 @@ def write_coloured_mnist(path: Path, data_dir: str, n_train: int, n_test: int, s
         rgb = torch.from_numpy(np.rint(255 * (background * (1 - ink) + stroke * ink)).astype(np.uint8))
         arrays[f"x_{split}"] = resize(rgb, [size, size], antialias=True).permute(0, 2, 3, 1).numpy()  # NHWC
         arrays[f"y_{split}"] = y[:n].numpy()
+    if digits:
+        arrays["class_names"] = np.array([str(d) for d in digits])
     np.savez(path, **arrays)
 
 
@@ -81,18 +90,21 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=12000)
     parser.add_argument("--test", type=int, default=2000)
     parser.add_argument("--size", type=int, default=32)
+    parser.add_argument("--digits", help="coloured-mnist: only these digits as the classes, e.g. 0,1,4,7")
     argv = sys.argv[1:]
     split = argv.index("--") if "--" in argv else len(argv)
     args = parser.parse_args(argv[:split])
     flags = argv[split + 1:]  # run_search.py's own flags
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    dataset = out / ("digits.npz" if args.case == "digits" else f"coloured_mnist_{args.size}.npz")
+    digits = [int(d) for d in args.digits.split(",")] if args.digits else None
+    name = f"coloured_mnist_{args.size}" + (f"_digits{''.join(map(str, digits))}_{args.train}" if digits else "")
+    dataset = out / ("digits.npz" if args.case == "digits" else f"{name}.npz")
     if not dataset.is_file():
         if args.case == "digits":
             write_digits(dataset)
         else:
-            write_coloured_mnist(dataset, args.data_dir, args.train, args.test, args.size)
+            write_coloured_mnist(dataset, args.data_dir, args.train, args.test, args.size, digits=digits)
     command = [sys.executable, str(ROOT / "run_search.py"), "--dataset", str(dataset), "--out", str(out), *flags]
     print("$", " ".join(command[1:]), flush=True)
     started = time.monotonic()
