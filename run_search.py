@@ -567,6 +567,10 @@ def _search(args: argparse.Namespace) -> int:
         "wall time of this command": format_duration(time.monotonic() - started),
         "device": f"{resolve_device(settings.device)}, {settings.workers} worker(s)"})
     console.print(f"leaderboard: {settings.run_dir / 'leaderboard.csv'}   report: {html_path}")
+    from reports.html import ending
+
+    for i, line in enumerate(ending(settings.run_dir, df)):
+        console.print(line, style="bold" if i == 0 else None, markup=False, highlight=False)
     return code
 
 

@@ -23,7 +23,7 @@ from reports.summary import shape_text
 from reports.verdict import VERDICT_RULE, lower_bound, share_at_target, verdict
 from search.ranking import RANK_RULE
 
-__all__ = ["write_report", "plot_accuracy_vs_params", "plot_best_so_far", "plot_final_curves"]
+__all__ = ["ending", "headline", "write_report", "plot_accuracy_vs_params", "plot_best_so_far", "plot_final_curves"]
 
 _STATUS_STYLE = {"complete": ("tab:blue", "o", "trained"), "reused": ("tab:blue", "o", None),
                  "pruned": ("tab:orange", "s", "pruned (accuracy when stopped)"),
@@ -248,6 +248,36 @@ def headline(df: pd.DataFrame, settings: dict, finals: dict) -> list[str]:
     lines.append(f"Search fidelity: trials that survived the pruner trained {fidelity}; {pruned} trial(s) were "
                  f"stopped earlier and are not ranked.")
     return lines + _near_chance(df)
+
+
+def ending(run_dir: str | Path, df: pd.DataFrame) -> list[str]:
+    """The last lines a search or ``--finalize`` prints: the headline (``headline``), the folder of the named
+    design's files, and what to run next."""
+    run_dir = Path(run_dir)
+    settings, finals = load_settings(run_dir), load_finals(run_dir)
+    lines = headline(df, settings, finals)[:2]
+    ranked = df[df["rank"].notna()].sort_values("rank")
+    if ranked.empty:
+        return lines + ["next: more --trials, or --timeout, so that designs finish their training"]
+    named, _ = _answer(ranked, settings.get("target"), finals)
+    trial = int(named["trial"])
+    folder = run_dir / "final" / f"trial{trial}"
+    final = finals.get(str(trial))
+    if final and folder.is_dir():
+        files = sorted(p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith("checkpoint"))
+        lines.append(f"files of trial {trial}: {folder}/ ({', '.join(files)}, and a checkpoint per seed)")
+    target = settings.get("target")
+    reproduce = f"budgetnas --reproduce {run_dir / 'leaderboard.csv'} --trial {trial}"
+    if not final:
+        lines.append(f"next: --finalize (the same flags as the search) retrains it on the full training set over seeds "
+                     "and scores it on the test set")
+    elif target is not None and final.get("meets_target") != "certain":
+        lines.append("next: a certain answer needs more accuracy: a larger --budget, more --trials, or a recipe "
+                     "lever (--translate on digits); or more seeds: --finalize --max-seeds 20")
+    else:
+        lines.append(f"next: deploy it: {reproduce} --seeds 1 --export tflite (int8, measured in TensorFlow Lite "
+                     "Micro), or model.py / model.onnx as they are; docs/deploy.md")
+    return lines
 
 
 def _answer(ranked: pd.DataFrame, target: float | None, finals: dict) -> tuple[pd.Series, str]:

@@ -459,3 +459,13 @@ def test_the_final_evaluation_stops_at_the_smallest_certain_design_and_the_headl
     finals["0"]["test_acc_mean"] = 99.9  # the uncertain smaller one scored higher: named beside the answer
     assert any(line.startswith("Most accurate design evaluated, trial 0:") for line in headline(ranked, {"target": 50.0},
                                                                                              finals))
+
+
+def test_a_search_ends_by_saying_what_it_got_where_the_files_are_and_what_next(searched):
+    from reports.html import ending
+
+    lines = ending(searched.run_dir, pd.read_csv(searched.run_dir / "leaderboard.csv"))
+    assert lines[0].startswith(("Smallest certain design, trial", "Best design, trial")) and "test accuracy" in lines[0]
+    assert any(line.startswith("files of trial") and "model.py" in line and "checkpoint_seed" not in line
+               for line in lines)
+    assert lines[-1].startswith("next: ")
