@@ -711,7 +711,8 @@ def _reproduce(args: argparse.Namespace) -> int:
             from reports.final import checkpoint_int8
 
             checkpoint_int8(model, source.genome, checkpoint, acc, full, out_dir, console.print)
-            console.print(f"written: {out_dir / 'model.int8.tflite'} and {out_dir / 'model.int8.json'}")
+            console.print(f"written: {out_dir / 'model.int8.tflite'}, model.int8.json and the firmware sources "
+                          "(model_data.cc / .h, model_ops.h, model_example.cc; docs/deploy.md)")
         return 0
     seeds = _seeds(args)
     target = args.target if args.target is not None else source.target

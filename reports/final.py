@@ -181,7 +181,8 @@ def save_run_checkpoint(out_dir: Path, genome: Genome, result: TrainResult, full
 
 def write_exports(out_dir: Path, genome: Genome, final: FinalResult, full: Splits,
                   log: Callable[[str], None] = print, require_onnx: bool = False) -> list[Path]:
-    """model.pt2 and model.onnx (first seed), model.int8.tflite and model.int8.json (first seed, when measured:
+    """model.pt2 and model.onnx (first seed), model.int8.tflite, model.int8.json and the firmware sources
+    (``reports.firmware``: model_data.cc / .h, model_ops.h, model_example.cc; first seed, when measured:
     ``measure_int8``), metrics.csv, and model.py last (``_already_evaluated`` takes it as the sign that all are
     there). Every file is written all or nothing. Without the optional ONNX packages, model.onnx is skipped with one
     line (an error if ``require_onnx``)."""
@@ -271,6 +272,12 @@ def _write_int8(out_dir: Path, genome: Genome, model: Int8Model, measured: TflmM
         "test_acc": round(measured.accuracy, 4), "arena_bytes": measured.arena_bytes,
         "tflite_bytes": measured.tflite_bytes, "calibration_images": CALIBRATION_IMAGES}
     atomic_write(out_dir / "model.int8.json", json.dumps(described, indent=2) + "\n")
+    from reports.firmware import write_firmware
+    from reports.tflite import operators
+
+    write_firmware(out_dir, model.flatbuffer, operators(model.flatbuffer), measured.arena_bytes, model.input_scale,
+                   model.input_zero_point, model.input_dtype, described["input"]["shape"], full.mean, full.std,
+                   described["classes"])
 
 
 def _int8_inputs(full: Splits) -> tuple[torch.Tensor, torch.Tensor]:

@@ -177,3 +177,78 @@ def test_an_int8_search_and_reproduce_on_real_digits(tmp_path):
                   "--export", "tflite", "--out", str(tmp_path / "no"))
     assert refused.returncode == 2 and "field 'act': gelu" in refused.stderr and not (tmp_path / "no").exists()
 
+
+
+# --- The hand-off (issue 40 item 3): a model you can flash ---
+
+_TFLM_STUBS = {  # just enough of TFLM's API for the generated example to compile without TFLM
+    "tensorflow/lite/micro/micro_mutable_op_resolver.h": """#pragma once
+namespace tflite { template <unsigned N> struct MicroMutableOpResolver {
+#define OP(name) int Add##name() { return 0; }
+OP(Conv2D) OP(DepthwiseConv2D) OP(MaxPool2D) OP(AveragePool2D) OP(Quantize) OP(Dequantize) OP(Add) OP(Mean)
+OP(Reshape) OP(FullyConnected) OP(Softmax) OP(LogSoftmax) OP(Relu) OP(Relu6) OP(Mul) OP(Pad) OP(PadV2)
+OP(HardSwish) OP(LeakyRelu) OP(Logistic) OP(Tanh) OP(Sum) OP(Squeeze) OP(Transpose) OP(Sub) OP(Concatenation)
+}; }
+""",
+    "tensorflow/lite/micro/micro_interpreter.h": """#pragma once
+#include <cstddef>
+#include <cstdint>
+enum TfLiteStatus { kTfLiteOk, kTfLiteError };
+enum TfLiteType { kTfLiteFloat32, kTfLiteInt8 };
+union TfLitePtrUnion { int8_t* int8; float* f; };
+struct TfLiteTensor { TfLiteType type; TfLitePtrUnion data; };
+namespace tflite { struct Model {}; inline const Model* GetModel(const void*) { return nullptr; }
+struct MicroInterpreter { template <class R> MicroInterpreter(const Model*, R&, uint8_t*, size_t) {}
+  TfLiteStatus AllocateTensors() { return kTfLiteOk; } TfLiteStatus Invoke() { return kTfLiteOk; }
+  TfLiteTensor* input(int) { return nullptr; } TfLiteTensor* output(int) { return nullptr; } }; }
+""",
+    "tensorflow/lite/schema/schema_generated.h": "#pragma once\n",
+}
+
+
+@mcu
+def test_the_firmware_sources_hold_the_exact_bytes_and_compile(tmp_path):
+    import re
+    import shutil
+    import subprocess
+
+    from blocks import build_model
+    from reports.firmware import write_firmware
+    from reports.tflite import arena_bytes, export_int8, operators
+
+    genome = Genome.from_string("i1x12x12n4-conv_c8_k3-max_k2-dws_c8_psame-gap-conv_c4_k1_b0_oc")
+    torch.manual_seed(0)
+    model = build_model(genome)
+    with torch.no_grad():
+        model.train()(torch.randn(32, 1, 12, 12))
+    int8 = export_int8(model.eval(), genome, torch.randn(16, 1, 12, 12))
+    ops = operators(int8.flatbuffer)
+    arena = arena_bytes(int8.flatbuffer)
+    write_firmware(tmp_path, int8.flatbuffer, ops, arena, int8.input_scale, int8.input_zero_point, int8.input_dtype,
+                   [1, 12, 12, 1], [0.13], [0.31], ["zero", 'one "1"', "two", "three"])
+    source = (tmp_path / "model_data.cc").read_text()
+    body = source[source.index("g_model_data[] = {"):source.index("};")]
+    assert bytes(int(h, 16) for h in re.findall(r"0x([0-9a-f]{2})", body)) == int8.flatbuffer
+    assert "alignas(16) const unsigned char g_model_data[]" in source
+    assert f"g_model_data_len = {len(int8.flatbuffer)};" in source
+    header = (tmp_path / "model_data.h").read_text()
+    size = int(re.search(r"kTensorArenaSize = (\d+);", header).group(1))
+    assert size >= arena and size % 16 == 0 and f"kInputZeroPoint = {int8.input_zero_point};" in header
+    resolver = (tmp_path / "model_ops.h").read_text()
+    assert f"kNumOperators = {len(set(ops))};" in resolver
+    assert all(f"op_resolver.Add{m}();" in resolver for m, op in (("Conv2D", "CONV_2D"), ("DepthwiseConv2D",
+               "DEPTHWISE_CONV_2D"), ("MaxPool2D", "MAX_POOL_2D"), ("Mean", "MEAN")) if op in ops)
+    compiler = shutil.which("g++") or shutil.which("c++")
+    if compiler is None:
+        pytest.skip("no C++ compiler to check the sources' syntax")
+    for name, text in _TFLM_STUBS.items():
+        (tmp_path / "stubs" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "stubs" / name).write_text(text)
+    (tmp_path / "main.cc").write_text('#include "model_data.h"\n#include <cstring>\nint main() {\n'
+                                      '  return (g_model_data_len > 0 && std::strlen(kClassNames[1]) == 7) ? 0 : 1;\n}\n')
+    built = subprocess.run([compiler, "-std=c++17", "-Wall", "-Werror", "-I", str(tmp_path / "stubs"), "-I",
+                            str(tmp_path), str(tmp_path / "main.cc"), str(tmp_path / "model_data.cc"),
+                            str(tmp_path / "model_example.cc"), "-o", str(tmp_path / "check")],
+                           capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr[-3000:]
+    assert subprocess.run([str(tmp_path / "check")]).returncode == 0  # the array links; a quoted class name reads back
