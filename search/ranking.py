@@ -13,25 +13,29 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["FINALS_RULE", "RANK_RULE", "finalists", "noise_band", "rank_key", "score", "tie_floor"]
+__all__ = ["FINALS_RULE", "FINALS_STEP", "RANK_RULE", "finalists", "noise_band", "rank_key", "score", "tie_floor"]
 
 RANK_RULE = ("highest fidelity (epochs, images) first; then meets target -> fewest params; else fewest params "
              "within one standard error of the best val acc, then highest val acc")
 
 
-FINALS_RULE = ("with --target: the designs that met it on validation, smallest first, each larger one more accurate "
-               "on validation than every smaller one, one at a time until one is certain on the test set; "
-               "otherwise the top ranks")
+FINALS_RULE = ("with --target: the designs that met it on validation, smallest first, each next one at least 1.25x "
+               "the params of the one before and not less accurate on validation beyond one standard error, one "
+               "at a time until one is certain on the test set; otherwise the top ranks")
+FINALS_STEP = 1.25  # each next finalist on the way up has at least this many times the params of the one before
 
 
-def finalists(ranked: "pd.DataFrame", target: float | None, top_k: int) -> tuple["pd.DataFrame", bool]:
+def finalists(ranked: "pd.DataFrame", target: float | None, top_k: int,
+              val_images: int | None = None) -> tuple["pd.DataFrame", bool]:
     """The rows of a ranked leaderboard frame that the final evaluation retrains, and whether it goes through them
     one at a time, stopping at the first certain one (``FINALS_RULE``).
 
-    With a target that some trials of the top fidelity met on validation: those trials' accuracy-per-parameter
-    front, smallest first (each next one larger and more accurate on validation than every smaller one), at most
-    ``top_k``: the smallest design that is certain on the test set is the answer, and a larger one is trained only
-    when the smaller ones were not certain. Otherwise: the ``top_k`` best ranks, side by side."""
+    With a target that some trials of the top fidelity met on validation: the smallest of them first, then, going
+    up, each next one at least ``FINALS_STEP`` times larger than the one before and with a validation accuracy
+    within one standard error (on ``val_images``) of the best candidate before it, or above it, at most ``top_k``: the
+    smallest design that is certain on the test set is the answer, and a larger one is trained only when the smaller
+    ones were not certain. A candidate that failed on the test set says that designs of about its size fail too,
+    hence the step. Otherwise: the ``top_k`` best ranks, side by side."""
     rows = ranked[ranked["rank"].notna()].sort_values("rank")
     if target is None or rows.empty:
         return rows.head(top_k), False
@@ -42,12 +46,13 @@ def finalists(ranked: "pd.DataFrame", target: float | None, top_k: int) -> tuple
     met = same[same["val_acc"] >= target].sort_values(["params", "val_acc"], ascending=[True, False])
     if met.empty:
         return rows.head(top_k), False
-    front, best = [], -math.inf
+    chosen, best, last = [], -math.inf, 0
     for index, row in met.iterrows():
-        if row["val_acc"] > best:
-            front.append(index)
-            best = row["val_acc"]
-    return met.loc[front].head(top_k), True
+        floor = tie_floor(best, val_images) if val_images and best > -math.inf else best
+        if not chosen or (row["params"] >= FINALS_STEP * last and row["val_acc"] >= floor):
+            chosen.append(index)
+            last, best = row["params"], max(best, row["val_acc"])
+    return met.loc[chosen].head(top_k), True
 
 
 def noise_band(val_acc: float, val_images: int) -> float:
