@@ -495,6 +495,7 @@ def _search(args: argparse.Namespace) -> int:
         require_mcu()  # before the study: the finals need it
     started = time.monotonic()
     splits = _checked_data(settings, console)
+    settings.val_images = len(splits.val_y)  # small data has fewer than --val-size: the ranking's noise band
     if not args.finalize:
         _require_reachable(settings, splits.spec)
     warm_starts = _warm_starts(args.enqueue or [], settings.dataset, splits.spec)

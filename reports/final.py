@@ -391,7 +391,7 @@ def finalize(study: Any, settings: Any, ranked: pd.DataFrame, top_k: int, epochs
     (``reports.verdict.decided``) gets more seeds, as many at a time as there are processes, up to ``max_seeds``.
     One final evaluation at a time per run directory (``finals_lock``).
     """
-    top, in_turn = finalists(ranked, settings.target, top_k, getattr(settings, "val_size", None))
+    top, in_turn = finalists(ranked, settings.target, top_k, getattr(settings, "validation_images", None))
     if top.empty:
         log("final evaluation: no trained trial to evaluate")
         return {}

@@ -102,7 +102,7 @@ def write_leaderboard(study: Any, settings: Any, finals: dict | None = None) -> 
     ``finals`` defaults to the run directory's ``finals.json``.
     """
     finals = load_finals(settings.run_dir) if finals is None else finals
-    df = trials_frame(study, settings.target, finals, settings.val_size)
+    df = trials_frame(study, settings.target, finals, settings.validation_images)
     atomic_write(settings.run_dir / "leaderboard.csv", df.to_csv(index=False))
     return df
 

@@ -78,7 +78,8 @@ class SearchSettings:
     seed: int = 0
     out: str = "runs"
     train_subset: int | None = None
-    val_size: int = 5000
+    val_size: int = 5000  # the most validation images carved from the training set
+    val_images: int | None = None  # how many it carved (fewer for small data): the ranking's noise band uses it
     tune_hparams: bool = False
     repair: bool = True  # scale widths down to the budget instead of rejecting
     stop_at_target: bool = False
@@ -131,6 +132,11 @@ class SearchSettings:
     @property
     def run_dir(self) -> Path:
         return Path(self.out) / self.study
+
+    @property
+    def validation_images(self) -> int:
+        """The validation split's size as loaded (``val_images``), else the most it can be (``val_size``)."""
+        return self.val_images or self.val_size
 
     @property
     def storage_url(self) -> str:

@@ -216,6 +216,8 @@ def test_a_search_on_your_own_data_ends_with_a_report_a_finalist_and_exports(tmp
     assert board["genome"].str.startswith("i1x8x8n10-").all()
     settings = json.loads((run_dir / "settings.json").read_text())
     assert settings["input"] == "1x8x8" and settings["dataset"] == str(data.resolve())
+    assert settings["val_images"] == 143 and settings["val_size"] == 5000  # 10% of each class of 1,438: the noise band
+    assert result.stdout.rstrip().splitlines()[-1].startswith("next: ")  # the run ends by saying what to do
     final = next((run_dir / "final").glob("trial*"))
     source = (final / "model.py").read_text()
     expected = sorted(names) if kind == "folder" else [str(i) for i in range(10)]  # folders: sorted, as ImageFolder
