@@ -61,6 +61,13 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def _help_width() -> int:
+    """The width of --help's closing paragraphs: the terminal's (``COLUMNS``), at most 100."""
+    import shutil
+
+    return max(40, min(100, shutil.get_terminal_size((100, 24)).columns - 2))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from reports.verdict import VERDICT_RULE
     from search.ranking import FINALS_RULE, RANK_RULE
@@ -74,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
                f"  {prog} --dataset my_images/ --budget 2000 --target 98\n"
                f"  {prog} --describe zoo/mnist_5k_search.json --budget 8000\n"
                f"  {prog} --reproduce runs/mnist-b8000/leaderboard.csv --rank 1 --seeds 5 --seed-offset 100\n"
-               + "".join("\n" + textwrap.fill(text, 100, subsequent_indent="  ") + "\n" for text in (
+               + "".join("\n" + textwrap.fill(text, _help_width(), subsequent_indent="  ") + "\n" for text in (
                    f"ranking (leaderboard, top 10): {RANK_RULE}.",
                    f"finalists: {FINALS_RULE}.",
                    f"verdict of --target on the test set (final evaluation): {VERDICT_RULE}.")),
@@ -190,7 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="maximum multiply-accumulates per image")
     limits.add_argument("--max-ram", type=_positive_int, metavar="BYTES",
                         help="maximum peak activation memory for one image at inference (see --precision)")
-    limits.add_argument("--max-flash", type=_positive_int, metavar="BYTES", help="maximum bytes of weights")
+    limits.add_argument("--max-flash", type=_positive_int, metavar="BYTES",
+                        help="maximum flash bytes: at int8 (default) the estimated .tflite file, at fp32 4 bytes a "
+                             "weight")
     limits.add_argument("--precision", choices=["int8", "fp32"],
                         help="bytes per value for --max-ram / --max-flash and their columns (default int8, as "
                              "deployed on a microcontroller, analytic). Given as int8, the finalists are also "
@@ -486,9 +495,6 @@ def _search(args: argparse.Namespace) -> int:
     if args.finalize and not study_exists(settings):
         raise UsageError(f"--finalize: no study {settings.study!r} in {redact(settings.storage_url)}; "
                          "check --study / --out / --storage")
-    console.print(f"study {settings.study} in {redact(settings.storage_url)}: {settings.limits.describe()}, "
-                  f"{settings.trials} trials x {settings.epochs} epochs, sampler {settings.sampler}, "
-                  f"pruner {settings.pruner} ({settings.rungs} rungs), {settings.workers} worker(s)")
     if settings.int8_finals and args.final_top > 0 and not args.dry_run:
         from reports.tflite import require_mcu
 
@@ -502,6 +508,11 @@ def _search(args: argparse.Namespace) -> int:
     if settings.int8_finals:
         for genome in warm_starts:
             _require_int8(genome, f"--enqueue {genome.hash}")
+    where = (f"(a run would keep it in {redact(settings.storage_url)})" if args.dry_run
+             else f"in {redact(settings.storage_url)}")
+    console.print(f"study {settings.study} {where}: {settings.limits.describe()}, "
+                  f"{settings.trials} trials x {settings.epochs} epochs, sampler {settings.sampler}, "
+                  f"pruner {settings.pruner} ({settings.rungs} rungs), {settings.workers} worker(s)")
     if args.dry_run:
         from search.settings import check_storage_folder
 
@@ -723,8 +734,12 @@ def _reproduce(args: argparse.Namespace) -> int:
                                processes=_worker_count(args.workers, device, console.print), int8=int8,
                                target=target, on_int8=args.precision == "int8")
     summary = final.summary(target, args.precision == "int8")
-    console.print(f"[bold]{source.name}: {final.params:,} params, test accuracy {final.mean:.2f} ± {final.std:.2f} % "
-                  f"(min {final.min:.2f} %, 95% lower bound {_percent(summary['test_acc_low'])}) over seeds {seeds}[/]")
+    if len(final.final_accs) > 1:
+        console.print(f"[bold]{source.name}: {final.params:,} params, test accuracy {final.mean:.2f} ± {final.std:.2f} % "
+                      f"(min {final.min:.2f} %, 95% lower bound {_percent(summary['test_acc_low'])}) over seeds {seeds}[/]")
+    else:  # no spread and no bound from one seed
+        console.print(f"[bold]{source.name}: {final.params:,} params, test accuracy {final.mean:.2f} % on seed "
+                      f"{seeds[0]} (one seed: no spread, no bound; --seeds 5 gives both)[/]")
     if final.int8:
         console.print(f"[bold]int8 in TensorFlow Lite Micro: {summary['int8_test_acc_mean']:.2f} % (min "
                       f"{summary['int8_test_acc_min']:.2f} %), arena {summary['arena_bytes']:,} B, flatbuffer "
@@ -732,7 +747,18 @@ def _reproduce(args: argparse.Namespace) -> int:
     if target is not None:
         console.print(f"[bold]target {target}% ({summary['judged_on']} test accuracy): {summary['meets_target']} "
                       f"({summary['seeds_at_target']:.0%} of seeds at or above it)[/]")
-    console.print(f"written: {out_dir}/ ({', '.join(sorted(p.name for p in out_dir.iterdir()))})")
+    console.print(f"written: {out_dir}/ ({', '.join(sorted(p.name for p in out_dir.iterdir() if p.is_file()))})")
+    first = out_dir / f"checkpoint_seed{seeds[0]}.pt"
+    if target is not None and summary["meets_target"] != "certain":
+        console.print(f"next: {summary['meets_target']} is not certain: more seeds (--seeds 10) narrow the bound, or "
+                      "a larger design (a search with a larger --budget) raises the mean", markup=False)
+    elif not final.int8:
+        console.print(f"next: deploy it: --export tflite --checkpoint {first} (int8, measured in TensorFlow Lite "
+                      "Micro, with the firmware sources), or model.py / model.onnx as they are; docs/deploy.md",
+                      markup=False)
+    else:
+        console.print("next: flash it: model_data.cc / .h, model_ops.h and model_example.cc; docs/deploy.md",
+                      markup=False)
     return 0
 
 

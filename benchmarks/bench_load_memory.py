@@ -36,6 +36,17 @@ print(data, rss("VmHWM:") - before, npz_peak_bytes(_npz_members(path), _size(siz
 """
 
 
+def measure(path: Path, size: str | None = None) -> tuple[int, int, int]:
+    """(uint8 bytes loaded, peak bytes above the baseline, the predicted peak) of loading ``path`` in a fresh
+    process."""
+    out = subprocess.run([sys.executable, "-c", _MEASURE, str(path), size or "-"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=600)
+    if out.returncode:
+        raise RuntimeError(out.stderr[-2000:])
+    data, peak, predicted = map(int, out.stdout.split())
+    return data, peak, predicted
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=20000)
@@ -61,9 +72,7 @@ def main() -> None:
         print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
         for name, file, size in cases:
             path = Path(tmp) / file
-            out = subprocess.run([sys.executable, "-c", _MEASURE, str(path), size or "-"], cwd=ROOT,
-                                 capture_output=True, text=True, check=True)
-            data, peak, predicted = map(int, out.stdout.split())
+            data, peak, predicted = measure(path, size)
             print(f"| {name} | {path.stat().st_size / 1e6:.0f} | {data / 1e6:.0f} | {peak / 1e6:.0f} | "
                   f"{peak / data:.2f}x | {predicted / 1e6:.0f} | {peak / predicted:.2f} |")
 

@@ -184,6 +184,8 @@ def _top(df: pd.DataFrame, n: int = 10) -> pd.DataFrame:
     for column in ("params", "macs", "ram", "flash", "arena_bytes", "tflite_bytes"):
         if column in top.columns:
             top[column] = top[column].map(_thousands)
+    if "seeds_at_target" in top.columns:  # a share, said as the headline says it
+        top["seeds_at_target"] = top["seeds_at_target"].map(lambda v: "" if pd.isna(v) else f"{float(v):.0%}")
     return top.rename(columns=names)
 
 

@@ -35,7 +35,7 @@ def summary_table(analysis: Analysis, bytes_per_value: int = 1, precision: str =
     table.add_column("Params" if narrow else "Param #", justify="right", footer=f"{analysis.params:,}", no_wrap=True)
     table.add_column("RF", justify="right", footer=str(analysis.receptive_field), no_wrap=True)
     table.add_column("MACs", justify="right", footer=f"{analysis.macs:,}", no_wrap=True)
-    table.add_column("RAM B" if narrow else f"Act. B ({precision})", justify="right", no_wrap=True,
+    table.add_column("act. B" if narrow else f"Act. B ({precision})", justify="right", no_wrap=True,
                      footer=f"{analysis.peak_activation * bytes_per_value:,}" + ("" if narrow else " peak"))
     table.add_row("", "input", shape_text(analysis.input_shape), "0", "1", "0", "")
     for row in analysis.layers:

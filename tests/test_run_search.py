@@ -101,3 +101,32 @@ def test_describe_fits_80_columns_with_whole_tokens_and_one_shape_notation(width
             assert any(row.token in line and "x".join(map(str, row.output_shape)) in line for line in table_lines), row
         assert "[-1" not in text and "[1, " not in text
         assert re.search(r"RAM: [\d,]+ B", text)  # a figure and its unit on one line
+
+
+# --- The hand-off (issue 40 item 5): labels that say what they measure ---
+
+def test_labels_say_what_they_measure(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    narrow = subprocess.run([sys.executable, str(ROOT / "run_search.py"), "--describe", "zoo/lenet5.json"],
+                            capture_output=True, text=True, cwd=ROOT, env={**os.environ, "COLUMNS": "80"})
+    assert "act. B" in narrow.stdout and "RAM B" not in narrow.stdout  # the column is activations, not the arena
+    header = next(line for line in narrow.stdout.splitlines() if "act. B" in line)
+    assert len(header) <= 80  # piped output follows COLUMNS (it was 200 wide whatever COLUMNS said)
+    help_lines = subprocess.run([sys.executable, str(ROOT / "run_search.py"), "--help"], capture_output=True, text=True,
+                                cwd=ROOT, env={**os.environ, "COLUMNS": "80"}).stdout.splitlines()
+    assert max(len(line) for line in help_lines[-12:]) <= 80  # the rules at the end of --help too
+    import run_search
+
+    help_text = " ".join(run_search.build_parser().format_help().split())
+    assert "maximum bytes of weights" not in help_text and "the estimated .tflite file" in help_text
+    import pandas as pd
+
+    from reports.html import _top
+
+    board = pd.DataFrame([{"rank": 1, "trial": 0, "params": 100, "val_acc": 99.0, "epochs": 1, "test_acc_mean": 99.0,
+                           "seeds_at_target": 1 / 3, "genome": "g"}])
+    assert _top(board)["seeds at target"].iloc[0] == "33%"

@@ -124,6 +124,7 @@ def test_reproduce_a_zoo_genome_on_real_mnist(mnist_dir, tmp_path):
                  str(mnist_dir), "--out", str(tmp_path), "--device", "cpu")
     assert result.returncode == 0, result.stderr
     assert "Epoch  1: train loss" in result.stdout and "test accuracy" in result.stdout
+    assert result.stdout.rstrip().splitlines()[-1].startswith("next: deploy it: --export tflite --checkpoint ")
     folder = tmp_path / "mnist_8k_gap"
     for name in ("checkpoint_seed0.pt", "model.pt2", "model.py", "metrics.csv"):
         assert (folder / name).is_file()

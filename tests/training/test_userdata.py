@@ -260,34 +260,14 @@ def test_image_size_is_checked_against_memory_before_resizing(tmp_path, monkeypa
         load_user_data(tmp_path / "f", image_size="30000x30000")
 
 
-_PEAK_SCRIPT = r"""
-import sys, numpy as np
-from pathlib import Path
-import training.data, training.userdata
-from training.userdata import npz_peak_bytes, _npz_members, _size
-def rss(field):
-    for line in open("/proc/self/status"):
-        if line.startswith(field):
-            return int(line.split()[1]) * 1024
-path, size = Path(sys.argv[1]), (sys.argv[2] if sys.argv[2] != "-" else None)
-predicted = npz_peak_bytes(_npz_members(path), _size(size))
-np.savez(path.with_name("warm.npz"), x_train=np.zeros((4, 8, 8), np.uint8), y_train=[0, 1, 0, 1])
-training.data.load_splits(str(path.with_name("warm.npz")), device="cpu", image_size=size)  # the imports, first
-open("/proc/self/clear_refs", "w").write("5")  # the peak (VmHWM) starts again from here
-before = rss("VmRSS:")
-splits = training.data.load_splits(str(path), device="cpu", image_size=size)
-print(predicted, rss("VmHWM:") - before)
-"""
-
-
 @pytest.mark.parametrize("dtype, layout, size", [("uint8", "NHWC", None), ("float32", "NHW", None),
                                                  ("uint8", "NHW", "40x40")])
 def test_the_npz_memory_check_predicts_the_measured_peak(tmp_path, dtype, layout, size):
     """Loading a .npz and carving its splits peaks within the prediction that the memory check uses, and the
     prediction is not wildly above it (it was 4.3 times the uint8 data, checked against a half-share of it)."""
-    import subprocess
-    import sys
     from pathlib import Path
+
+    from benchmarks.bench_load_memory import measure
 
     if not Path("/proc/self/clear_refs").exists():
         pytest.skip("needs Linux /proc to measure the peak")
@@ -298,10 +278,6 @@ def test_the_npz_memory_check_predicts_the_measured_peak(tmp_path, dtype, layout
     x = x.astype(np.float32) / 255 if dtype == "float32" else x
     np.savez(tmp_path / "d.npz", x_train=x, y_train=np.arange(n) % 10)
     del x
-    root = Path(__file__).resolve().parents[2]
-    out = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, str(tmp_path / "d.npz"), size or "-"], cwd=root,
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    predicted, measured = map(int, out.stdout.split())
+    _, measured, predicted = measure(tmp_path / "d.npz", size)
     assert measured <= predicted * 1.05 + 16 * 2 ** 20, (measured, predicted)
     assert predicted <= 3 * measured, (measured, predicted)
