@@ -128,7 +128,8 @@ def _epoch_logger(groups: list[tuple[str, list[int], list[int]]], log: Callable[
     """Per-epoch lines for runs whose epochs arrive interleaved. ``groups``: (title, job indices, seeds), one per
     finalist; ``batches``: the job indices that train side by side (``training.parallel.waves``). Runs of one group in
     one batch get one row per epoch, once each of them has finished it, with a column per seed; a run alone gets
-    notebook lines (train loss and accuracy, test loss and accuracy). No line mixes runs."""
+    notebook lines (train loss and accuracy, test loss and accuracy). No line mixes runs, and with a title every epoch
+    line carries it (``[trial 3 seed 1] Epoch 4: ...``), so that finalists training side by side can be told apart."""
     units: dict[int, tuple[str, list[int], list[int]]] = {}  # job index -> (title, its unit's indices, their seeds)
     for title, indices, seeds in groups:
         seed_of = dict(zip(indices, seeds))
@@ -143,7 +144,8 @@ def _epoch_logger(groups: list[tuple[str, list[int], list[int]]], log: Callable[
         if len(unit) == 1:
             if m.epoch == 1:
                 log(f"{title + ' ' if title else ''}seed {seeds[0]}:")
-            log(f"  Epoch {m.epoch:>2}: train loss {m.train_loss:.4f}, train acc {m.train_acc:.2f}% | "
+            tag = f"[{title} seed {seeds[0]}] " if title else ""  # runs of several finalists interleave
+            log(f"  {tag}Epoch {m.epoch:>2}: train loss {m.train_loss:.4f}, train acc {m.train_acc:.2f}% | "
                 f"test loss {m.test_loss:.4f}, test acc {m.test_acc:.2f}%  ({m.seconds:.1f} s)")
             return
         row = pending.setdefault((unit[0], m.epoch), {})
@@ -154,7 +156,8 @@ def _epoch_logger(groups: list[tuple[str, list[int], list[int]]], log: Callable[
         if len(row) == len(unit):
             del pending[(unit[0], m.epoch)]
             cells = "  ".join(f"seed {seed}: {row[i].test_acc:6.2f}%" for i, seed in zip(unit, seeds))
-            log(f"  Epoch {m.epoch:>2}  {cells}  ({max(r.seconds for r in row.values()):.1f} s an epoch)")
+            log(f"  {'[' + title + '] ' if title else ''}Epoch {m.epoch:>2}  {cells}  "
+                f"({max(r.seconds for r in row.values()):.1f} s an epoch)")
     return on_epoch
 
 

@@ -469,3 +469,19 @@ def test_a_search_ends_by_saying_what_it_got_where_the_files_are_and_what_next(s
     assert any(line.startswith("files of trial") and "model.py" in line and "checkpoint_seed" not in line
                for line in lines)
     assert lines[-1].startswith("next: ")
+
+
+def test_final_epoch_lines_of_finalists_side_by_side_say_whose_they_are():
+    """Issue 40 item 2: untagged 'Epoch 2 ...' lines of two finalists interleaved."""
+    from reports.final import _epoch_logger
+    from training import EpochMetrics
+
+    lines = []
+    log = _epoch_logger([("trial 3", [0], [0]), ("trial 1", [1, 2], [2, 3])], lines.append, [[0], [1, 2]])
+    for epoch in (1, 2):
+        for index in (1, 0, 2):
+            log(index, EpochMetrics(epoch, 0.1, 99.0, None, None, 0.1, 98.0 + index, seconds=1.0))
+    epochs = [line for line in lines if "Epoch" in line]
+    assert len(epochs) == 4
+    assert all(line.strip().startswith(("[trial 3 seed 0] Epoch", "[trial 1] Epoch")) for line in epochs)
+    assert any("seed 2:  99.00%" in line and "seed 3: 100.00%" in line for line in epochs)
