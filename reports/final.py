@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 
 from blocks import BudgetNASError, Genome
+from reports.classes import class_summary, confusion_matrix
 from reports.export import ExportError, export_onnx, export_program, save_checkpoint, standalone_source
 from reports.runfiles import atomic_write, load_finals, save_finals
 from reports.tflite import CALIBRATION_IMAGES, Int8Error, Int8Model, TflmMeasurement
@@ -29,7 +30,7 @@ from training import EpochMetrics, Splits, TrainConfig, TrainResult, load_splits
 from training.parallel import train_many, waves
 
 __all__ = ["FinalResult", "FinalsBusyError", "checkpoint_int8", "final_evaluation", "finalize", "finals_lock",
-           "measure_int8", "reusable_run", "save_run_checkpoint", "write_artifacts", "write_exports"]
+           "measure_classes", "measure_int8", "reusable_run", "save_run_checkpoint", "write_artifacts", "write_exports"]
 
 
 @dataclass
@@ -45,6 +46,8 @@ class FinalResult:
     int8: dict[int, TflmMeasurement] = field(default_factory=dict)  # seed -> its int8 model measured in TFLM
     int8_models: dict[int, Int8Model] = field(default_factory=dict, repr=False)
     int8_error: str | None = None  # why the int8 export or its measurement failed
+    confusions: dict[int, list[list[int]]] = field(default_factory=dict)  # seed -> test confusion matrix
+    classes: list[str] = field(default_factory=list)  # class names, by label (``measure_classes``)
 
     @property
     def final_accs(self) -> list[float]:
@@ -87,6 +90,9 @@ class FinalResult:
                "per_epoch_test_acc": [[e["test_acc"] for e in epochs] for epochs in self.per_seed]}
         if self.int8_error:
             out["int8_error"] = self.int8_error
+        matrices = [self.confusions[seed] for seed in self.seeds if seed in self.confusions]
+        if matrices:
+            out.update(class_summary(matrices, self.classes))
         if self.int8:
             int8 = self.int8_accs
             arena = max(m.arena_bytes for m in self.int8.values())
@@ -290,6 +296,25 @@ def _int8_inputs(full: Splits) -> tuple[torch.Tensor, torch.Tensor]:
     pick = torch.randperm(len(full.train_y), generator=torch.Generator().manual_seed(0))[:CALIBRATION_IMAGES]
     return (normalised(full.train_x[pick.to(full.train_x.device)], full.mean, full.std),
             normalised(full.test_x, full.mean, full.std))
+
+
+def measure_classes(final: FinalResult, full: Splits, log: Callable[[str], None] = print, title: str = "") -> None:
+    """Each trained seed's confusion matrix on the test set (``reports.classes``), for the seeds not measured yet;
+    logs the balanced accuracy and the worst class."""
+    from training import predict
+
+    final.classes = list(full.classes or [str(i) for i in range(full.spec.classes)])
+    for run in final.runs:
+        if run.seed not in final.confusions and run.model is not None and run.status == "complete":
+            model = run.model.to(full.device)
+            final.confusions[run.seed] = confusion_matrix(predict(model, full.test_x, full.mean, full.std),
+                                                          full.test_y, len(final.classes))
+    matrices = [final.confusions[seed] for seed in final.seeds if seed in final.confusions]
+    if matrices:
+        summary = class_summary(matrices, final.classes)
+        worst = summary["worst_class"]
+        log(f"{title + ': ' if title else ''}balanced accuracy {summary['balanced_acc_mean']:.2f}% (the mean of the "
+            f"classes' recalls); worst class {worst['name']!r}: recall {worst['recall']:.2f}%")
 
 
 def measure_int8(final: FinalResult, genome: Genome, full: Splits, log: Callable[[str], None] = print) -> None:
@@ -504,6 +529,7 @@ def _record(settings: Any, trial: int, genome: Genome, final: FinalResult, full:
         if on_final is not None:
             on_final(finals)
 
+    measure_classes(final, full, log, f"trial {trial}")
     save()
     _set_aside_unused(folder, final.seeds)
     if settings.int8_finals:

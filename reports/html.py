@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import statistics
 from pathlib import Path
 
 import matplotlib.ticker
@@ -17,6 +18,7 @@ import pandas as pd
 
 from blocks import Genome
 from budgets import analyze
+from reports.classes import WORST_GAP
 from reports.leaderboard import FINAL_COLUMNS, read_leaderboard
 from reports.runfiles import atomic_write, load_finals, load_settings
 from reports.summary import shape_text
@@ -235,6 +237,7 @@ def headline(df: pd.DataFrame, settings: dict, finals: dict) -> list[str]:
                    f"target {target}%{' on the int8 accuracy' if on_int8 else ''} {said[verdict(judged, target)]}; "
                    f"{share_at_target(judged, target):.0%} of the seeds reached it")
         lines = [f"{title}, {design}; {test}: {outcome}."]
+        lines += _class_sentence(final)
         lines += _most_accurate(ranked, finals, best)
         if final.get("int8_test_acc"):
             lines.append(_int8_sentence(final, best))
@@ -282,6 +285,16 @@ def ending(run_dir: str | Path, df: pd.DataFrame) -> list[str]:
     return lines
 
 
+def _named_final(df: pd.DataFrame, settings: dict, finals: dict) -> tuple[int, dict] | None:
+    """(trial, finals entry) of the design the headline names, when it was finalized."""
+    ranked = df[df["rank"].notna()].sort_values("rank")
+    if ranked.empty:
+        return None
+    row, _ = _answer(ranked, settings.get("target"), finals)
+    final = finals.get(str(int(row["trial"])))
+    return (int(row["trial"]), final) if final else None
+
+
 def _answer(ranked: pd.DataFrame, target: float | None, finals: dict) -> tuple[pd.Series, str]:
     """The design the headline names: with a target, the smallest finalist certain to meet it on the test set;
     otherwise (none certain, or no target) rank 1."""
@@ -291,6 +304,53 @@ def _answer(ranked: pd.DataFrame, target: float | None, finals: dict) -> tuple[p
         if certain:
             return min(certain, key=lambda row: (row["params"], row["rank"])), "Smallest certain design"
     return ranked.iloc[0], "Best design"
+
+
+def _class_sentence(final: dict) -> list[str]:
+    """Balanced accuracy, and the worst class when its recall is ``WORST_GAP`` points or more below the mean recall."""
+    if final.get("balanced_acc_mean") is None:
+        return []
+    recalls = [v["recall"] for v in (final.get("per_class") or {}).values() if v.get("recall") is not None]
+    worst = final.get("worst_class") or {}
+    line = f"Balanced accuracy (the mean of the classes' recalls) {final['balanced_acc_mean']:.2f}%"
+    if recalls and worst and statistics.fmean(recalls) - worst["recall"] >= WORST_GAP:
+        line += (f"; the worst class, {worst['name']!r}, is recognised {worst['recall']:.2f}% of the time "
+                 f"({statistics.fmean(recalls) - worst['recall']:.1f} points below the mean): see the per-class table")
+    return [line + "."]
+
+
+def class_table(final: dict) -> pd.DataFrame:
+    """Per-class recall and precision (mean over the seeds) and test images of one finalist."""
+    return pd.DataFrame([{"class": name, "recall (%)": f"{v['recall']:.2f}" if v.get("recall") is not None else "",
+                          "precision (%)": f"{v['precision']:.2f}" if v.get("precision") is not None else "",
+                          "test images": v.get("test_images")} for name, v in (final.get("per_class") or {}).items()])
+
+
+def confusion_table(final: dict) -> pd.DataFrame:
+    """The confusion matrix of one finalist's seeds summed: rows are the true class, columns the predicted one."""
+    names = list((final.get("per_class") or {}).keys())
+    return pd.DataFrame([{"true \\ predicted": name, **{other: count for other, count in zip(names, row)}}
+                         for name, row in zip(names, final.get("confusion") or [])])
+
+
+def plot_confusion(final: dict, title: str):
+    """The summed confusion matrix as an image, each row normalised to the true class's images."""
+    names = list((final.get("per_class") or {}).keys())
+    counts = np.array(final["confusion"], dtype=float)
+    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    size = max(4.0, 0.45 * len(names) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(names)), names, rotation=90 if max(map(len, names)) > 3 else 0)
+    ax.set_yticks(range(len(names)), names)
+    if len(names) <= 20:
+        for i in range(len(names)):
+            for j in range(len(names)):
+                if counts[i, j]:
+                    ax.text(j, i, f"{int(counts[i, j])}", ha="center", va="center", fontsize=8,
+                            color="white" if shares[i, j] > 0.5 else "black")
+    _finish(ax, "predicted class", "true class", title)
+    return fig
 
 
 def _most_accurate(ranked: pd.DataFrame, finals: dict, named: pd.Series) -> list[str]:
@@ -389,6 +449,11 @@ def write_report(run_dir: str | Path, df: pd.DataFrame | None = None, run_info: 
               "Best so far": _png(plot_best_so_far(df))}
     if finals:
         images["Finalists per epoch"] = _png(plot_final_curves(finals, df))
+    named = _named_final(df, settings, finals)
+    if named is not None and named[1].get("confusion"):
+        trial, final = named
+        images[f"Confusion matrix of trial {trial} (its seeds summed)"] = _png(plot_confusion(
+            final, f"trial {trial}: true class vs predicted, seeds summed"))
     shown = {k: settings.get(k) for k in ("study", "dataset", "input", "image_size", "budget", "min_rf", "max_macs",
                                           "target", "trials", "epochs", "min_epochs", "sampler", "pruner", "workers",
                                           "train_subset", "seed")}
@@ -421,6 +486,9 @@ def write_report(run_dir: str | Path, df: pd.DataFrame | None = None, run_info: 
               "<h2>Top 10</h2>", _table(top, "t g"), f"<p class='legend'>{html.escape(GENOME_LEGEND)}</p>"]
     if winner:
         parts += [f"<h2>Best design</h2><p><code>{html.escape(winner)}</code></p>", _table(_winner_table(winner), "t w")]
+    if named is not None and named[1].get("per_class"):
+        parts += [f"<h2>Per class: trial {named[0]} on the test set (mean over its seeds)</h2>",
+                  _table(class_table(named[1]))]
     for title, data in images.items():
         parts.append(f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>")
     parts.append("</body></html>")
@@ -432,6 +500,10 @@ def write_report(run_dir: str | Path, df: pd.DataFrame | None = None, run_info: 
           *[f"- **{k}** {v}" for k, v in info.items()], "", "## Top 10", "", _markdown(top), "", GENOME_LEGEND]
     if winner:
         md += ["", "## Best design", "", f"`{winner}`", "", _markdown(_winner_table(winner))]
+    if named is not None and named[1].get("per_class"):
+        md += ["", f"## Per class: trial {named[0]} on the test set (mean over its seeds)", "",
+               _markdown(class_table(named[1])), "", "Confusion matrix, its seeds summed (rows: true class):", "",
+               _markdown(confusion_table(named[1]))]
     md_path = run_dir / "report.md"
     atomic_write(md_path, "\n".join(md) + "\n")
     return html_path, md_path

@@ -11,7 +11,8 @@ from typing import Callable
 import torch
 
 from blocks import BudgetNASError, Genome, GenomeError, load_genome
-from reports.final import FinalResult, final_evaluation, measure_int8, save_run_checkpoint, write_exports
+from reports.final import (FinalResult, final_evaluation, measure_classes, measure_int8, save_run_checkpoint,
+                           write_exports)
 from reports.leaderboard import read_leaderboard
 from reports.runfiles import atomic_write, load_settings
 from training import Splits, TrainConfig
@@ -109,6 +110,7 @@ def reproduce(source: Source, *, seeds: list[int], epochs: int, full: Splits, de
 
     for run in final.runs:
         save_run_checkpoint(out_dir, source.genome, run, full)
+    measure_classes(final, full, log)
     save_summary()
     if int8 or on_int8:
         measure_int8(final, source.genome, full, log)

@@ -10,7 +10,8 @@ import importlib
 from typing import Any
 
 __all__ = ["AUGMENTATIONS", "DATASETS", "DataError", "EpochMetrics", "Splits", "TrainConfig", "TrainResult", "Trainer",
-           "augmentation", "check_genome_fits", "evaluate", "load_splits", "parameter_groups", "resolve_device", "train"]
+           "augmentation", "check_genome_fits", "evaluate", "load_splits", "parameter_groups", "predict", "resolve_device",
+           "train"]
 
 _DATA = ("DATASETS", "DataError", "Splits", "check_genome_fits", "load_splits")
 

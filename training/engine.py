@@ -24,7 +24,7 @@ from blocks import Genome, build_model
 from training.augment import augment_batch
 from training.data import Splits, check_genome_fits
 
-__all__ = ["AUGMENTATIONS", "EpochMetrics", "TrainConfig", "TrainResult", "Trainer", "augmentation", "evaluate",
+__all__ = ["AUGMENTATIONS", "EpochMetrics", "TrainConfig", "TrainResult", "Trainer", "augmentation", "evaluate", "predict",
            "evaluation_batch", "keep_freed_memory", "make_optimizer", "make_scheduler", "parameter_groups",
            "progress_enabled", "resolve_device", "train", "training_layout"]
 
@@ -332,6 +332,19 @@ def evaluation_batch(device: torch.device, requested: int | None = None) -> int:
 
 
 @torch.no_grad()
+def _batched_logits(model: nn.Module, images: torch.Tensor, mean: Sequence[float], std: Sequence[float],
+                    batch_size: int | None, amp: bool, memory_format: torch.memory_format):
+    """(logits, batch start) of ``model`` on uint8 ``images``, batch by batch, in eval mode (``evaluate``)."""
+    model.eval()
+    device = images.device
+    batch_size = evaluation_batch(device, batch_size)
+    normalize = _Normalize(mean, std, device, memory_format)
+    for start in range(0, len(images), batch_size):
+        x = normalize(images[start:start + batch_size].float().div_(255))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            yield model(x), start
+
+
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, mean: Sequence[float],
              std: Sequence[float], *, batch_size: int | None = None, amp: bool = False,
              memory_format: torch.memory_format = torch.contiguous_format) -> tuple[float, float]:
@@ -340,19 +353,22 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, mean:
     The model is put in eval mode; it must be on the images' device. ``batch_size`` None: 2,000 images on
     CUDA, 256 elsewhere (on CPU a batch whose feature maps fit the caches ran 2x faster: BENCHMARKS.md).
     """
-    model.eval()
     device = images.device
-    batch_size = evaluation_batch(device, batch_size)
-    normalize = _Normalize(mean, std, device, memory_format)
     loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.int64)
-    for start in range(0, len(labels), batch_size):
-        x = normalize(images[start:start + batch_size].float().div_(255))
-        y = labels[start:start + batch_size]
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            logits = model(x)
+    for logits, start in _batched_logits(model, images, mean, std, batch_size, amp, memory_format):
+        y = labels[start:start + len(logits)]
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
         correct += (logits.argmax(1) == y).sum()
     return (loss_sum / len(labels)).item(), 100.0 * correct.item() / len(labels)
+
+
+def predict(model: nn.Module, images: torch.Tensor, mean: Sequence[float], std: Sequence[float], *,
+            batch_size: int | None = None) -> torch.Tensor:
+    """The predicted class of each uint8 image (int64, on the images' device), as ``evaluate`` scores them."""
+    if not len(images):
+        return torch.zeros(0, dtype=torch.int64, device=images.device)
+    return torch.cat([logits.argmax(1) for logits, _ in _batched_logits(model, images, mean, std, batch_size, False,
+                                                                         torch.contiguous_format)])
 
 
 def progress_enabled() -> bool:

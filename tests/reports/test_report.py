@@ -7,6 +7,7 @@ import json
 import re
 
 import pandas as pd
+import torch
 import pytest
 
 from reports.final import final_evaluation, finalize, write_artifacts
@@ -84,7 +85,7 @@ def test_report_is_self_contained_with_plots_and_tables(searched):
     html_path, md_path = write_report(searched.run_dir)
     page = html_path.read_text()
     images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
-    assert len(images) == 3  # accuracy vs params, best so far, finalists per epoch
+    assert len(images) == 4  # accuracy vs params, best so far, finalists per epoch, the confusion matrix
     assert all(base64.b64decode(data)[:8] == b"\x89PNG\r\n\x1a\n" for data in images)
     assert "http://" not in page and "https://" not in page
     assert "Top 10" in page and "Best design" in page and "Search settings" in page
@@ -485,3 +486,40 @@ def test_final_epoch_lines_of_finalists_side_by_side_say_whose_they_are():
     assert len(epochs) == 4
     assert all(line.strip().startswith(("[trial 3 seed 0] Epoch", "[trial 1] Epoch")) for line in epochs)
     assert any("seed 2:  99.00%" in line and "seed 3: 100.00%" in line for line in epochs)
+
+
+def test_per_class_figures_name_the_hard_class(tmp_path, monkeypatch):
+    """Issue 39 item 1: which classes fail was found only with a hand-written script. A synthetic set whose class 3
+    is made hard (its test images are other classes' images, so the model cannot recognise them)."""
+    from dataclasses import replace
+
+    from reports.classes import class_summary, confusion_matrix
+    from reports.html import headline, write_report
+
+    splits = tiny_splits()
+    hard = splits.test_y == 3
+    test_x = splits.test_x.clone()
+    zeros = splits.test_x[splits.test_y == 0]
+    test_x[hard] = zeros[torch.arange(int(hard.sum())) % len(zeros)]
+    splits = replace(splits, test_x=test_x, classes=["north", "east", "south", "west"])
+    settings = SearchSettings(**tiny_settings(tmp_path, trials=2, budget=4000, study="classes"))
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    (settings.run_dir / "settings.json").write_text(json.dumps(settings.to_dict()))
+    study = open_study(settings)
+    run_worker(settings, study=study, splits=tiny_splits(), log=lambda line: None)
+    lines = []
+    finals = finalize(study, settings, write_leaderboard(study, settings), top_k=1, epochs=3, seeds=[0, 1],
+                      log=lines.append, splits=splits, on_final=lambda f: write_leaderboard(study, settings, f))
+    (entry,) = finals.values()
+    assert set(entry["per_class"]) == {"north", "east", "south", "west"}
+    assert entry["worst_class"]["name"] == "west" and entry["per_class"]["west"]["recall"] < 20
+    assert sum(map(sum, entry["confusion"])) == 2 * len(splits.test_y)  # two seeds summed
+    assert len(entry["balanced_acc"]) == 2 and entry["balanced_acc_mean"] < entry["test_acc_mean"]
+    assert any("worst class 'west'" in line for line in lines)
+    said = headline(write_leaderboard(study, settings), settings.to_dict(), finals)
+    assert any("the worst class, 'west', is recognised" in line for line in said)
+    _, md = write_report(settings.run_dir)
+    text = md.read_text()
+    assert "## Per class: trial" in text and "| west |" in text and "Confusion matrix, its seeds summed" in text
+    assert confusion_matrix(torch.tensor([1, 1]), torch.tensor([0, 1]), 2) == [[0, 1], [0, 1]]
+    assert class_summary([[[0, 1], [0, 1]]], ["a", "b"])["balanced_acc"] == [50.0]
