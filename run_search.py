@@ -129,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "(train/<class>/*.png, optional test/<class>/) or a .npz (x_train, y_train, optional "
                              "x_test, y_test, class_names); --reproduce of a leaderboard: the study's dataset")
     search.add_argument("--image-size", metavar="HxW", help="resize your own images to HxW once, at load")
+    search.add_argument("--channels", choices=["auto", "gray", "rgb"],
+                        help="your own images: auto (default: three channels when any image is in colour, else one; "
+                             "the plan says which and why), gray (colour converted by luma: a grey sensor pays for "
+                             "one channel) or rgb; --reproduce of a leaderboard: the study's")
     search.add_argument("--augment", choices=["auto", "none", "affine", "crop", "cropflip"], default="auto",
                         help="training augmentation: auto (default) = affine rotation for MNIST-like data, crop + "
                              "flip for CIFAR-10, none for your own data (what keeps its labels is yours to say); "
@@ -234,12 +238,21 @@ def _device(name: str) -> str:
 
 def _image_size(image_size: str | None, dataset: str) -> str | None:
     """``--image-size``, which resizes the user's own images only: refused beside a built-in dataset."""
+    return _own_data_only("--image-size", image_size, dataset, "of fixed size")
+
+
+def _channels(channels: str | None, dataset: str) -> str:
+    """``--channels``, for the user's own images only: refused beside a built-in dataset."""
+    return _own_data_only("--channels", channels, dataset, "with fixed channels") or "auto"
+
+
+def _own_data_only(flag: str, value: str | None, dataset: str, fixed: str) -> str | None:
     from training.userdata import is_user_dataset
 
-    if image_size is not None and not is_user_dataset(dataset):
-        raise UsageError(f"--image-size {image_size}: resizes your own images (--dataset PATH); {dataset} is a built-in "
-                         "dataset of fixed size, so drop --image-size")
-    return image_size
+    if value is not None and not is_user_dataset(dataset):
+        raise UsageError(f"{flag} {value}: applies to your own images (--dataset PATH); {dataset} is a built-in "
+                         f"dataset {fixed}, so drop {flag}")
+    return value
 
 
 def _dataset(name: str) -> str:
@@ -267,7 +280,7 @@ def _checked_data(settings, console):
     from training import TrainConfig, augmentation, load_splits
 
     splits = load_splits(settings.dataset, settings.data_dir, device="cpu", val_size=settings.val_size,
-                         image_size=settings.image_size)
+                         image_size=settings.image_size, channels=settings.channels)
     spec = splits.spec
     mode, _ = augmentation(TrainConfig(augment=settings.augment), splits)
     _check_translate(settings.translate_px, mode)
@@ -275,7 +288,8 @@ def _checked_data(settings, console):
     console.print(f"data: {spec.channels}x{spec.height}x{spec.width}, {spec.classes} classes ({names}); "
                   f"{len(splits.train_y):,} train / {len(splits.val_y):,} validation / {len(splits.test_y):,} test"
                   + (f"; {splits.layout}" if splits.layout else "") + f"; augment {mode}"
-                  + (" (auto)" if settings.augment == "auto" else "")
+                  + ((" (auto: only you know which transformations keep your labels; see --augment)"
+                      if splits.user_data and mode == "none" else " (auto)") if settings.augment == "auto" else "")
                   + (f", shifts up to {settings.translate_px:g} px" if settings.translate_px else ""),
                   markup=False, highlight=False)
     for warning in splits.warnings:
@@ -481,6 +495,7 @@ def _search(args: argparse.Namespace) -> int:
         target=args.target,
         dataset=_dataset(args.dataset or "mnist"), data_dir=args.data_dir,
         image_size=_image_size(args.image_size, _dataset(args.dataset or "mnist")),
+        channels=_channels(args.channels, _dataset(args.dataset or "mnist")),
         augment=args.augment, translate_px=args.translate or 0.0, trials=args.trials, timeout=args.timeout,
         epochs=args.epochs or 15, min_epochs=args.min_epochs, rungs=args.rungs, sampler=args.sampler,
         pruner=args.pruner,
@@ -685,7 +700,9 @@ def _reproduce(args: argparse.Namespace) -> int:
     if args.checkpoint:
         model, checkpoint = load_checkpoint(args.checkpoint, source.genome)  # refuses another genome's weights
     full = load_splits(dataset, args.data_dir, device=resolve_device(device), val_size=0,
-                       image_size=_image_size(args.image_size or source.image_size, dataset))
+                       image_size=_image_size(args.image_size or source.image_size, dataset),
+                       channels=_channels(args.channels or (source.channels if source.channels != "auto" else None),
+                                          dataset))
     check_genome_fits(source.genome, full.spec, dataset)
     from_recipe = args.translate is None
     translate_px = source.translate_px if from_recipe else args.translate

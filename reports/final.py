@@ -446,7 +446,8 @@ def _finalize(settings: Any, top: pd.DataFrame, epochs: int, seeds: list[int], l
               max_seeds: int | None) -> dict:
     full = splits if splits is not None else load_splits(settings.dataset, settings.data_dir,
                                                          device=resolve_device(settings.device), val_size=0,
-                                                         image_size=settings.image_size)
+                                                         image_size=settings.image_size,
+                                                         channels=settings.channels)
     finals = load_finals(settings.run_dir)
     base = TrainConfig(device=settings.device, augment=settings.augment, translate_px=settings.translate_px,
                        **settings.train_overrides)

@@ -33,6 +33,7 @@ class Source:
     target: float | None
     image_size: str | None = None  # the study's --image-size
     translate_px: float = 0.0  # the study's --translate
+    channels: str = "auto"  # the study's --channels
 
 
 def resolve_source(source: str, rank: int | None = None, trial: int | None = None) -> Source:
@@ -63,7 +64,8 @@ def resolve_source(source: str, rank: int | None = None, trial: int | None = Non
         settings = load_settings(Path(source).parent)
         study = settings.get("study", Path(source).parent.name)
         return Source(genome, f"{study}-{what.replace(' ', '')}", settings.get("dataset"), settings.get("target"),
-                      settings.get("image_size"), settings.get("translate_px") or 0.0)
+                      settings.get("image_size"), settings.get("translate_px") or 0.0,
+                      settings.get("channels") or "auto")
     genome = load_genome(source)
     if source.endswith(".json"):
         return Source(genome, Path(source).stem, None, None, translate_px=_recipe(source).get("translate_px", 0.0))

@@ -459,7 +459,8 @@ def _load_data(settings: SearchSettings, worker: int) -> Splits:
         import torch
         device = torch.device("cuda", worker % torch.cuda.device_count())
     splits = load_splits(settings.dataset, settings.data_dir, device=device, val_size=settings.val_size,
-                         image_size=settings.image_size)
+                         image_size=settings.image_size,
+                         channels=settings.channels)
     return splits.subset(settings.train_subset, seed=settings.seed)
 
 

@@ -32,8 +32,8 @@ WORKER_MODULES = ("search.runner", "optuna.storages._rdb.models", "alembic.comma
 # What a lost race between workers creating the same tables / study looks like (then: try again).
 _CREATION_RACE = ("already exists", "IntegrityError", "UniqueViolation", "UNIQUE constraint", "duplicate key")
 # Study attributes that must match when a study is resumed.
-_BEFORE_RECORDED = {"precision": "int8", "image_size": None, "translate_px": 0.0}  # identity fields added later, as they were before
-_IDENTITY = ("dataset", "image_size", "budget", "min_rf", "max_macs", "max_ram", "max_flash", "precision", "objectives",
+_BEFORE_RECORDED = {"precision": "int8", "image_size": None, "translate_px": 0.0, "channels": "auto"}  # identity fields added later, as they were before
+_IDENTITY = ("dataset", "image_size", "channels", "budget", "min_rf", "max_macs", "max_ram", "max_flash", "precision", "objectives",
              "translate_px")
 
 
@@ -62,6 +62,7 @@ class SearchSettings:
     dataset: str = "mnist"  # a built-in name, or the path of the user's image folder / .npz file
     data_dir: str = "data"
     image_size: str | None = None  # "HxW": the user's images resized once at load
+    channels: str = "auto"  # the user's images: auto (colour when any image is), gray or rgb
     augment: str = "auto"  # TrainConfig.augment
     translate_px: float = 0.0  # TrainConfig.translate_px: affine shifts beside the rotation (part of the identity)
     trials: int = 50  # trained trials (rejected proposals do not count)
@@ -147,7 +148,7 @@ class SearchSettings:
         return self.sampler == "nsga2"
 
     def identity(self) -> dict[str, Any]:
-        return {"dataset": self.dataset, "image_size": self.image_size, "budget": self.budget, "min_rf": self.min_rf, "max_macs": self.max_macs,
+        return {"dataset": self.dataset, "image_size": self.image_size, "channels": self.channels, "budget": self.budget, "min_rf": self.min_rf, "max_macs": self.max_macs,
                 "max_ram": self.max_ram, "max_flash": self.max_flash, "precision": self.precision,
                 "objectives": "val_acc,params" if self.multi_objective else "score", "translate_px": self.translate_px}
 

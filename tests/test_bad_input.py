@@ -363,7 +363,9 @@ def test_image_size_beside_a_built_in_dataset_is_refused(tmp_path):
     for args in (["--budget", "3000", "--out", str(tmp_path / "runs")],
                  ["--reproduce", "zoo/lenet5.json", "--seeds", "1", "--out", str(tmp_path / "out")]):
         one_line(cli(*args, "--image-size", "0x0", "--data-dir", str(tmp_path / "data"), "--device", "cpu"), 2,
-                 "--image-size 0x0: resizes your own images (--dataset PATH); mnist is a built-in dataset")
+                 "--image-size 0x0: applies to your own images (--dataset PATH); mnist is a built-in dataset")
+        one_line(cli(*args, "--channels", "gray", "--data-dir", str(tmp_path / "data"), "--device", "cpu"), 2,
+                 "--channels gray: applies to your own images (--dataset PATH); mnist is a built-in dataset")
     assert not (tmp_path / "runs").exists() and not (tmp_path / "out").exists()
 
 
@@ -443,3 +445,17 @@ def test_a_full_disk_in_the_finals_saves_the_measured_seeds_first_and_names_the_
 
     load_checkpoint(small_disk / "s" / "final" / f"trial{trial}" / "checkpoint_seed0.pt")
     assert not list((small_disk / "s").rglob(".*.tmp"))
+
+
+def test_channels_are_part_of_the_study_and_the_plan_says_them(tmp_path):
+    import numpy as np
+
+    gen = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x_train=gen.integers(0, 256, (60, 8, 8, 3), dtype=np.uint8), y_train=np.arange(60) % 3)
+    common = ["--dataset", str(tmp_path / "d.npz"), "--budget", "3000", "--device", "cpu", "--workers", "1", "--out",
+              str(tmp_path / "runs"), "--study", "c", "--trials", "1", "--epochs", "1", "--final-top", "0"]
+    gray = cli(*common, "--channels", "gray", "--dry-run")
+    assert gray.returncode == 0 and "1 channel (--channels gray: 60 colour images converted to grey" in gray.stdout
+    assert cli(*common, "--channels", "gray").returncode == 0
+    assert json.loads((tmp_path / "runs" / "c" / "settings.json").read_text())["channels"] == "gray"
+    one_line(cli(*common, "--channels", "rgb"), 2, "channels")  # another --channels is another study

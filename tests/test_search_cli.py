@@ -212,7 +212,8 @@ def test_a_search_on_your_own_data_ends_with_a_report_a_finalist_and_exports(tmp
     assert result.returncode == 0, result.stderr[-2000:]
     run_dir = tmp_path / "runs" / "digits-b2000"
     assert "data: 1x8x8, 10 classes" in result.stdout and "359 images (20% of each class) held out" in result.stdout
-    assert "augment none (auto)" in result.stdout
+    assert "augment none (auto: only you know which transformations keep your labels" in result.stdout
+    assert "1 channel (auto: no image is in colour)" in result.stdout  # every automatic choice says why
     board = pd.read_csv(run_dir / "leaderboard.csv")
     assert board["genome"].str.startswith("i1x8x8n10-").all()
     settings = json.loads((run_dir / "settings.json").read_text())

@@ -116,17 +116,17 @@ USER_VAL_SHARE = 0.1  # of each class, the validation split of the user's own da
 
 def load_splits(name: str = "mnist", data_dir: str | Path = "data", *, device: torch.device | str = "cpu",
                 val_size: int = 5000, split_seed: int = 0, download: bool = True,
-                image_size: str | None = None) -> Splits:
+                image_size: str | None = None, channels: str = "auto") -> Splits:
     """Load ``name`` from ``data_dir`` (downloading when missing), carve the validation split, move to device.
 
     ``name`` may also be the path of the user's own data (``training.userdata``: an image folder or a .npz file;
-    ``image_size`` "HxW" resizes it once); its validation split is a stratified ``USER_VAL_SHARE`` of each class,
+    ``image_size`` "HxW" resizes it once, ``channels`` auto / gray / rgb); its validation split is a stratified ``USER_VAL_SHARE`` of each class,
     at most ``val_size`` images.
     """
     from training.userdata import is_user_dataset, load_user_data, stratified_split
 
     if is_user_dataset(name):
-        user = load_user_data(name, image_size)
+        user = load_user_data(name, image_size, channels)
         share = min(USER_VAL_SHARE, val_size / len(user.train_y)) if val_size else 0.0
         train_idx, val_idx = stratified_split(user.train_y, share, split_seed) if share else (
             torch.arange(len(user.train_y)), torch.zeros(0, dtype=torch.int64))

@@ -18,7 +18,7 @@ import torch
 from blocks.genome import InputSpec
 from training.data import DATASETS, DataError
 
-__all__ = ["IMAGE_SUFFIXES", "MAX_CLASSES", "UserData", "decode_image_file", "is_user_dataset", "load_user_data",
+__all__ = ["CHANNELS", "IMAGE_SUFFIXES", "MAX_CLASSES", "UserData", "decode_image_file", "is_user_dataset", "load_user_data",
            "npz_peak_bytes", "stratified_split"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
@@ -216,7 +216,7 @@ def npz_peak_bytes(members: dict[str, tuple[tuple[int, ...], "np.dtype"]], size:
     return int(arrays * _ALLOCATOR_SLACK) + _WORKING_BYTES
 
 
-def _load_npz(path: Path, size: tuple[int, int] | None) -> UserData:
+def _load_npz(path: Path, size: tuple[int, int] | None, channels: str = "auto") -> UserData:
     import numpy as np
 
     try:
@@ -266,7 +266,7 @@ def _load_npz(path: Path, size: tuple[int, int] | None) -> UserData:
         if len(names) < classes_count:
             raise DataError(f"{path}: class_names has {len(names)} names for labels up to {classes_count - 1}")
     classes = names or [str(i) for i in range(classes_count)]
-    return _finish(path, train_x, train_y, test_x, test_y, classes, layout, size)
+    return _finish(path, train_x, train_y, test_x, test_y, classes, layout, size, channels)
 
 
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # PIL's modes of 16-bit greyscale PNGs
@@ -356,13 +356,14 @@ def _read_folder(split: Path, classes: list[str], size: tuple[int, int] | None
     return out, torch.tensor([label for _, label in files], dtype=torch.int64), channels
 
 
-def _load_folder(root: Path, size: tuple[int, int] | None) -> UserData:
+def _load_folder(root: Path, size: tuple[int, int] | None, channels: str = "auto") -> UserData:
     train = root / "train"
     if not train.is_dir():
         raise DataError(f"{root}: no train/ folder; expected {root}/train/<class>/<image files> "
                         "(and optionally test/<class>/...)")
     folders, ignored = _split_entries(train)
     classes = [p.name for p in folders]
+    channels_mode = channels
     train_x, train_y, channels = _read_folder(train, classes, size)
     test_x = test_y = None
     test = root / "test"
@@ -382,10 +383,10 @@ def _load_folder(root: Path, size: tuple[int, int] | None) -> UserData:
         if test_x.shape[-2:] != train_x.shape[-2:]:
             raise DataError(f"{test}: images are {tuple(test_x.shape[-2:])}, the training images "
                             f"{tuple(train_x.shape[-2:])}; give --image-size HxW")
-    layout = f"image folder, {channels} channel(s)"
+    layout = "image folder"
     if ignored:
         layout += f"; not images, ignored: {', '.join(ignored[:3])}{', ...' if len(ignored) > 3 else ''}"
-    return _finish(root, train_x, train_y, test_x, test_y, classes, layout, size)
+    return _finish(root, train_x, train_y, test_x, test_y, classes, layout, size, channels_mode)
 
 
 def stratified_split(labels: torch.Tensor, share: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -405,8 +406,51 @@ def stratified_split(labels: torch.Tensor, share: float, seed: int = 0) -> tuple
 TEST_SHARE = 0.2  # carved from the training images when the data has no test split
 
 
+CHANNELS = ("auto", "gray", "rgb")
+
+
+def _colour_images(x: torch.Tensor, chunk: int = 4096) -> int:
+    """How many of the (N, 3, H, W) images have a pixel whose channels differ."""
+    return sum(int(((part[:, 0] != part[:, 1]) | (part[:, 1] != part[:, 2])).flatten(1).any(1).sum())
+               for part in (x[a:a + chunk] for a in range(0, len(x), chunk)))
+
+
+def _luma(x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """(N, 3, H, W) uint8 RGB -> (N, 1, H, W) grey, as PIL's ``convert("L")`` computes it (ITU-R 601-2 luma)."""
+    out = torch.empty((len(x), 1, *x.shape[2:]), dtype=torch.uint8)
+    for a in range(0, len(x), chunk):
+        part = x[a:a + chunk].to(torch.int32)
+        out[a:a + chunk, 0] = ((part[:, 0] * 19595 + part[:, 1] * 38470 + part[:, 2] * 7471 + 0x8000) >> 16).to(torch.uint8)
+    return out
+
+
+def _apply_channels(train_x: torch.Tensor, test_x: torch.Tensor | None, mode: str
+                    ) -> tuple[torch.Tensor, torch.Tensor | None, str]:
+    """The images with the channels ``mode`` asks for, and the reason, for the plan line. auto: three channels when
+    any image is in colour, else one (also for grey images stored as RGB: a grey sensor should not pay for three)."""
+    both = [x for x in (train_x, test_x) if x is not None]
+    total = sum(len(x) for x in both)
+    colour = sum(_colour_images(x) for x in both) if train_x.shape[1] == 3 else 0
+    if mode == "rgb":
+        out = [x.expand(-1, 3, -1, -1).contiguous() if x.shape[1] == 1 else x for x in both]
+        reason = "3 channels (--channels rgb)"
+    elif mode == "gray" or not colour:
+        out = [_luma(x) if x.shape[1] == 3 else x for x in both]
+        reason = ("1 channel (--channels gray" + (f": {colour:,} colour images converted to grey by luma)" if colour
+                                                   else ")") if mode == "gray" else
+                  "1 channel (auto: no image is in colour" + (", the RGB files hold greys)" if train_x.shape[1] == 3
+                                                                else ")"))
+    else:
+        out = both
+        reason = f"3 channels (auto: {colour:,} of {total:,} images are in colour; --channels gray makes them grey)"
+    return out[0], (out[1] if test_x is not None else None), reason
+
+
 def _finish(path: Path, train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor | None,
-            test_y: torch.Tensor | None, classes: list[str], layout: str, size: tuple[int, int] | None) -> UserData:
+            test_y: torch.Tensor | None, classes: list[str], layout: str, size: tuple[int, int] | None,
+            channels: str = "auto") -> UserData:
+    train_x, test_x, reason = _apply_channels(train_x, test_x, channels)
+    layout += f"; {reason}"
     if size is not None:
         train_x = _resize(train_x, size)
         test_x = _resize(test_x, size) if test_x is not None else None
@@ -437,17 +481,20 @@ def _finish(path: Path, train_x: torch.Tensor, train_y: torch.Tensor, test_x: to
                     test_y, layout, warnings)
 
 
-def load_user_data(path: str | Path, image_size: str | None = None) -> UserData:
-    """Read and check a dataset folder or ``.npz`` file (module doc); raises ``DataError`` naming what is wrong."""
+def load_user_data(path: str | Path, image_size: str | None = None, channels: str = "auto") -> UserData:
+    """Read and check a dataset folder or ``.npz`` file (module doc); raises ``DataError`` naming what is wrong.
+    ``channels``: auto (three when any image is in colour, else one), gray or rgb (``_apply_channels``)."""
     path = Path(path)
     size = _size(image_size)
+    if channels not in CHANNELS:
+        raise DataError(f"--channels {channels!r}: choose from {', '.join(CHANNELS)}")
     if not path.exists():
         raise DataError(f"--dataset {path}: no such file or folder")
     try:
         if path.is_dir():
-            return _load_folder(path, size)
+            return _load_folder(path, size, channels)
         if path.suffix.lower() != ".npz":
             raise DataError(f"--dataset {path}: expected a folder (train/<class>/...) or a .npz file")
-        return _load_npz(path, size)
+        return _load_npz(path, size, channels)
     except PermissionError as e:
         raise DataError(f"cannot read {e.filename or path}: permission denied") from None

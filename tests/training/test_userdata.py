@@ -281,3 +281,32 @@ def test_the_npz_memory_check_predicts_the_measured_peak(tmp_path, dtype, layout
     _, measured, predicted = measure(tmp_path / "d.npz", size)
     assert measured <= predicted * 1.05 + 16 * 2 ** 20, (measured, predicted)
     assert predicted <= 3 * measured, (measured, predicted)
+
+
+def test_channels_auto_gray_and_rgb_say_why(tmp_path):
+    """Issue 39 item 2: one RGB file made the whole set 3xHxW and the plan said only '3 channel(s)'."""
+    from PIL import Image
+
+    gen = np.random.default_rng(0)
+    grey = gen.integers(0, 256, (6, 8, 8), dtype=np.uint8)
+    colour = gen.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    for c in ("a", "b"):
+        (tmp_path / "d" / "train" / c).mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(grey[i]).save(tmp_path / "d" / "train" / "a" / f"{i}.png")
+        Image.fromarray(np.repeat(grey[3 + i][..., None], 3, -1)).save(tmp_path / "d" / "train" / "b" / f"{i}.png")
+    auto = load_user_data(tmp_path / "d")  # greys, some stored as RGB: one channel
+    assert auto.spec.channels == 1 and "1 channel (auto: no image is in colour, the RGB files hold greys)" in auto.layout
+    Image.fromarray(colour).save(tmp_path / "d" / "train" / "b" / "9.png")
+    auto = load_user_data(tmp_path / "d")
+    assert auto.spec.channels == 3 and "3 channels (auto: 1 of 7 images are in colour" in auto.layout
+    gray = load_user_data(tmp_path / "d", channels="gray")
+    assert gray.spec.channels == 1 and "1 colour images converted to grey by luma" in gray.layout
+    both = torch.cat([gray.train_x, gray.test_x])
+    shown = torch.from_numpy(np.asarray(Image.fromarray(colour).convert("L")))
+    assert any(torch.equal(image[0], shown) for image in both)  # the same grey as PIL's
+    assert load_user_data(tmp_path / "d", channels="rgb").spec.channels == 3
+    np.savez(tmp_path / "g.npz", x_train=grey, y_train=[0, 1, 0, 1, 0, 1])
+    assert load_user_data(tmp_path / "g.npz", channels="rgb").spec.channels == 3
+    with pytest.raises(DataError, match="--channels 'cmyk': choose from auto, gray, rgb"):
+        load_user_data(tmp_path / "g.npz", channels="cmyk")
