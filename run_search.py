@@ -292,9 +292,23 @@ def _checked_data(settings, console):
                       if splits.user_data and mode == "none" else " (auto)") if settings.augment == "auto" else "")
                   + (f", shifts up to {settings.translate_px:g} px" if settings.translate_px else ""),
                   markup=False, highlight=False)
-    for warning in splits.warnings:
+    for warning in [*splits.warnings, *_small_validation(len(splits.val_y))]:
         console.print(f"warning: {warning}", style="yellow", markup=False, highlight=False)
     return splits
+
+
+SMALL_VALIDATION = 1000  # images: below this the plan says what one validation image is worth
+
+
+def _small_validation(images: int) -> list[str]:
+    """A warning for a validation split too small to tell designs apart finely."""
+    from search.ranking import noise_band
+
+    if not 0 < images < SMALL_VALIDATION:
+        return []
+    return [f"the validation split has {images:,} images: one image is {100 / images:.2f} points, and accuracies "
+            f"within one standard error (about {noise_band(95.0, images):.1f} points at 95%) count as ties, which go "
+            "to fewer params; the search's best validation accuracy is biased upwards, so trust the test verdict"]
 
 
 def _check_translate(translate_px: float, mode: str, recipe_of: str | None = None) -> None:

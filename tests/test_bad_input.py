@@ -456,6 +456,7 @@ def test_channels_are_part_of_the_study_and_the_plan_says_them(tmp_path):
               str(tmp_path / "runs"), "--study", "c", "--trials", "1", "--epochs", "1", "--final-top", "0"]
     gray = cli(*common, "--channels", "gray", "--dry-run")
     assert gray.returncode == 0 and "1 channel (--channels gray: 60 colour images converted to grey" in gray.stdout
+    assert "warning: the validation split has 6 images: one image is 16.67 points" in gray.stdout
     assert cli(*common, "--channels", "gray").returncode == 0
     assert json.loads((tmp_path / "runs" / "c" / "settings.json").read_text())["channels"] == "gray"
     one_line(cli(*common, "--channels", "rgb"), 2, "channels")  # another --channels is another study
