@@ -129,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "(train/<class>/*.png, optional test/<class>/) or a .npz (x_train, y_train, optional "
                              "x_test, y_test, class_names); --reproduce of a leaderboard: the study's dataset")
     search.add_argument("--image-size", metavar="HxW", help="resize your own images to HxW once, at load")
+    search.add_argument("--metric", choices=["accuracy", "balanced"],
+                        help="what --target, the ranking and the verdict use: accuracy (default) or balanced (the "
+                             "mean of the classes' recalls: with imbalanced classes, a model that never predicts a "
+                             "rare class still scores high accuracy); --reproduce of a leaderboard: the study's")
     search.add_argument("--channels", choices=["auto", "gray", "rgb"],
                         help="your own images: auto (default: three channels when any image is in colour, else one; "
                              "the plan says which and why), gray (colour converted by luma: a grey sensor pays for "
@@ -509,7 +513,7 @@ def _search(args: argparse.Namespace) -> int:
         target=args.target,
         dataset=_dataset(args.dataset or "mnist"), data_dir=args.data_dir,
         image_size=_image_size(args.image_size, _dataset(args.dataset or "mnist")),
-        channels=_channels(args.channels, _dataset(args.dataset or "mnist")),
+        channels=_channels(args.channels, _dataset(args.dataset or "mnist")), metric=args.metric or "accuracy",
         augment=args.augment, translate_px=args.translate or 0.0, trials=args.trials, timeout=args.timeout,
         epochs=args.epochs or 15, min_epochs=args.min_epochs, rungs=args.rungs, sampler=args.sampler,
         pruner=args.pruner,
@@ -518,6 +522,9 @@ def _search(args: argparse.Namespace) -> int:
         out=args.out,
         train_subset=args.train_subset, tune_hparams=args.tune_hparams, repair=not args.no_repair,
         stop_at_target=args.stop_at_target, retry_interrupted=not args.no_retry_interrupted)
+    if settings.metric == "balanced" and settings.int8_finals:
+        raise UsageError("--metric balanced with --precision int8: the int8 model is judged in TensorFlow Lite Micro "
+                         "on plain accuracy only; drop one of them")
     if args.quick and args.study is None:  # a quick run is not resumed by a full one, nor the other way round
         settings.study += "-quick"
     load_finals(settings.run_dir)  # a damaged finals.json is named now, not after the search
@@ -541,7 +548,8 @@ def _search(args: argparse.Namespace) -> int:
              else f"in {redact(settings.storage_url)}")
     console.print(f"study {settings.study} {where}: {settings.limits.describe()}, "
                   f"{settings.trials} trials x {settings.epochs} epochs, sampler {settings.sampler}, "
-                  f"pruner {settings.pruner} ({settings.rungs} rungs), {settings.workers} worker(s)")
+                  f"pruner {settings.pruner} ({settings.rungs} rungs), {settings.workers} worker(s)"
+                  + (", metric balanced (the mean of the classes' recalls)" if settings.metric == "balanced" else ""))
     if args.dry_run:
         from search.settings import check_storage_folder
 
@@ -738,7 +746,8 @@ def _reproduce(args: argparse.Namespace) -> int:
         if bad:
             console.print(f"[yellow]warning: {args.checkpoint} holds NaN or inf in {len(bad)} tensor(s) "
                           f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); its accuracy is meaningless[/]")
-        loss, acc = evaluate(model.to(full.device), full.test_x, full.test_y, full.mean, full.std)
+        loss, acc = evaluate(model.to(full.device), full.test_x, full.test_y, full.mean, full.std,
+                             metric=args.metric or source.metric)
         console.print(f"checkpoint {args.checkpoint}: test loss {loss:.4f}, test accuracy {acc:.2f}%")
         from pathlib import Path
 
@@ -760,7 +769,8 @@ def _reproduce(args: argparse.Namespace) -> int:
     seeds = _seeds(args)
     target = args.target if args.target is not None else source.target
     final, out_dir = reproduce(source, seeds=seeds, epochs=args.epochs or 15, full=full, augment=args.augment,
-                               translate_px=translate_px, device=device, out=args.out, log=console.print,
+                               translate_px=translate_px, metric=args.metric or source.metric, device=device,
+                               out=args.out, log=console.print,
                                require_onnx=args.export == "onnx",
                                processes=_worker_count(args.workers, device, console.print), int8=int8,
                                target=target, on_int8=args.precision == "int8")

@@ -450,7 +450,7 @@ def _finalize(settings: Any, top: pd.DataFrame, epochs: int, seeds: list[int], l
                                                          channels=settings.channels)
     finals = load_finals(settings.run_dir)
     base = TrainConfig(device=settings.device, augment=settings.augment, translate_px=settings.translate_px,
-                       **settings.train_overrides)
+                       metric=settings.metric, **settings.train_overrides)
     rounds: list[tuple[int, Genome, list[int]]] = []  # (trial, genome, seeds) still to train
     for _, row in top.iterrows():
         trial = int(row["trial"])

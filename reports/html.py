@@ -219,14 +219,16 @@ def headline(df: pd.DataFrame, settings: dict, finals: dict) -> list[str]:
     sizes = ", ".join(f"{name} {int(best[c]):,} B" for name, c in (("RAM", "ram"), ("flash", "flash"))
                       if c in best and pd.notna(best[c]))
     design = (f"trial {int(best['trial'])}: {int(best['params']):,} params" + (f" ({sizes})" if sizes else "")
-              + f", validation accuracy {float(best['val_acc']):.2f}% after {fidelity}")
+              + f", validation {'balanced ' if settings.get('metric') == 'balanced' else ''}accuracy "
+              f"{float(best['val_acc']):.2f}% after {fidelity}")
     final = finals.get(str(int(best["trial"])))
     if final:
         accs = [run[-1] for run in final.get("per_epoch_test_acc", []) if run and run[-1] is not None]
         low = lower_bound(accs)
-        test = (f"test accuracy {final['test_acc_mean']:.2f} ± {final['test_acc_std']:.2f}% "
+        measure = "test balanced accuracy" if settings.get("metric") == "balanced" else "test accuracy"
+        test = (f"{measure} {final['test_acc_mean']:.2f} ± {final['test_acc_std']:.2f}% "
                 f"(min {final['test_acc_min']:.2f}%, 95% lower bound {low:.2f}%) over {len(accs)} seeds"
-                if len(accs) > 1 else f"test accuracy {final['test_acc_mean']:.2f}% on 1 seed")
+                if len(accs) > 1 else f"{measure} {final['test_acc_mean']:.2f}% on 1 seed")
         test += ", retrained from scratch"
         on_int8 = final.get("judged_on") == "int8"
         judged = (final.get("int8_test_acc") or []) if on_int8 else accs

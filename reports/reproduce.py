@@ -34,6 +34,7 @@ class Source:
     image_size: str | None = None  # the study's --image-size
     translate_px: float = 0.0  # the study's --translate
     channels: str = "auto"  # the study's --channels
+    metric: str = "accuracy"  # the study's --metric
 
 
 def resolve_source(source: str, rank: int | None = None, trial: int | None = None) -> Source:
@@ -65,7 +66,7 @@ def resolve_source(source: str, rank: int | None = None, trial: int | None = Non
         study = settings.get("study", Path(source).parent.name)
         return Source(genome, f"{study}-{what.replace(' ', '')}", settings.get("dataset"), settings.get("target"),
                       settings.get("image_size"), settings.get("translate_px") or 0.0,
-                      settings.get("channels") or "auto")
+                      settings.get("channels") or "auto", settings.get("metric") or "accuracy")
     genome = load_genome(source)
     if source.endswith(".json"):
         return Source(genome, Path(source).stem, None, None, translate_px=_recipe(source).get("translate_px", 0.0))
@@ -91,7 +92,8 @@ def _recipe(path: str) -> dict:
 
 
 def reproduce(source: Source, *, seeds: list[int], epochs: int, full: Splits, device: str, out: str,
-              augment: str = "auto", translate_px: float = 0.0, log: Callable[[str], None] = print,
+              augment: str = "auto", translate_px: float = 0.0, metric: str = "accuracy",
+              log: Callable[[str], None] = print,
               require_onnx: bool = False, processes: int = 1, int8: bool = False, target: float | None = None,
               on_int8: bool = False) -> tuple[FinalResult, Path]:
     """Retrain over ``seeds`` on ``full`` (the whole training set and the test set) and write ``<out>/<name>/``
@@ -99,7 +101,7 @@ def reproduce(source: Source, *, seeds: list[int], epochs: int, full: Splits, de
     folder. ``processes`` > 1 on CPU trains the seeds side by side, one single-threaded process each. ``int8``:
     each seed's model is also quantized and measured in TFLM (``reports.final.measure_int8``); ``on_int8``:
     the verdict is of those int8 accuracies."""
-    config = TrainConfig(device=device, augment=augment, translate_px=translate_px)
+    config = TrainConfig(device=device, augment=augment, translate_px=translate_px, metric=metric)
     final = final_evaluation(source.genome, full, epochs, seeds, config, log=log, processes=processes)
     out_dir = Path(out) / source.name
     out_dir.mkdir(parents=True, exist_ok=True)

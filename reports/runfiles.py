@@ -66,7 +66,8 @@ _SETTINGS_TYPES = {
     "target": (_is_number, "a number"), "trials": (_is_count, "an integer"), "epochs": (_is_count, "an integer"),
     "min_epochs": (_is_count, "an integer"), "sampler": (str, "a string"), "pruner": (str, "a string"),
     "workers": (_is_count, "an integer"), "train_subset": (_is_count, "an integer"), "seed": (_is_count, "an integer"),
-    "image_size": (str, "a string"), "channels": (lambda v: v in ("auto", "gray", "rgb"), "auto, gray or rgb"), "input": (str, "a string"), "translate_px": (_is_number, "a number"),
+    "image_size": (str, "a string"), "channels": (lambda v: v in ("auto", "gray", "rgb"), "auto, gray or rgb"),
+    "metric": (lambda v: v in ("accuracy", "balanced"), "accuracy or balanced"), "input": (str, "a string"), "translate_px": (_is_number, "a number"),
     "classes": (lambda v: isinstance(v, list) and all(isinstance(c, str) for c in v), "a list of strings"),
 }
 _SETTINGS_FIX = "fix or delete it (a search or --finalize on the study writes it again)"

@@ -255,7 +255,7 @@ class Objective:
         """
         s = self.settings
         config = TrainConfig(**{"epochs": s.epochs, "seed": s.seed, "device": s.device, "augment": s.augment,
-                                "translate_px": s.translate_px, **s.train_overrides,
+                                "translate_px": s.translate_px, "metric": s.metric, **s.train_overrides,
                                 **(sample_hparams(trial) if s.tune_hparams else {})})
         pruning = s.pruner != "none" and not s.multi_objective and self.study is not None
         if pruning and s.rungs == "separate":

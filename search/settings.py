@@ -32,9 +32,10 @@ WORKER_MODULES = ("search.runner", "optuna.storages._rdb.models", "alembic.comma
 # What a lost race between workers creating the same tables / study looks like (then: try again).
 _CREATION_RACE = ("already exists", "IntegrityError", "UniqueViolation", "UNIQUE constraint", "duplicate key")
 # Study attributes that must match when a study is resumed.
-_BEFORE_RECORDED = {"precision": "int8", "image_size": None, "translate_px": 0.0, "channels": "auto"}  # identity fields added later, as they were before
+_BEFORE_RECORDED = {"precision": "int8", "image_size": None, "translate_px": 0.0, "channels": "auto",
+                    "metric": "accuracy"}  # identity fields added later, as they were before
 _IDENTITY = ("dataset", "image_size", "channels", "budget", "min_rf", "max_macs", "max_ram", "max_flash", "precision", "objectives",
-             "translate_px")
+             "translate_px", "metric")
 
 
 class SearchError(BudgetNASError):
@@ -63,6 +64,7 @@ class SearchSettings:
     data_dir: str = "data"
     image_size: str | None = None  # "HxW": the user's images resized once at load
     channels: str = "auto"  # the user's images: auto (colour when any image is), gray or rgb
+    metric: str = "accuracy"  # what the validation and test accuracies measure: accuracy or balanced
     augment: str = "auto"  # TrainConfig.augment
     translate_px: float = 0.0  # TrainConfig.translate_px: affine shifts beside the rotation (part of the identity)
     trials: int = 50  # trained trials (rejected proposals do not count)
@@ -150,7 +152,8 @@ class SearchSettings:
     def identity(self) -> dict[str, Any]:
         return {"dataset": self.dataset, "image_size": self.image_size, "channels": self.channels, "budget": self.budget, "min_rf": self.min_rf, "max_macs": self.max_macs,
                 "max_ram": self.max_ram, "max_flash": self.max_flash, "precision": self.precision,
-                "objectives": "val_acc,params" if self.multi_objective else "score", "translate_px": self.translate_px}
+                "objectives": "val_acc,params" if self.multi_objective else "score", "translate_px": self.translate_px,
+                "metric": self.metric}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

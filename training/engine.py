@@ -24,7 +24,7 @@ from blocks import Genome, build_model
 from training.augment import augment_batch
 from training.data import Splits, check_genome_fits
 
-__all__ = ["AUGMENTATIONS", "EpochMetrics", "TrainConfig", "TrainResult", "Trainer", "augmentation", "evaluate", "predict",
+__all__ = ["AUGMENTATIONS", "METRICS", "EpochMetrics", "TrainConfig", "TrainResult", "Trainer", "augmentation", "evaluate", "predict",
            "evaluation_batch", "keep_freed_memory", "make_optimizer", "make_scheduler", "parameter_groups",
            "progress_enabled", "resolve_device", "train", "training_layout"]
 
@@ -63,6 +63,7 @@ class TrainConfig:
     eval_batch_size: int | None = None  # images per evaluation batch; None = the device's default (``evaluate``)
     evaluate_test: bool = False  # also evaluate the test set every epoch (final evaluation only)
     max_steps: int | None = None  # stop after this many optimizer steps (benchmarks, smoke tests)
+    metric: str = "accuracy"  # what val_acc / test_acc measure: accuracy, or balanced (the mean of the classes' recalls)
 
     def __post_init__(self) -> None:
         checks = {
@@ -71,7 +72,7 @@ class TrainConfig:
             "augment": self.augment in AUGMENTATIONS,
             "device": self.device in ("auto", "cuda", "mps", "cpu"),
             "label_smoothing": 0 <= self.label_smoothing < 1, "ema_decay": 0 <= self.ema_decay < 1,
-            "weight_decay": self.weight_decay >= 0,
+            "weight_decay": self.weight_decay >= 0, "metric": self.metric in METRICS,
             "warmup_frac": 0 < self.warmup_frac < 1, "scale_frac": 0 <= self.scale_frac < 1,
             "eval_batch_size": self.eval_batch_size is None or self.eval_batch_size >= 1,
         }
@@ -323,7 +324,7 @@ class Trainer:
         """(mean loss, accuracy %) of ``evaluated`` without augmentation."""
         return evaluate(self.evaluated, images, labels, self.splits.mean, self.splits.std,
                         batch_size=self.config.eval_batch_size, amp=self.cuda and self.config.amp,
-                        memory_format=self.memory_format)
+                        memory_format=self.memory_format, metric=self.config.metric)
 
 
 def evaluation_batch(device: torch.device, requested: int | None = None) -> int:
@@ -345,21 +346,42 @@ def _batched_logits(model: nn.Module, images: torch.Tensor, mean: Sequence[float
             yield model(x), start
 
 
+METRICS = ("accuracy", "balanced")
+
+
+def score_of(hits: torch.Tensor, counts: torch.Tensor, metric: str = "accuracy") -> float:
+    """Percent from per-class hits and image counts: accuracy (all hits over all images), or balanced (the mean of
+    the recalls of the classes that have images)."""
+    if metric == "balanced":
+        present = counts > 0
+        return 100.0 * (hits[present].double() / counts[present].double()).mean().item() if present.any() else 0.0
+    return 100.0 * hits.sum().item() / max(int(counts.sum()), 1)
+
+
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, mean: Sequence[float],
              std: Sequence[float], *, batch_size: int | None = None, amp: bool = False,
-             memory_format: torch.memory_format = torch.contiguous_format) -> tuple[float, float]:
-    """(mean loss, accuracy %) of ``model`` on uint8 ``images`` normalised with per-channel ``mean`` / ``std``.
+             memory_format: torch.memory_format = torch.contiguous_format,
+             metric: str = "accuracy") -> tuple[float, float]:
+    """(mean loss, accuracy %) of ``model`` on uint8 ``images`` normalised with per-channel ``mean`` / ``std``;
+    ``metric`` balanced: the mean of the classes' recalls instead of the accuracy (``score_of``).
 
     The model is put in eval mode; it must be on the images' device. ``batch_size`` None: 2,000 images on
     CUDA, 256 elsewhere (on CPU a batch whose feature maps fit the caches ran 2x faster: BENCHMARKS.md).
     """
     device = images.device
-    loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.int64)
+    loss_sum = torch.zeros((), device=device)
+    hits = counts = None
     for logits, start in _batched_logits(model, images, mean, std, batch_size, amp, memory_format):
         y = labels[start:start + len(logits)]
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
-        correct += (logits.argmax(1) == y).sum()
-    return (loss_sum / len(labels)).item(), 100.0 * correct.item() / len(labels)
+        k = logits.shape[1]
+        batch_hits = torch.bincount(y[logits.argmax(1) == y], minlength=k)
+        batch_counts = torch.bincount(y, minlength=k)
+        hits = batch_hits if hits is None else hits + batch_hits
+        counts = batch_counts if counts is None else counts + batch_counts
+    if hits is None:
+        return float("nan"), 0.0
+    return (loss_sum / len(labels)).item(), score_of(hits, counts, metric)
 
 
 def predict(model: nn.Module, images: torch.Tensor, mean: Sequence[float], std: Sequence[float], *,

@@ -22,7 +22,7 @@ from torch import nn
 
 from blocks import Genome, build_model
 from training.engine import (EpochMetrics, TrainConfig, Trainer, TrainResult, _Normalize, evaluation_batch,
-                             make_optimizer, make_scheduler)
+                             make_optimizer, make_scheduler, score_of)
 
 __all__ = ["batchable", "narrow", "train_seeds", "widen"]
 
@@ -183,15 +183,19 @@ class _SeedBatch:
         batch_size = evaluation_batch(self.device, self.config.eval_batch_size)
         normalize = _Normalize(sp.mean, sp.std, self.device, torch.contiguous_format)
         loss_sum = torch.zeros(n_seeds, device=self.device)
-        correct = torch.zeros(n_seeds, device=self.device, dtype=torch.int64)
+        k = self.splits.spec.classes
+        hits = torch.zeros(n_seeds, k, device=self.device, dtype=torch.int64)
+        counts = torch.bincount(labels, minlength=k)
         for start in range(0, len(labels), batch_size):
             x = normalize(images[start:start + batch_size].float().div_(255)).repeat(1, n_seeds, 1, 1)
             y = labels[start:start + batch_size]
             logits = self.model(x.contiguous(memory_format=self.memory_format)).view(len(y), n_seeds, -1).float()
             loss_sum += F.cross_entropy(logits.permute(0, 2, 1), y[:, None].expand(-1, n_seeds),
                                         reduction="none").sum(0)
-            correct += (logits.argmax(2) == y[:, None]).sum(0)
-        return (loss_sum / len(labels)).tolist(), (100.0 * correct / len(labels)).tolist()
+            right = logits.argmax(2) == y[:, None]
+            for s in range(n_seeds):
+                hits[s] += torch.bincount(y[right[:, s]], minlength=k)
+        return (loss_sum / len(labels)).tolist(), [score_of(hits[s], counts, self.config.metric) for s in range(n_seeds)]
 
 
 def train_seeds(genome: Genome, splits, configs: Sequence[TrainConfig],

@@ -523,3 +523,32 @@ def test_per_class_figures_name_the_hard_class(tmp_path, monkeypatch):
     assert "## Per class: trial" in text and "| west |" in text and "Confusion matrix, its seeds summed" in text
     assert confusion_matrix(torch.tensor([1, 1]), torch.tensor([0, 1]), 2) == [[0, 1], [0, 1]]
     assert class_summary([[[0, 1], [0, 1]]], ["a", "b"])["balanced_acc"] == [50.0]
+
+
+def test_metric_balanced_drives_the_target_and_the_verdict_on_imbalanced_classes(tmp_path):
+    """Issue 39 item 1: --metric balanced makes the finals' test figures (and so the verdict) balanced accuracies,
+    the same as the per-class figures say; the search's validation accuracies are balanced too."""
+    from dataclasses import replace
+
+    splits = tiny_splits()
+    keep_test = torch.cat([(splits.test_y != 3).nonzero().flatten(), (splits.test_y == 3).nonzero().flatten()[:3]])
+    splits = replace(splits, test_x=splits.test_x[keep_test], test_y=splits.test_y[keep_test])  # class 3 is rare
+    settings = SearchSettings(**tiny_settings(tmp_path, trials=2, budget=4000, study="balanced", target=50.0,
+                                              metric="balanced"))
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    study = open_study(settings)
+    run_worker(settings, study=study, splits=splits, log=lambda line: None)
+    trained = [t for t in study.get_trials() if t.user_attrs.get("status") == "complete"]
+    assert trained and all(t.user_attrs["train_config"]["metric"] == "balanced" for t in trained)
+    finals = finalize(study, settings, write_leaderboard(study, settings), top_k=1, epochs=2, seeds=[0, 1],
+                      log=lambda line: None, splits=splits)
+    (entry,) = finals.values()
+    per_seed = [run[-1] for run in entry["per_epoch_test_acc"]]
+    assert per_seed == pytest.approx(entry["balanced_acc"], abs=1e-3)  # the verdict's figures are balanced
+    from reports.verdict import verdict
+
+    assert entry["meets_target"] == verdict(per_seed, 50.0)
+    from search.settings import SearchError
+
+    with pytest.raises(SearchError, match="metric"):  # another metric is another study
+        open_study(SearchSettings(**tiny_settings(tmp_path, trials=2, budget=4000, study="balanced", target=50.0)))

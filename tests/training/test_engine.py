@@ -221,3 +221,22 @@ def test_channels_last_on_cpu_only_in_a_single_threaded_process():
             == torch.contiguous_format
     finally:
         torch.set_num_threads(threads)
+
+
+def test_balanced_accuracy_weighs_every_class_alike():
+    """Issue 39 item 1: with one class at 5% of the images, never predicting it still scores 95% accuracy."""
+    from torch import nn
+
+    from training.engine import evaluate, score_of
+
+    labels = torch.tensor([0] * 19 + [1])
+    always_zero = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    with torch.no_grad():
+        always_zero[1].weight.zero_()
+        always_zero[1].bias.copy_(torch.tensor([1.0, 0.0]))
+    images = torch.zeros(20, 1, 2, 2, dtype=torch.uint8)
+    assert evaluate(always_zero, images, labels, [0.0], [1.0])[1] == pytest.approx(95.0)
+    assert evaluate(always_zero, images, labels, [0.0], [1.0], metric="balanced")[1] == pytest.approx(50.0)
+    assert score_of(torch.tensor([3, 0, 0]), torch.tensor([4, 2, 0]), "balanced") == pytest.approx(37.5)
+    with pytest.raises(ValueError, match="metric"):
+        TrainConfig(metric="f1")
