@@ -190,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a first tested model in about 8 minutes on a 2-core CPU: " + ", ".join(
                             f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items())
                              + " (flags you give win)")
+    search.add_argument("--quiet", action="store_true",
+                        help="print only warnings, errors and the ending (the headline, the files, what next)")
     search.add_argument("--dry-run", action="store_true",
                         help="print the plan, the estimate and the first proposals' params, RF, MACs and RAM, then "
                              "exit: no study is created, nothing is trained")
@@ -209,10 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="maximum flash bytes: at int8 (default) the estimated .tflite file, at fp32 4 bytes a "
                              "weight")
     limits.add_argument("--precision", choices=["int8", "fp32"],
-                        help="bytes per value for --max-ram / --max-flash and their columns (default int8, as "
-                             "deployed on a microcontroller, analytic). Given as int8, the finalists are also "
-                             "quantized to int8, run in TensorFlow Lite Micro, judged on their int8 test accuracy "
-                             "and checked on the measured arena and flatbuffer bytes (needs the [mcu] extra)")
+                        help="bytes per value for --max-ram / --max-flash and their columns (analytic; int8 when "
+                             "not given, as deployed on a microcontroller). Only when given as int8 are the "
+                             "finalists also quantized to int8, run in TensorFlow Lite Micro, judged on their int8 "
+                             "test accuracy and checked on the measured arena and flatbuffer bytes (needs the [mcu] "
+                             "extra); --reproduce --export tflite does it for one design")
     return parser
 
 
@@ -296,8 +299,10 @@ def _checked_data(settings, console):
                       if splits.user_data and mode == "none" else " (auto)") if settings.augment == "auto" else "")
                   + (f", shifts up to {settings.translate_px:g} px" if settings.translate_px else ""),
                   markup=False, highlight=False)
+    from reports.summary import make_console
+
     for warning in [*splits.warnings, *_small_validation(len(splits.val_y))]:
-        console.print(f"warning: {warning}", style="yellow", markup=False, highlight=False)
+        make_console(loud=True).print(f"warning: {warning}", style="yellow", markup=False, highlight=False)
     return splits
 
 
@@ -618,8 +623,9 @@ def _search(args: argparse.Namespace) -> int:
     console.print(f"leaderboard: {settings.run_dir / 'leaderboard.csv'}   report: {html_path}")
     from reports.html import ending
 
+    loud = make_console(loud=True)  # the ending is printed under --quiet too
     for i, line in enumerate(ending(settings.run_dir, df)):
-        console.print(line, style="bold" if i == 0 else None, markup=False, highlight=False)
+        loud.print(line, style="bold" if i == 0 else None, markup=False, highlight=False)
     return code
 
 
@@ -775,6 +781,7 @@ def _reproduce(args: argparse.Namespace) -> int:
                                processes=_worker_count(args.workers, device, console.print), int8=int8,
                                target=target, on_int8=args.precision == "int8")
     summary = final.summary(target, args.precision == "int8")
+    console = make_console(loud=True)  # the ending is printed under --quiet too
     if len(final.final_accs) > 1:
         console.print(f"[bold]{source.name}: {final.params:,} params, test accuracy {final.mean:.2f} ± {final.std:.2f} % "
                       f"(min {final.min:.2f} %, 95% lower bound {_percent(summary['test_acc_low'])}) over seeds {seeds}[/]")
@@ -815,6 +822,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.seeds is None:  # racing needs a target to race against, and --reproduce takes a number
         args.seeds = "auto" if args.target is not None and args.reproduce is None else "3"
     os.environ.setdefault("MPLBACKEND", "Agg")  # plots only ever go to report files
+    if args.quiet:
+        from search.console import QUIET_ENV
+
+        os.environ[QUIET_ENV] = "1"  # this process and the workers it starts
     previous, previous_int = signal.signal(signal.SIGTERM, _terminate), signal.getsignal(signal.SIGINT)
     from search.interrupts import keep_signals
 

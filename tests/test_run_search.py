@@ -123,6 +123,7 @@ def test_labels_say_what_they_measure(tmp_path, monkeypatch):
 
     help_text = " ".join(run_search.build_parser().format_help().split())
     assert "maximum bytes of weights" not in help_text and "the estimated .tflite file" in help_text
+    assert "Only when given as int8 are the finalists also quantized" in help_text  # not measured by default
     import pandas as pd
 
     from reports.html import _top

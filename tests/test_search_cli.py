@@ -284,3 +284,17 @@ def test_seeds_default_to_racing_when_there_is_a_target(tmp_path, extra, races):
     assert result.returncode == 0, result.stderr[-2000:]
     assert ("(up to 30 while verdicts are open: --seeds auto)" in result.stdout) == races
     assert ("if every finalist's verdict stayed open to --max-seeds" in result.stdout) == races
+
+
+def test_quiet_prints_only_warnings_and_the_ending(tmp_path):
+    """Issue 40 item 5: --quiet (warnings, errors and the ending only)."""
+    from tests.synthetic import write_idx
+
+    write_idx(tmp_path / "data" / "MNIST" / "raw", n_train=6000, n_test=100)
+    result = cli("--budget", "3000", "--epochs", "1", "--trials", "1", "--final-top", "1", "--seeds", "1",
+                 "--final-epochs", "1", "--sampler", "random", "--workers", "1", "--device", "cpu", "--quiet",
+                 "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "runs"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith("Best design, trial") and lines[-1].startswith("next: "), result.stdout[:2000]
+    assert not any(line.startswith(("data:", "study ", "plan:", "trial ", "[w0]", "  Epoch")) for line in lines)

@@ -395,7 +395,7 @@ def predict(model: nn.Module, images: torch.Tensor, mean: Sequence[float], std: 
 
 def progress_enabled() -> bool:
     """Whether live progress is shown: on a terminal, and not under CI (the engine's bar, the search's display)."""
-    return sys.stdout.isatty() and not os.environ.get("CI")
+    return sys.stdout.isatty() and not os.environ.get("CI") and os.environ.get("BUDGETNAS_QUIET") != "1"
 
 
 def train(genome: Genome, splits: Splits, config: TrainConfig | None = None,
