@@ -596,10 +596,17 @@ def _search(args: argparse.Namespace) -> int:
                                                       on_started=print_plan, splits=here, display=display))
         raise_if_lost()
         if args.final_top:
-            _guarded(settings, lambda: finalize(
-                study, settings, write_leaderboard(study, settings), args.final_top, args.final_epochs,
-                _seeds(args), log=console.print, max_seeds=_max_seeds(args),
-                on_final=lambda finals: write_leaderboard(study, settings, finals), processes=settings.workers))
+            finals_display = _live_display(console, settings)
+            planned = args.final_top * (_max_seeds(args) or len(_seeds(args))) * args.final_epochs
+            with finals_display or nullcontext():
+                if finals_display is not None:
+                    finals_display.start_finals(planned, settings.workers)
+                _guarded(settings, lambda: finalize(
+                    study, settings, write_leaderboard(study, settings), args.final_top, args.final_epochs,
+                    _seeds(args), log=finals_display.log if finals_display else console.print,
+                    max_seeds=_max_seeds(args), on_final=lambda finals: write_leaderboard(study, settings, finals),
+                    processes=settings.workers,
+                    on_progress=finals_display.final_epoch if finals_display else None))
     except KeyboardInterrupt as e:
         acknowledge_lost()
         code = 143 if isinstance(e, _Terminated) else 130

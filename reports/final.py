@@ -405,7 +405,7 @@ def finals_lock(run_dir: Path) -> Iterator[None]:
 def finalize(study: Any, settings: Any, ranked: pd.DataFrame, top_k: int, epochs: int, seeds: list[int],
              log: Callable[[str], None] = print, splits: Splits | None = None,
              on_final: Callable[[dict], None] | None = None, processes: int = 1,
-             max_seeds: int | None = None) -> dict:
+             max_seeds: int | None = None, on_progress: Callable[..., None] | None = None) -> dict:
     """Retrain the finalists of ``ranked`` (a leaderboard frame; ``search.ranking.finalists``: with a target met on
     validation, the front's smallest designs one at a time until one is certain, else the ``top_k`` best ranks) on
     the full training set over ``seeds``.
@@ -417,7 +417,8 @@ def finalize(study: Any, settings: Any, ranked: pd.DataFrame, top_k: int, epochs
     ``processes`` > 1 on CPU trains the runs (finalists x seeds) side by side (``training.parallel``).
     ``max_seeds`` (``--seeds auto``): racing. A finalist whose verdict is still open after ``seeds``
     (``reports.verdict.decided``) gets more seeds, as many at a time as there are processes, up to ``max_seeds``.
-    One final evaluation at a time per run directory (``finals_lock``).
+    One final evaluation at a time per run directory (``finals_lock``). ``on_progress(trial, seed, epoch, epochs,
+    test_acc, seconds)`` sees every epoch of every final run (a live display).
     """
     top, in_turn = finalists(ranked, settings.target, top_k, getattr(settings, "validation_images", None))
     if top.empty:
@@ -425,13 +426,14 @@ def finalize(study: Any, settings: Any, ranked: pd.DataFrame, top_k: int, epochs
         return {}
     with finals_lock(Path(settings.run_dir)):
         if not in_turn:
-            return _finalize(settings, top, epochs, seeds, log, splits, on_final, processes, max_seeds)
+            return _finalize(settings, top, epochs, seeds, log, splits, on_final, processes, max_seeds, on_progress)
         log(f"final evaluation: {len(top)} candidate(s) on the accuracy-per-parameter front, smallest first "
             f"({', '.join(f'{int(p):,}' for p in top['params'])} params); the first certain at {settings.target}% "
             "is the answer, and the larger ones are not trained then")
         finals = {}
         for i in range(len(top)):
-            finals = _finalize(settings, top.iloc[i:i + 1], epochs, seeds, log, splits, on_final, processes, max_seeds)
+            finals = _finalize(settings, top.iloc[i:i + 1], epochs, seeds, log, splits, on_final, processes, max_seeds,
+                               on_progress)
             verdict_of = finals.get(str(int(top.iloc[i]["trial"])), {}).get("meets_target")
             if verdict_of == "certain":
                 if i + 1 < len(top):
@@ -443,7 +445,7 @@ def finalize(study: Any, settings: Any, ranked: pd.DataFrame, top_k: int, epochs
 
 def _finalize(settings: Any, top: pd.DataFrame, epochs: int, seeds: list[int], log: Callable[[str], None],
               splits: Splits | None, on_final: Callable[[dict], None] | None, processes: int,
-              max_seeds: int | None) -> dict:
+              max_seeds: int | None, on_progress: Callable[..., None] | None = None) -> dict:
     full = splits if splits is not None else load_splits(settings.dataset, settings.data_dir,
                                                          device=resolve_device(settings.device), val_size=0,
                                                          image_size=settings.image_size,
@@ -490,7 +492,13 @@ def _finalize(settings: Any, top: pd.DataFrame, epochs: int, seeds: list[int], l
             groups.append((f"trial {trial}", mine, [jobs[todo[k]][1].seed for k in mine]))
         train_jobs = [jobs[i] for i in todo]
         logger = _epoch_logger(groups, log, waves(train_jobs, processes, full.device.type))
-        finished = ((todo[k], result) for k, result in train_many(train_jobs, full, processes, on_epoch=logger))
+
+        def on_epoch(k: int, m: EpochMetrics) -> None:
+            logger(k, m)
+            if on_progress is not None:
+                on_progress(owner[todo[k]][0], train_jobs[k][1].seed, m.epoch, epochs, m.test_acc, m.seconds)
+
+        finished = ((todo[k], result) for k, result in train_many(train_jobs, full, processes, on_epoch=on_epoch))
         results: dict[int, TrainResult] = {}
         for index, result in itertools.chain(reused.items(), finished):
             trial, genome, indices = owner[index]

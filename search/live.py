@@ -35,6 +35,7 @@ class SearchDisplay:
         self.search_seconds, self.final_seconds = search_seconds, final_seconds
         self.states: dict[int, dict[str, Any]] = {i: {} for i in range(workers)}
         self.overall: dict[str, Any] = {}
+        self.finals: dict[str, Any] | None = None  # the final phase (``start_finals``), else None
         self.start = time.monotonic()
         self.lock = threading.Lock()
         self.live = Live(self, console=console, refresh_per_second=2, transient=True, redirect_stdout=False,
@@ -50,6 +51,26 @@ class SearchDisplay:
     def set_plan(self, search_seconds: float, final_seconds: float) -> None:
         """The plan's estimates, used until the first trial has finished."""
         self.search_seconds, self.final_seconds = search_seconds, final_seconds
+
+    def start_finals(self, planned_epochs: int, processes: int) -> None:
+        """The final evaluation begins: ``planned_epochs`` epochs at most (finalists x seeds x epochs), trained
+        ``processes`` at a time; the status lines follow each run from now on (``final_epoch``)."""
+        with self.lock:
+            self.finals = {"planned": planned_epochs, "processes": max(processes, 1), "done": 0, "seconds": 0.0,
+                           "runs": {}, "start": time.monotonic()}
+
+    def final_epoch(self, trial: int, seed: int, epoch: int, epochs: int, test_acc: float | None,
+                    seconds: float) -> None:
+        """A final run finished an epoch: its line, and the final phase's ETA (epochs left x the mean epoch time
+        so far / the processes)."""
+        with self.lock:
+            if self.finals is None:
+                return
+            self.finals["runs"][(trial, seed)] = (epoch, epochs, test_acc)
+            self.finals["done"] += 1
+            self.finals["seconds"] += seconds
+            if epoch == epochs:
+                self.finals["runs"].pop((trial, seed), None)
 
     def log(self, line: str) -> None:
         """A log line, printed above the status lines."""
@@ -85,9 +106,23 @@ class SearchDisplay:
         thread.start()
         return thread
 
+    def _final_lines(self) -> list[str]:
+        finals = self.finals
+        out = [f"trial {trial} seed {seed}  epoch {epoch}/{epochs}" + (f"  test {acc:.2f}%" if acc is not None else "")
+               for (trial, seed), (epoch, epochs, acc) in sorted(finals["runs"].items())]
+        now = time.monotonic()
+        left = max(finals["planned"] - finals["done"], 0)
+        eta = (format_duration(left * finals["seconds"] / finals["done"] / finals["processes"]) if finals["done"]
+               else "after the first epoch")
+        out.append(f"final evaluation: {finals['done']}/{finals['planned']} epochs at most (fewer when a verdict "
+                   f"is decided)  {format_duration(now - finals['start'])} elapsed  ETA {eta}")
+        return out
+
     def lines(self) -> list[str]:
         """The status lines as plain text."""
         with self.lock:
+            if self.finals is not None:
+                return self._final_lines()
             states, overall = dict(self.states), dict(self.overall)
         out = []
         for worker, s in states.items():
@@ -112,5 +147,6 @@ class SearchDisplay:
         return out
 
     def __rich__(self) -> Group:
-        return Group(*(Text(line, no_wrap=True, overflow="ellipsis", style="dim" if i < len(self.states) else "bold")
-                       for i, line in enumerate(self.lines())))
+        lines = self.lines()
+        return Group(*(Text(line, no_wrap=True, overflow="ellipsis", style="dim" if i < len(lines) - 1 else "bold")
+                       for i, line in enumerate(lines)))

@@ -507,10 +507,13 @@ def test_per_class_figures_name_the_hard_class(tmp_path, monkeypatch):
     (settings.run_dir / "settings.json").write_text(json.dumps(settings.to_dict()))
     study = open_study(settings)
     run_worker(settings, study=study, splits=tiny_splits(), log=lambda line: None)
-    lines = []
+    lines, progress = [], []
     finals = finalize(study, settings, write_leaderboard(study, settings), top_k=1, epochs=3, seeds=[0, 1],
-                      log=lines.append, splits=splits, on_final=lambda f: write_leaderboard(study, settings, f))
+                      log=lines.append, splits=splits, on_final=lambda f: write_leaderboard(study, settings, f),
+                      on_progress=lambda *epoch: progress.append(epoch))
     (entry,) = finals.values()
+    (trial,) = finals  # the live display's feed: every epoch of every final run, by trial and seed
+    assert sorted((t, s, e) for t, s, e, *_ in progress) == [(int(trial), s, e) for s in (0, 1) for e in (1, 2, 3)]
     assert set(entry["per_class"]) == {"north", "east", "south", "west"}
     assert entry["worst_class"]["name"] == "west" and entry["per_class"]["west"]["recall"] < 20
     assert sum(map(sum, entry["confusion"])) == 2 * len(splits.test_y)  # two seeds summed

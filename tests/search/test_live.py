@@ -79,3 +79,19 @@ def test_a_search_with_two_workers_shows_both_in_the_display(tmp_path):
         assert any("epoch" in s and s["epoch"] >= 1 for s in seen[worker]), worker
         assert seen[worker][-1]["stage"].startswith("done")
     assert any("done" in s for states in seen.values() for s in states)
+
+
+def test_the_final_phase_has_its_lines_and_an_eta():
+    """Issue 40 item 2: the progress showed -:--:-- for the whole final phase (50 minutes on a busy machine)."""
+    display = SearchDisplay(Console(file=io.StringIO()), workers=2, trials=50)
+    display.start_finals(planned_epochs=90, processes=2)
+    assert _rendered(display, 200)[-1].startswith("final evaluation: 0/90 epochs at most")
+    assert "ETA after the first epoch" in _rendered(display, 200)[-1]
+    for seed in (0, 1):
+        display.final_epoch(7, seed, 1, 15, 98.5 + seed, seconds=20.0)
+    lines = _rendered(display, 200)
+    assert lines[:2] == ["trial 7 seed 0  epoch 1/15  test 98.50%", "trial 7 seed 1  epoch 1/15  test 99.50%"]
+    assert "final evaluation: 2/90 epochs at most" in lines[2] and re.search(r"ETA 0:14:(39|40)", lines[2])
+    for epoch in range(2, 16):
+        display.final_epoch(7, 0, epoch, 15, 99.0, seconds=20.0)
+    assert not any(line.startswith("trial 7 seed 0") for line in _rendered(display, 200))  # a finished run leaves
