@@ -262,7 +262,7 @@ def ending(run_dir: str | Path, df: pd.DataFrame) -> list[str]:
     design's files, and what to run next."""
     run_dir = Path(run_dir)
     settings, finals = load_settings(run_dir), load_finals(run_dir)
-    lines = headline(df, settings, finals)[:2]
+    lines = [line for line in headline(df, settings, finals) if not line.startswith("Search fidelity")]
     ranked = df[df["rank"].notna()].sort_values("rank")
     if ranked.empty:
         return lines + ["next: more --trials, or --timeout, so that designs finish their training"]
