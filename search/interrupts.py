@@ -83,6 +83,7 @@ def keep_signals(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> 
     ``acknowledge_lost``; main thread only (elsewhere, and for ignored signals, nothing changes)."""
     if threading.current_thread() is not threading.main_thread():
         return
+    _quiet_lost_interrupts()
     for sig in signals:
         handler = signal.getsignal(sig)
         if callable(handler) and not getattr(handler, "keeps_signal", False):
@@ -91,6 +92,24 @@ def keep_signals(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> 
                 handler(signum, frame)
             remembered.keeps_signal = True  # type: ignore[attr-defined]
             signal.signal(sig, remembered)
+
+
+def _quiet_lost_interrupts() -> None:
+    """A Ctrl-C or SIGTERM that lands inside a finalizer or weakref callback is swallowed there, and Python prints
+    "Exception ignored in: ..." with a traceback. It is remembered (``keep_signals``) and raised again at the next
+    safe point (``raise_if_lost``), so that printout is noise: this hook drops it, and passes any other unraisable
+    exception to the hook it replaces."""
+    import sys
+
+    previous = sys.unraisablehook
+    if getattr(previous, "quiets_interrupts", False):
+        return
+
+    def hook(unraisable: Any) -> None:
+        if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+            previous(unraisable)
+    hook.quiets_interrupts = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
 
 
 def acknowledge_lost() -> None:
