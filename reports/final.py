@@ -425,6 +425,9 @@ def finalize(study: Any, settings: Any, ranked: pd.DataFrame, top_k: int, epochs
         log("final evaluation: no trained trial to evaluate")
         return {}
     with finals_lock(Path(settings.run_dir)):
+        splits = splits if splits is not None else load_splits(
+            settings.dataset, settings.data_dir, device=resolve_device(settings.device), val_size=0,
+            image_size=settings.image_size, channels=settings.channels)  # once, for every candidate
         if not in_turn:
             return _finalize(settings, top, epochs, seeds, log, splits, on_final, processes, max_seeds, on_progress)
         log(f"final evaluation: {len(top)} candidate(s) on the accuracy-per-parameter front, smallest first "
@@ -444,12 +447,8 @@ def finalize(study: Any, settings: Any, ranked: pd.DataFrame, top_k: int, epochs
 
 
 def _finalize(settings: Any, top: pd.DataFrame, epochs: int, seeds: list[int], log: Callable[[str], None],
-              splits: Splits | None, on_final: Callable[[dict], None] | None, processes: int,
+              full: Splits, on_final: Callable[[dict], None] | None, processes: int,
               max_seeds: int | None, on_progress: Callable[..., None] | None = None) -> dict:
-    full = splits if splits is not None else load_splits(settings.dataset, settings.data_dir,
-                                                         device=resolve_device(settings.device), val_size=0,
-                                                         image_size=settings.image_size,
-                                                         channels=settings.channels)
     finals = load_finals(settings.run_dir)
     base = TrainConfig(device=settings.device, augment=settings.augment, translate_px=settings.translate_px,
                        metric=settings.metric, **settings.train_overrides)
@@ -468,6 +467,7 @@ def _finalize(settings: Any, top: pd.DataFrame, epochs: int, seeds: list[int], l
         rounds.append((trial, genome, list(seeds)))
     runs_of: dict[int, list[TrainResult]] = {trial: [] for trial, _, _ in rounds}
     int8_of: dict[int, tuple[dict, dict]] = {}  # trial -> its seeds' int8 measurements and models, across rounds
+    confusions_of: dict[int, dict] = {}  # trial -> its seeds' test confusion matrices, across rounds
     folder_of = {trial: settings.run_dir / "final" / f"trial{trial}" for trial, _, _ in rounds}
     while rounds:
         jobs: list[tuple[Genome, TrainConfig]] = []  # every finalist's runs go to one pool, so none waits for another
@@ -511,16 +511,18 @@ def _finalize(settings: Any, top: pd.DataFrame, epochs: int, seeds: list[int], l
                 continue
             runs_of[trial] += [results.pop(i) for i in indices]
             final = _final_result(genome, runs_of[trial], log, title=f"trial {trial}")
-            done = len(runs_of[trial])
-            more_seeds = (max_seeds is not None and done < max_seeds
-                          and not decided(final.judged_accs(settings.int8_finals), settings.target))
+            final.confusions = confusions_of.setdefault(trial, {})  # measured once per seed, across rounds
             if settings.int8_finals:
                 final.int8, final.int8_models = int8_of.setdefault(trial, ({}, {}))
-            if more_seeds and not settings.int8_finals and not trained_in_round[trial]:
-                pass  # every run of this round was reused: nothing new to save before the next round
-            else:
+            done = len(runs_of[trial])
+
+            def more_seeds() -> bool:  # int8 accuracies are judged, so only after _record has measured them
+                return (max_seeds is not None and done < max_seeds
+                        and not decided(final.judged_accs(settings.int8_finals), settings.target))
+
+            if trained_in_round[trial] or settings.int8_finals or not more_seeds():  # a reused-only round saves nothing
                 _record(settings, trial, genome, final, full, finals, on_final, log, folder_of[trial])
-            if more_seeds:
+            if more_seeds():
                 more = list(range(max(final.seeds) + 1, max(final.seeds) + 1 + min(max(processes, 1), max_seeds - done)))
                 log(f"trial {trial}: verdict still open after {done} seeds (the mean and its 95% bound lie on "
                     f"opposite sides of the target); adding seed(s) {', '.join(map(str, more))}")

@@ -555,3 +555,22 @@ def test_metric_balanced_drives_the_target_and_the_verdict_on_imbalanced_classes
 
     with pytest.raises(SearchError, match="metric"):  # another metric is another study
         open_study(SearchSettings(**tiny_settings(tmp_path, trials=2, budget=4000, study="balanced", target=50.0)))
+
+
+def test_an_int8_race_decides_on_the_int8_accuracies_of_every_seed_so_far(racing, monkeypatch):
+    """The race judged int8 accuracies measured before the round's new seeds were (one round late)."""
+    import reports.final
+    from reports.tflite import TflmMeasurement
+
+    settings, study, state, run = racing
+    settings.int8_finals = True
+
+    def fake_int8(final, genome, full, log):
+        for seed in final.seeds:
+            final.int8.setdefault(seed, TflmMeasurement(90.0, 1000, 1000))
+
+    monkeypatch.setattr(reports.final, "measure_int8", fake_int8)
+    monkeypatch.setattr(reports.final, "decided", lambda accs, target: len(accs) >= 3)
+    run()
+    (entry,) = json.loads((settings.run_dir / "finals.json").read_text()).values()
+    assert state["trained"] == [[0, 1, 2]] and entry["seeds"] == [0, 1, 2] and len(entry["int8_test_acc"]) == 3
