@@ -512,13 +512,13 @@ def _search(args: argparse.Namespace) -> int:
     if args.final_top < 0:
         raise UsageError(f"--final-top must be >= 0, got {args.final_top}")
     console = make_console()
+    dataset = _dataset(args.dataset or "mnist")
     settings = SearchSettings(
         budget=args.budget, min_rf=limits.min_rf, max_macs=args.max_macs, max_ram=args.max_ram,
         max_flash=args.max_flash, precision=args.precision or "int8", int8_finals=args.precision == "int8",
         target=args.target,
-        dataset=_dataset(args.dataset or "mnist"), data_dir=args.data_dir,
-        image_size=_image_size(args.image_size, _dataset(args.dataset or "mnist")),
-        channels=_channels(args.channels, _dataset(args.dataset or "mnist")), metric=args.metric or "accuracy",
+        dataset=dataset, data_dir=args.data_dir, image_size=_image_size(args.image_size, dataset),
+        channels=_channels(args.channels, dataset), metric=args.metric or "accuracy",
         augment=args.augment, translate_px=args.translate or 0.0, trials=args.trials, timeout=args.timeout,
         epochs=args.epochs or 15, min_epochs=args.min_epochs, rungs=args.rungs, sampler=args.sampler,
         pruner=args.pruner,

@@ -200,12 +200,12 @@ def npz_peak_bytes(members: dict[str, tuple[tuple[int, ...], "np.dtype"]], size:
         if key not in members:
             return 0, 0
         shape, dtype = members[key]
-        if len(shape) not in (3, 4):
+        try:
+            _, channels = _layout(shape, Path(), key)
+        except DataError:  # refused with its shape when the array is read (``_images``)
             return 0, 0
         n, rest = shape[0], math.prod(shape[1:])
-        channels = 1 if len(shape) == 3 else (shape[-1] if shape[-1] in (1, 3, 4) and shape[1] not in (1, 3)
-                                              else shape[1])
-        hw = rest // max(channels, 1)
+        hw = rest // channels
         out = n * min(channels, 3) * (size[0] * size[1] if size else hw)
         return n * rest * dtype.itemsize, out
 
